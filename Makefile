@@ -1,0 +1,51 @@
+# Thin wrappers; the real work is in scripts/setup.sh and the `coopride` CLI.
+SHELL := /bin/bash
+
+VENV := .venv
+BIN := $(VENV)/bin
+
+HOST ?= 127.0.0.1
+PORT ?= 8000
+PYTEST_ARGS ?=
+LOADTEST_ARGS ?=
+# Optional: file that receives pytest's exit status (used by .ci/run, since
+# make itself only ever exits 0 or 2).
+PYTEST_STATUS_FILE ?=
+
+.PHONY: setup run test lint bench loadtest clean venv-check
+
+# System packages, PostgreSQL/PostGIS, Redis, role/db, .venv, migrations.
+setup:
+	bash scripts/setup.sh
+
+# TODO: switch to `coopride demo` (serve + seeded demo city) once it exists.
+run: setup
+	$(BIN)/coopride serve --host $(HOST) --port $(PORT)
+
+test: setup
+ifneq ($(strip $(PYTEST_STATUS_FILE)),)
+	rc=0; $(BIN)/pytest $(PYTEST_ARGS) || rc=$$?; echo $$rc > $(PYTEST_STATUS_FILE); exit $$rc
+else
+	$(BIN)/pytest $(PYTEST_ARGS)
+endif
+
+# Needs only the venv, not the services.
+lint: venv-check
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports && $(BIN)/mypy
+
+# Runs every benchmarks/bench_*.py with the venv's python.
+bench: setup
+	@shopt -s nullglob; files=(benchmarks/bench_*.py); \
+	if [ $${#files[@]} -eq 0 ]; then echo "no benchmarks/bench_*.py found" >&2; exit 1; fi; \
+	for f in "$${files[@]}"; do echo "== $$f"; $(BIN)/python "$$f" || exit $$?; done
+
+loadtest: setup
+	$(BIN)/coopride loadtest $(LOADTEST_ARGS)
+
+# Removes the venv and caches only; databases and services are left alone.
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info .ci/junit.xml
+	find . -path ./.git -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
+
+venv-check:
+	@test -x $(BIN)/python || { echo "no .venv yet: run 'make setup' first" >&2; exit 1; }

@@ -1,0 +1,78 @@
+"""Async SQLAlchemy engine and the unit of work.
+
+A unit of work is one session and one transaction: it commits when the block succeeds,
+rolls back when it raises, and only after a successful commit hands the events collected
+during the block to Redis (``core.events``). So no socket ever hears about a trip that
+the database does not hold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from core.errors import Unavailable
+
+OUTBOX = "coop_outbox"
+
+
+def make_engine(database_url: str, **kwargs: Any) -> AsyncEngine:
+    options: dict[str, Any] = {
+        "pool_size": 10,
+        "max_overflow": 20,
+        "pool_pre_ping": True,
+        # asyncpg's statement cache is per connection; keep it, but bound it.
+        "connect_args": {"statement_cache_size": 256, "timeout": 5},
+    }
+    options.update(kwargs)
+    return create_async_engine(database_url, **options)
+
+
+def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+def outbox(db: AsyncSession) -> list[Any]:
+    """The events to publish once this session's transaction commits."""
+    box: list[Any] = db.info.setdefault(OUTBOX, [])
+    return box
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """True when the database itself is unreachable, not when a statement failed."""
+    if isinstance(exc, OperationalError | InterfaceError):
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, OSError | ConnectionError)
+
+
+@asynccontextmanager
+async def unit_of_work(
+    sessions: async_sessionmaker[AsyncSession],
+    publish: Any | None = None,
+) -> AsyncIterator[AsyncSession]:
+    """One transaction; ``publish(events)`` runs only after a successful commit."""
+    try:
+        async with sessions() as db:
+            try:
+                yield db
+                await db.commit()
+            except BaseException:
+                await db.rollback()
+                raise
+            events = list(outbox(db))
+            outbox(db).clear()
+    except (OSError, OperationalError, InterfaceError) as exc:
+        raise Unavailable(f"database unavailable: {type(exc).__name__}") from exc
+    if events and publish is not None:
+        await publish(events)

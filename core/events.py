@@ -1,0 +1,103 @@
+"""Events to sockets, published after the commit that caused them.
+
+Each recipient (a rider or a driver) has its own increasing ``event_id`` sequence and a
+short log of recent events, so a phone that reconnects says the last id it saw and gets
+what it missed (the zulip event-queue model). One Lua script numbers the event, appends
+it to the log and publishes it: one round trip, and the id on the wire is the id in the
+log. Ephemeral frames (a driver's position streamed to the rider) skip the log.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+from redis.asyncio import Redis
+
+from core.keys import Keys
+
+Audience = Literal["rider", "driver", "operator"]
+
+# A day of a phone's events at most: enough to resume after a tunnel or a dead battery;
+# a client further behind refetches its state over HTTP instead.
+EVENT_LOG_MAXLEN = 500
+EVENT_LOG_TTL_S = 24 * 3600
+
+_EMIT = """
+local n = redis.call('INCR', KEYS[1])
+local frame = '{"event_id":' .. n .. ',' .. string.sub(ARGV[1], 2)
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], n .. '-1', 'f', frame)
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+redis.call('PUBLISH', KEYS[3], frame)
+return n
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    audience: Audience
+    recipient_id: str
+    frame: dict[str, Any]
+    durable: bool = True
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def encode(frame: dict[str, Any]) -> str:
+    return orjson.dumps(frame).decode()
+
+
+class EventBus:
+    """Publishes events; shared by the api processes and the dispatcher."""
+
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._emit = redis.register_script(_EMIT)
+
+    def _keys_for(self, audience: str, recipient_id: str) -> list[str]:
+        return [
+            self._keys.event_seq(audience, recipient_id),
+            self._keys.event_log(audience, recipient_id),
+            self._keys.channel(audience, recipient_id),
+        ]
+
+    async def publish(self, events: list[Event]) -> list[int | None]:
+        """Publish in order, in one round trip; returns each durable event's id."""
+        if not events:
+            return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for event in events:
+                payload = encode(event.frame)
+                if event.durable:
+                    await self._emit(
+                        keys=self._keys_for(event.audience, event.recipient_id),
+                        args=[payload, EVENT_LOG_MAXLEN, EVENT_LOG_TTL_S],
+                        client=pipe,
+                    )
+                else:
+                    pipe.publish(self._keys.channel(event.audience, event.recipient_id), payload)
+            results = await pipe.execute()
+        return [int(r) if e.durable else None for e, r in zip(events, results, strict=True)]
+
+    async def missed_since(
+        self, audience: str, recipient_id: str, last_event_id: int
+    ) -> tuple[list[str], bool]:
+        """Frames after ``last_event_id`` and whether the log still reaches back that far
+        (False: the client must refetch its state)."""
+        log = self._keys.event_log(audience, recipient_id)
+        entries = await self._redis.xrange(log, min=f"({last_event_id}-1", max="+")
+        frames = [fields["f"] for _id, fields in entries]
+        if last_event_id == 0:
+            return frames, True
+        first = await self._redis.xrange(log, min="-", max="+", count=1)
+        if not first:
+            current = await self._redis.get(self._keys.event_seq(audience, recipient_id))
+            return frames, current is not None and int(current) == last_event_id
+        first_id = int(first[0][0].split("-")[0])
+        return frames, first_id <= last_event_id + 1
+
+    async def current_event_id(self, audience: str, recipient_id: str) -> int:
+        value = await self._redis.get(self._keys.event_seq(audience, recipient_id))
+        return int(value) if value else 0

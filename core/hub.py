@@ -1,0 +1,103 @@
+"""One Redis subscription per process, fanned out to one queue per socket.
+
+Events for a rider or a driver are published on that person's channel by whichever
+process produced them (``core.events``); the process that holds the person's socket
+is subscribed to that channel and hands each frame to the socket's queue. This is the
+encode/broadcaster shape: subscribing is per channel, not per connection, so a process
+with 5,000 drivers holds one Redis connection for all of their events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+
+# A socket that falls this far behind is closed (1013, try again) and resumes from its
+# last acked event_id; better than unbounded memory for one slow phone.
+SUBSCRIBER_QUEUE_MAX = 1000
+
+
+class Subscription:
+    def __init__(self, channel: str) -> None:
+        self.channel = channel
+        self.queue: asyncio.Queue[str] = asyncio.Queue(SUBSCRIBER_QUEUE_MAX)
+        self.overflowed = asyncio.Event()
+
+    def deliver(self, frame: str) -> None:
+        try:
+            self.queue.put_nowait(frame)
+        except asyncio.QueueFull:
+            self.overflowed.set()
+
+
+class Hub:
+    def __init__(self, redis: Redis, control_channel_prefix: str) -> None:
+        self._redis = redis
+        self._pubsub: PubSub | None = None
+        self._subs: dict[str, set[Subscription]] = {}
+        self._task: asyncio.Task[None] | None = None
+        # Subscribed from the start so the pubsub connection always exists and the
+        # reader never has to wait for a first socket.
+        self._control = f"{control_channel_prefix}hub:{uuid.uuid4().hex}"
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        await self._pubsub.subscribe(self._control)
+        self._task = asyncio.create_task(self._read(), name="hub-reader")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._pubsub is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await self._pubsub.aclose()
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, channel: str) -> AsyncIterator[Subscription]:
+        assert self._pubsub is not None, "Hub.start() was not called"
+        sub = Subscription(channel)
+        async with self._lock:
+            listeners = self._subs.setdefault(channel, set())
+            if not listeners:
+                await self._pubsub.subscribe(channel)
+            listeners.add(sub)
+        try:
+            yield sub
+        finally:
+            async with self._lock:
+                listeners = self._subs.get(channel, set())
+                listeners.discard(sub)
+                if not listeners:
+                    self._subs.pop(channel, None)
+                    with contextlib.suppress(RedisError, OSError):
+                        await self._pubsub.unsubscribe(channel)
+
+    async def _read(self) -> None:
+        assert self._pubsub is not None
+        backoff_s = 0.1
+        while True:
+            try:
+                message = await self._pubsub.get_message(timeout=1.0)
+                backoff_s = 0.1
+            except (RedisError, OSError) as exc:
+                # redis-py re-subscribes every channel when it reconnects.
+                log.warning("hub: redis error, retrying", extra={"error": str(exc)})
+                await asyncio.sleep(backoff_s)
+                backoff_s = min(backoff_s * 2, 2.0)
+                continue
+            if message is None or message.get("type") != "message":
+                continue
+            for sub in list(self._subs.get(message["channel"], ())):
+                sub.deliver(message["data"])

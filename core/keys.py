@@ -1,0 +1,81 @@
+"""Every Redis key and channel, built in one place.
+
+All names start with the configured prefix so a test run, or a second co-op on the same
+Redis, never sees another's state. Nothing in Redis is the only copy of a durable fact:
+after a restart drivers re-send their position and the dispatcher re-queues open trips
+from PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    prefix: str
+
+    # -- live driver index (dispatch.presence) --
+    def driver(self, driver_id: str) -> str:
+        """Hash: lat, lng, ts_ms, heading, speed, acc, cell, status, trip, rider."""
+        return f"{self.prefix}drv:{driver_id}"
+
+    def cell(self, resolution: int, cell: str) -> str:
+        """Sorted set of online drivers in one H3 cell, scored by last update (ms)."""
+        return f"{self.prefix}cell:{resolution}:{cell}"
+
+    def seen(self) -> str:
+        """Sorted set of every indexed driver by last update: stale drivers come off the
+        low end without scanning the rest."""
+        return f"{self.prefix}seen"
+
+    # -- dispatch queue and offers --
+    def pending(self, region: str) -> str:
+        """Sorted set of trip ids waiting for a driver, scored by request time (ms)."""
+        return f"{self.prefix}pending:{region}"
+
+    def trip_excluded(self, trip_id: str) -> str:
+        """Set of drivers who declined or let an offer for this trip expire."""
+        return f"{self.prefix}excl:{trip_id}"
+
+    def driver_offer(self, driver_id: str) -> str:
+        """The one live offer a driver holds (SET NX with a TTL)."""
+        return f"{self.prefix}offer:drv:{driver_id}"
+
+    def trip_offer(self, trip_id: str) -> str:
+        """The one live offer a trip has (SET NX with a TTL)."""
+        return f"{self.prefix}offer:trip:{trip_id}"
+
+    def offer_deadlines(self) -> str:
+        """Sorted set of live offer ids by expiry (ms): the dispatcher expires the low end."""
+        return f"{self.prefix}offers:deadline"
+
+    def leader(self, region: str) -> str:
+        return f"{self.prefix}leader:{region}"
+
+    def fence(self, region: str) -> str:
+        return f"{self.prefix}fence:{region}"
+
+    # -- events to sockets (core.events) --
+    def event_seq(self, audience: str, ident: str) -> str:
+        return f"{self.prefix}evseq:{audience}:{ident}"
+
+    def event_log(self, audience: str, ident: str) -> str:
+        """Stream of recent events for one recipient, for resume after a reconnect."""
+        return f"{self.prefix}evlog:{audience}:{ident}"
+
+    def channel(self, audience: str, ident: str) -> str:
+        return f"{self.prefix}ch:{audience}:{ident}"
+
+    # -- service areas (geo.areas) --
+    def areas_version(self) -> str:
+        """Bumped when an operator changes the service areas; api processes reload their
+        in-memory copy when it moves."""
+        return f"{self.prefix}areas:version"
+
+    # -- request hygiene --
+    def rate(self, bucket: str, ident: str) -> str:
+        return f"{self.prefix}rate:{bucket}:{ident}"
+
+    def all_keys_pattern(self) -> str:
+        return f"{self.prefix}*"

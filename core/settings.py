@@ -1,0 +1,73 @@
+"""Settings, read from the environment (``COOP_`` prefix) or ``.env``.
+
+The names are part of the wire contract (``api.md``): operators and load tests set them.
+Placeholder secrets are accepted only in development, so a deployment that forgot to
+set them refuses to start instead of running with a guessable key.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Development defaults, refused anywhere else. The JWT one is long only so that the
+# HMAC key-length check stays quiet in development.
+DEV_JWT_SECRET = "change-me-development-only-jwt-secret"
+DEV_OPERATOR_TOKEN = "change-me"
+PLACEHOLDER_SECRETS = frozenset(
+    {"change-me", "changethis", "secret", "", DEV_JWT_SECRET, DEV_OPERATOR_TOKEN}
+)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="COOP_", env_file=".env", extra="ignore")
+
+    environment: Literal["development", "test", "production"] = "development"
+
+    database_url: str = "postgresql+asyncpg://coopride:coopride@127.0.0.1:5432/coopride"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # Every Redis key and channel starts with this, so test runs (and several co-ops
+    # sharing one Redis) never see each other's state.
+    redis_prefix: str = "coop:"
+
+    operator_token: str = DEV_OPERATOR_TOKEN
+    jwt_secret: str = DEV_JWT_SECRET
+    # A phone keeps its token for a month; revocation (member removal) is checked
+    # separately, so expiry only bounds how long a stolen token stays useful.
+    token_ttl_s: int = Field(default=30 * 24 * 3600, gt=0)
+
+    dispatch_batch_s: float = Field(default=2.0, gt=0)
+    offer_timeout_s: float = Field(default=15.0, gt=0)
+    driver_stale_s: float = Field(default=30.0, gt=0)
+    max_pickup_eta_s: int = Field(default=900, gt=0)
+    vote_min_window_s: int = Field(default=86400, ge=0)
+    vote_quorum: float = Field(default=0.25, ge=0, le=1)
+    trip_request_timeout_s: float = Field(default=300.0, gt=0)
+
+    h3_resolution: int = Field(default=8, ge=0, le=15)
+    # A fix worse than this is too vague to dispatch on (a phone indoors can report
+    # kilometres); the frame is refused rather than silently moving the driver.
+    max_location_accuracy_m: float = Field(default=200.0, gt=0)
+    # A phone clock a little ahead of ours is normal; further ahead is a bad frame.
+    max_clock_skew_s: float = Field(default=5.0, ge=0)
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secrets(self) -> Settings:
+        if self.environment != "development":
+            for name in ("jwt_secret", "operator_token"):
+                if getattr(self, name).strip().lower() in PLACEHOLDER_SECRETS:
+                    raise ValueError(
+                        f"COOP_{name.upper()} is a placeholder; set a real secret "
+                        f"outside development (COOP_ENVIRONMENT={self.environment})"
+                    )
+            if len(self.jwt_secret) < 32:
+                raise ValueError("COOP_JWT_SECRET must be at least 32 characters")
+        return self
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

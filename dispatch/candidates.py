@@ -1,0 +1,55 @@
+"""Candidate drivers for a pickup: grow an H3 disk ring by ring until enough available
+drivers are found or the radius a driver could cover within ``COOP_MAX_PICKUP_ETA_S``
+is reached, then rank them by pickup ETA."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+
+from dispatch.presence import Presence
+from geo import cells
+from geo.eta import EtaModel
+from geo.point import LatLng
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    driver_id: str
+    position: LatLng
+    pickup_eta_s: int
+
+
+def max_rings(eta: EtaModel, *, max_pickup_eta_s: float, resolution: int) -> int:
+    return cells.rings_to_cover(eta.reach_m(max_pickup_eta_s), resolution)
+
+
+async def search(
+    presence: Presence,
+    eta: EtaModel,
+    pickup: LatLng,
+    *,
+    want: int,
+    max_pickup_eta_s: float,
+    min_seen_ms: int,
+    exclude: Collection[str] = (),
+) -> list[Candidate]:
+    """Up to ``want`` available drivers (more if a ring brings more), nearest first,
+    never one in ``exclude`` and never one further than ``max_pickup_eta_s``."""
+    centre = cells.cell_of(pickup, presence.resolution)
+    k_max = max_rings(eta, max_pickup_eta_s=max_pickup_eta_s, resolution=presence.resolution)
+    found = await presence.candidates(
+        cells.disk_by_ring(centre, k_max),
+        min_seen_ms=min_seen_ms,
+        want=want + len(exclude),
+    )
+    ranked = []
+    for c in found:
+        if c.driver_id in exclude:
+            continue
+        position = LatLng(c.lat, c.lng)
+        seconds = eta.seconds(position, pickup)
+        if seconds <= max_pickup_eta_s:
+            ranked.append(Candidate(c.driver_id, position, seconds))
+    ranked.sort(key=lambda c: (c.pickup_eta_s, c.driver_id))
+    return ranked

@@ -1,0 +1,243 @@
+"""Offers: one trip offered to one driver, for ``COOP_OFFER_TIMEOUT_S``.
+
+Two records, two jobs. Redis holds the live *reservation* (a driver key and a trip key
+set together, or not at all, by one Lua script), so a driver never holds two offers and
+a trip never has two. PostgreSQL holds the *decision*: an offer row changes from
+``pending`` only with the row locked, and the trip moves to ``assigned`` only from
+``requested``; so of any number of racing accepts, exactly one wins and every other gets
+``offer-expired`` / ``offer-withdrawn``.
+
+    pending -> accepted | declined | expired | withdrawn
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.clock import iso, now_ms, utcnow
+from core.errors import NotYourOffer, OfferExpired, OfferNotFound, OfferWithdrawn
+from core.events import Event
+from core.ids import new_id
+from core.models import Offer, Trip, TripEvent
+from dispatch.runtime import Runtime, after_commit, emit
+from dispatch.views import point_of, trip_view
+
+# The reservation outlives the offer by this much, so the expiry job (not the TTL) ends
+# a normal offer; the TTL only frees a driver whose dispatcher died mid-offer.
+RESERVATION_GRACE_S = 5.0
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    trip_id: str
+    driver_id: str
+    pickup_eta_s: int
+
+
+def offer_frame(offer: Offer, trip: Trip) -> dict[str, object]:
+    view = trip_view(trip)
+    return {
+        "type": "offer",
+        "offer_id": offer.id,
+        "trip_id": trip.id,
+        "pickup": view["pickup"],
+        "dropoff": view["dropoff"],
+        "pickup_eta_s": offer.pickup_eta_s,
+        "trip_distance_m": trip.distance_m,
+        "trip_duration_s": trip.duration_s,
+        "fare": view["fare"],
+        "expires_at": iso(offer.expires_at),
+    }
+
+
+async def _requeue(rt: Runtime, *, trip_id: str, requested_at: datetime, driver_id: str) -> None:
+    """Back to the queue, at its original place, with this driver excluded."""
+    k = rt.keys
+    async with rt.redis.pipeline(transaction=True) as pipe:
+        pipe.sadd(k.trip_excluded(trip_id), driver_id)
+        pipe.expire(k.trip_excluded(trip_id), int(rt.settings.trip_request_timeout_s) + 60)
+        pipe.zadd(k.pending("default"), {trip_id: int(requested_at.timestamp() * 1000)}, nx=True)
+        await pipe.execute()
+
+
+async def make(rt: Runtime, match: Match) -> Offer | None:
+    """Reserve and record one offer, and push it to the driver. None when the driver or
+    the trip was taken in the meantime (nothing is left reserved then)."""
+    res = rt.presence
+    offer_id = new_id("ofr")
+    reserved = await res.reserve_offer(
+        offer_id=offer_id,
+        driver_id=match.driver_id,
+        trip_id=match.trip_id,
+        ttl_s=rt.settings.offer_timeout_s + RESERVATION_GRACE_S,
+        min_seen_ms=now_ms() - int(rt.settings.driver_stale_s * 1000),
+    )
+    if not reserved:
+        return None
+    try:
+        async with rt.unit_of_work() as db:
+            trip = await db.get(Trip, match.trip_id, with_for_update=True)
+            if trip is None or trip.status != "requested":
+                await res.release_offer(
+                    offer_id=offer_id, driver_id=match.driver_id, trip_id=match.trip_id
+                )
+                return None
+            expires_at = utcnow() + timedelta(seconds=rt.settings.offer_timeout_s)
+            offer = Offer(
+                id=offer_id,
+                trip_id=trip.id,
+                driver_id=match.driver_id,
+                status="pending",
+                pickup_eta_s=match.pickup_eta_s,
+                expires_at=expires_at,
+            )
+            db.add(offer)
+            await db.flush()
+            deadline_ms = int(expires_at.timestamp() * 1000)
+
+            async def bookkeeping() -> None:
+                async with rt.redis.pipeline(transaction=True) as pipe:
+                    pipe.zrem(rt.keys.pending(trip.region), trip.id)
+                    pipe.zadd(rt.keys.offer_deadlines(), {offer_id: deadline_ms})
+                    await pipe.execute()
+
+            after_commit(db, bookkeeping)
+            emit(db, Event("driver", match.driver_id, offer_frame(offer, trip)))
+    except IntegrityError:
+        await res.release_offer(offer_id=offer_id, driver_id=match.driver_id, trip_id=match.trip_id)
+        return None
+    except BaseException:
+        await res.release_offer(offer_id=offer_id, driver_id=match.driver_id, trip_id=match.trip_id)
+        raise
+    return offer
+
+
+async def _locked_offer(db: AsyncSession, *, offer_id: str, driver_id: str) -> Offer:
+    offer = await db.get(Offer, offer_id, with_for_update=True)
+    if offer is None:
+        raise OfferNotFound(f"no offer {offer_id}")
+    if offer.driver_id != driver_id:
+        raise NotYourOffer(f"offer {offer_id} was made to another driver")
+    if offer.status == "expired":
+        raise OfferExpired(f"offer {offer_id} expired at {iso(offer.expires_at)}")
+    if offer.status != "pending":
+        raise OfferWithdrawn(f"offer {offer_id} is {offer.status}")
+    return offer
+
+
+async def accept(db: AsyncSession, rt: Runtime, *, offer_id: str, driver_id: str) -> Trip:
+    offer = await _locked_offer(db, offer_id=offer_id, driver_id=driver_id)
+    now = utcnow()
+    if now >= offer.expires_at:
+        raise OfferExpired(f"offer {offer_id} expired at {iso(offer.expires_at)}")
+    trip = await db.get(Trip, offer.trip_id, with_for_update=True)
+    assert trip is not None
+    if trip.status != "requested":
+        offer.status, offer.responded_at = "withdrawn", now
+        raise OfferWithdrawn(f"trip {trip.id} is {trip.status}")
+    offer.status, offer.responded_at = "accepted", now
+    trip.status, trip.driver_id, trip.assigned_at = "assigned", driver_id, now
+    trip.pickup_eta_s = offer.pickup_eta_s
+    db.add(TripEvent(trip_id=trip.id, status="assigned", actor_role="driver", actor_id=driver_id))
+    await db.flush()
+    pickup = point_of(trip.pickup)
+
+    async def bookkeeping() -> None:
+        await rt.presence.release_offer(offer_id=offer.id, driver_id=driver_id, trip_id=trip.id)
+        await rt.presence.set_trip(
+            driver_id,
+            trip_id=trip.id,
+            rider_id=trip.rider_id,
+            target_lat=pickup["lat"],
+            target_lng=pickup["lng"],
+        )
+        await rt.redis.delete(rt.keys.trip_excluded(trip.id))
+
+    after_commit(db, bookkeeping)
+    view = trip_view(trip)
+    emit(db, Event("driver", driver_id, {"type": "trip.assigned", "trip": view}))
+    emit(db, Event("rider", trip.rider_id, {"type": "trip.updated", "trip": view}))
+    return trip
+
+
+async def decline(db: AsyncSession, rt: Runtime, *, offer_id: str, driver_id: str) -> Offer:
+    offer = await _locked_offer(db, offer_id=offer_id, driver_id=driver_id)
+    offer.status, offer.responded_at = "declined", utcnow()
+    trip = await db.get(Trip, offer.trip_id)
+    assert trip is not None
+    requested_at, still_open = trip.requested_at, trip.status == "requested"
+
+    async def bookkeeping() -> None:
+        await rt.presence.release_offer(offer_id=offer.id, driver_id=driver_id, trip_id=trip.id)
+        if still_open:
+            await _requeue(rt, trip_id=trip.id, requested_at=requested_at, driver_id=driver_id)
+
+    after_commit(db, bookkeeping)
+    return offer
+
+
+async def withdraw_for_trip(db: AsyncSession, rt: Runtime, *, trip: Trip) -> None:
+    """The trip is gone (cancelled, expired): withdraw its pending offer, if any."""
+    offer = await db.scalar(
+        select(Offer).where(Offer.trip_id == trip.id, Offer.status == "pending").with_for_update()
+    )
+    if offer is None:
+        return
+    offer.status, offer.responded_at = "withdrawn", utcnow()
+    offer_id, driver_id = offer.id, offer.driver_id
+
+    async def bookkeeping() -> None:
+        await rt.presence.release_offer(offer_id=offer_id, driver_id=driver_id, trip_id=trip.id)
+
+    after_commit(db, bookkeeping)
+    emit(db, Event("driver", driver_id, {"type": "offer.withdrawn", "offer_id": offer_id}))
+
+
+async def expire_due(rt: Runtime, *, limit: int = 500) -> int:
+    """Expire every offer past its deadline: the driver is told, the trip goes back to
+    the queue without that driver. Safe to run from any number of processes: the row
+    changes from ``pending`` once."""
+    due = await rt.redis.zrangebyscore(rt.keys.offer_deadlines(), "-inf", now_ms(), 0, limit)
+    expired = 0
+    for offer_id in due:
+        async with rt.unit_of_work() as db:
+            row = (
+                await db.execute(
+                    update(Offer)
+                    .where(Offer.id == offer_id, Offer.status == "pending")
+                    .values(status="expired", responded_at=utcnow())
+                    .returning(Offer.driver_id, Offer.trip_id)
+                )
+            ).first()
+            if row is None:
+                await rt.redis.zrem(rt.keys.offer_deadlines(), offer_id)
+                continue
+            driver_id, trip_id = row
+            trip = await db.get(Trip, trip_id)
+            assert trip is not None
+            requested_at, still_open = trip.requested_at, trip.status == "requested"
+
+            async def bookkeeping(
+                offer_id: str = offer_id,
+                driver_id: str = driver_id,
+                trip_id: str = trip_id,
+                requested_at: datetime = requested_at,
+                still_open: bool = still_open,
+            ) -> None:
+                await rt.presence.release_offer(
+                    offer_id=offer_id, driver_id=driver_id, trip_id=trip_id
+                )
+                if still_open:
+                    await _requeue(
+                        rt, trip_id=trip_id, requested_at=requested_at, driver_id=driver_id
+                    )
+
+            after_commit(db, bookkeeping)
+            emit(db, Event("driver", driver_id, {"type": "offer.expired", "offer_id": offer_id}))
+        expired += 1
+    return expired
+

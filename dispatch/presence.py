@@ -1,0 +1,315 @@
+"""The live driver index in Redis: one function per Redis operation, each one round trip.
+
+Per driver a hash holds position, heading, timestamps, H3 cell and status
+(``offline`` | ``available`` | ``on_trip``). A driver *holds an offer* exactly while
+its offer key exists (``core.keys.Keys.driver_offer``), so an abandoned reservation
+frees itself when its TTL runs out. Online drivers are members of their cell's sorted
+set, scored by the server time of their last update, and of one ``seen`` set scored
+the same way: stale drivers come off the low end of ``seen`` without a scan of the
+rest, and candidate search ignores cell members older than the staleness limit even
+before the reaper has run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from core.keys import Keys
+
+# KEYS: driver hash, seen. ARGV: driver, lat, lng, ts_ms, acc, heading, speed, cell,
+# cell-key prefix, now_ms.
+_LOCATION = """
+local prev_ts = tonumber(redis.call('HGET', KEYS[1], 'ts') or '0')
+local ts = tonumber(ARGV[4])
+if ts <= prev_ts then return {'stale', tostring(prev_ts), '', '', '', ''} end
+local h = redis.call('HMGET', KEYS[1], 'cell', 'status', 'trip', 'rider', 'tlat', 'tlng')
+local status = h[2] or 'offline'
+redis.call('HSET', KEYS[1], 'lat', ARGV[2], 'lng', ARGV[3], 'ts', ARGV[4], 'acc', ARGV[5],
+           'hdg', ARGV[6], 'spd', ARGV[7], 'cell', ARGV[8], 'seen', ARGV[10],
+           'status', status)
+if status ~= 'offline' then
+  if h[1] and h[1] ~= ARGV[8] then redis.call('ZREM', ARGV[9] .. h[1], ARGV[1]) end
+  redis.call('ZADD', ARGV[9] .. ARGV[8], ARGV[10], ARGV[1])
+  redis.call('ZADD', KEYS[2], ARGV[10], ARGV[1])
+end
+return {'ok', status, h[3] or '', h[4] or '', h[5] or '', h[6] or ''}
+"""
+
+# KEYS: driver hash, seen. ARGV: driver, new status, cell-key prefix, now_ms.
+# Going online puts a driver with a known position back in its cell; offline takes it out.
+# A driver on a trip stays on_trip (the trip, not the app's toggle, decides).
+_STATUS = """
+local h = redis.call('HMGET', KEYS[1], 'cell', 'status', 'seen')
+local current = h[2] or 'offline'
+if current == 'on_trip' then return current end
+redis.call('HSET', KEYS[1], 'status', ARGV[2])
+if ARGV[2] == 'offline' then
+  if h[1] then redis.call('ZREM', ARGV[3] .. h[1], ARGV[1]) end
+  redis.call('ZREM', KEYS[2], ARGV[1])
+elseif h[1] then
+  redis.call('HSET', KEYS[1], 'seen', ARGV[4])
+  redis.call('ZADD', ARGV[3] .. h[1], ARGV[4], ARGV[1])
+  redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+end
+return ARGV[2]
+"""
+
+# ARGV: cell-key prefix, driver-key prefix, offer-key prefix, min_seen_ms, want,
+# ring count n, n ring sizes, then the cells ring by ring. Stops after the first ring
+# that brings the total to ``want``. Returns id, lat, lng triples.
+_CANDIDATES = """
+local n = tonumber(ARGV[6])
+local want = tonumber(ARGV[5])
+local found = {}
+local count = 0
+local pos = 7 + n
+for r = 1, n do
+  local size = tonumber(ARGV[6 + r])
+  for i = pos, pos + size - 1 do
+    local ids = redis.call('ZRANGEBYSCORE', ARGV[1] .. ARGV[i], ARGV[4], '+inf')
+    for _, id in ipairs(ids) do
+      local h = redis.call('HMGET', ARGV[2] .. id, 'status', 'lat', 'lng')
+      if h[1] == 'available' and redis.call('EXISTS', ARGV[3] .. id) == 0 then
+        found[#found + 1] = id
+        found[#found + 1] = h[2]
+        found[#found + 1] = h[3]
+        count = count + 1
+      end
+    end
+  end
+  pos = pos + size
+  if count >= want then break end
+end
+return found
+"""
+
+# KEYS: seen. ARGV: cutoff_ms, limit, driver-key prefix, cell-key prefix.
+_REAP = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, id in ipairs(ids) do
+  local cell = redis.call('HGET', ARGV[3] .. id, 'cell')
+  if cell then redis.call('ZREM', ARGV[4] .. cell, id) end
+  redis.call('ZREM', KEYS[1], id)
+end
+return ids
+"""
+
+# KEYS: driver hash. ARGV: trip, rider, target lat, target lng (empty trip clears it).
+# The target is where the driver is heading (pickup, then drop-off), so each position
+# streamed to the rider can carry an ETA without a database read.
+_TRIP = """
+if ARGV[1] == '' then
+  local status = redis.call('HGET', KEYS[1], 'status')
+  if status == 'on_trip' then redis.call('HSET', KEYS[1], 'status', 'available') end
+  redis.call('HDEL', KEYS[1], 'trip', 'rider', 'tlat', 'tlng')
+  return 'available'
+end
+redis.call('HSET', KEYS[1], 'status', 'on_trip', 'trip', ARGV[1], 'rider', ARGV[2],
+           'tlat', ARGV[3], 'tlng', ARGV[4])
+return 'on_trip'
+"""
+
+# KEYS: driver offer key, trip offer key, driver hash. ARGV: offer id, ttl ms, min_seen_ms.
+# Both keys or neither: a driver never holds two offers and a trip never has two.
+_RESERVE = """
+if redis.call('HGET', KEYS[3], 'status') ~= 'available' then return 0 end
+if tonumber(redis.call('HGET', KEYS[3], 'seen') or '0') < tonumber(ARGV[3]) then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+# KEYS: driver offer key, trip offer key, deadlines. ARGV: offer id. Deletes only keys
+# that still name this offer, so a late release never frees someone else's reservation.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+redis.call('ZREM', KEYS[3], ARGV[1])
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class LocationResult:
+    accepted: bool
+    status: str
+    trip_id: str | None
+    rider_id: str | None
+    last_ts_ms: int | None = None
+    target_lat: float | None = None
+    target_lng: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    driver_id: str
+    lat: float
+    lng: float
+
+
+@dataclass(frozen=True, slots=True)
+class DriverState:
+    driver_id: str
+    status: str
+    lat: float | None
+    lng: float | None
+    ts_ms: int | None
+    seen_ms: int | None
+    cell: str | None
+    trip_id: str | None
+    heading: float | None = None
+    speed_mps: float | None = None
+
+
+class Presence:
+    def __init__(self, redis: Redis, keys: Keys, resolution: int) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.resolution = resolution
+        self._cell_prefix = keys.cell(resolution, "")
+        self._driver_prefix = keys.driver("")
+        self._offer_prefix = keys.driver_offer("")
+        self._location = redis.register_script(_LOCATION)
+        self._status = redis.register_script(_STATUS)
+        self._candidates = redis.register_script(_CANDIDATES)
+        self._reap = redis.register_script(_REAP)
+        self._trip = redis.register_script(_TRIP)
+        self._reserve = redis.register_script(_RESERVE)
+        self._release = redis.register_script(_RELEASE)
+
+    async def update_location(
+        self,
+        driver_id: str,
+        *,
+        lat: float,
+        lng: float,
+        ts_ms: int,
+        accuracy_m: float | None,
+        heading: float | None,
+        speed_mps: float | None,
+        cell: str,
+        now_ms: int,
+    ) -> LocationResult:
+        result = await self._location(
+            keys=[self.keys.driver(driver_id), self.keys.seen()],
+            args=[
+                driver_id,
+                repr(lat),
+                repr(lng),
+                ts_ms,
+                "" if accuracy_m is None else repr(accuracy_m),
+                "" if heading is None else repr(heading),
+                "" if speed_mps is None else repr(speed_mps),
+                cell,
+                self._cell_prefix,
+                now_ms,
+            ],
+        )
+        kind, status, trip, rider, tlat, tlng = result
+        if kind == "stale":
+            return LocationResult(False, "", None, None, last_ts_ms=int(status))
+        return LocationResult(
+            True,
+            status,
+            trip or None,
+            rider or None,
+            target_lat=float(tlat) if tlat else None,
+            target_lng=float(tlng) if tlng else None,
+        )
+
+    async def set_status(self, driver_id: str, status: str, *, now_ms: int) -> str:
+        result = await self._status(
+            keys=[self.keys.driver(driver_id), self.keys.seen()],
+            args=[driver_id, status, self._cell_prefix, now_ms],
+        )
+        return str(result)
+
+    async def set_trip(
+        self, driver_id: str, *, trip_id: str, rider_id: str, target_lat: float, target_lng: float
+    ) -> None:
+        await self._trip(
+            keys=[self.keys.driver(driver_id)],
+            args=[trip_id, rider_id, repr(target_lat), repr(target_lng)],
+        )
+
+    async def clear_trip(self, driver_id: str) -> None:
+        await self._trip(keys=[self.keys.driver(driver_id)], args=["", "", "", ""])
+
+    async def reserve_offer(
+        self, *, offer_id: str, driver_id: str, trip_id: str, ttl_s: float, min_seen_ms: int
+    ) -> bool:
+        k = self.keys
+        ok = await self._reserve(
+            keys=[k.driver_offer(driver_id), k.trip_offer(trip_id), k.driver(driver_id)],
+            args=[offer_id, int(ttl_s * 1000), min_seen_ms],
+        )
+        return bool(ok)
+
+    async def release_offer(self, *, offer_id: str, driver_id: str, trip_id: str) -> None:
+        k = self.keys
+        await self._release(
+            keys=[k.driver_offer(driver_id), k.trip_offer(trip_id), k.offer_deadlines()],
+            args=[offer_id],
+        )
+
+    async def offer_held_by(self, driver_id: str) -> str | None:
+        value = await self.redis.get(self.keys.driver_offer(driver_id))
+        return str(value) if value else None
+
+    async def candidates(
+        self, rings: list[list[str]], *, min_seen_ms: int, want: int
+    ) -> list[Candidate]:
+        args: list[str | int] = [
+            self._cell_prefix,
+            self._driver_prefix,
+            self._offer_prefix,
+            min_seen_ms,
+            want,
+            len(rings),
+        ]
+        args.extend(len(r) for r in rings)
+        for r in rings:
+            args.extend(r)
+        flat = await self._candidates(keys=[], args=args)
+        return [
+            Candidate(flat[i], float(flat[i + 1]), float(flat[i + 2]))
+            for i in range(0, len(flat), 3)
+        ]
+
+    async def reap_stale(self, *, cutoff_ms: int, limit: int = 1000) -> list[str]:
+        result = await self._reap(
+            keys=[self.keys.seen()],
+            args=[cutoff_ms, limit, self._driver_prefix, self._cell_prefix],
+        )
+        return [str(x) for x in result]
+
+    async def state(self, driver_id: str) -> DriverState:
+        h = await self.redis.hgetall(self.keys.driver(driver_id))
+
+        def num(name: str) -> float | None:
+            value = h.get(name)
+            return float(value) if value not in (None, "") else None
+
+        ts, seen = num("ts"), num("seen")
+        return DriverState(
+            driver_id=driver_id,
+            status=h.get("status", "offline"),
+            lat=num("lat"),
+            lng=num("lng"),
+            ts_ms=int(ts) if ts is not None else None,
+            seen_ms=int(seen) if seen is not None else None,
+            cell=h.get("cell"),
+            trip_id=h.get("trip") or None,
+            heading=num("hdg"),
+            speed_mps=num("spd"),
+        )
+
+    async def cell_counts(self, cells: list[str], *, min_seen_ms: int) -> dict[str, int]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for c in cells:
+                pipe.zcount(self.keys.cell(self.resolution, c), min_seen_ms, "+inf")
+            counts = await pipe.execute()
+        return {c: int(n) for c, n in zip(cells, counts, strict=True) if n}

@@ -1,0 +1,221 @@
+"""Socket plumbing shared by the rider and driver sockets.
+
+A socket is two tasks: the *pump* forwards this person's events (from the process's
+one Redis subscription, ``core.hub``) to the phone, and the *reader* handles the phone's
+frames. When either ends, the other is cancelled.
+
+Resume: each event carries ``event_id``. A phone that reconnects passes
+``?last_event_id=N`` (or has acked N with an ``ack`` frame) and first receives every
+event after N that the short per-person log still holds, then live ones; an event is
+never sent twice on one connection. If the log no longer reaches back to N, the server
+sends ``{"type": "resync"}`` and the phone refetches its state over HTTP.
+
+Close codes: 4401 bad or missing credentials, 4403 wrong role or removed member,
+1013 (try again later) when the phone fell too far behind, 1009 for an oversized frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from core import metrics
+from core.auth import Principal, Role, authenticate, bearer_from_header
+from core.errors import CoopError, Forbidden, InvalidFrame, NotAuthenticated
+from dispatch.runtime import Runtime
+
+# Larger than any frame the contract defines (a location frame is ~150 bytes); a bigger
+# one is a broken or hostile client.
+MAX_FRAME_BYTES = 16 * 1024
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_TRY_AGAIN = 1013
+CLOSE_TOO_BIG = 1009
+
+_EVENT_ID = re.compile(rb'^\{"event_id":(\d+),')
+
+
+def ack_key(rt: Runtime, audience: str, ident: str) -> str:
+    return f"{rt.keys.event_seq(audience, ident)}:ack"
+
+
+def error_frame(exc: CoopError, ref: Any = None) -> dict[str, Any]:
+    frame: dict[str, Any] = {"type": "error", "code": exc.slug, "detail": exc.detail}
+    if ref is not None:
+        frame["ref"] = ref
+    return frame
+
+
+async def send(ws: WebSocket, frame: dict[str, Any] | str) -> None:
+    text = frame if isinstance(frame, str) else orjson.dumps(frame).decode()
+    await ws.send_text(text)
+
+
+async def authenticate_socket(rt: Runtime, ws: WebSocket, role: Role) -> Principal | None:
+    """Accept the socket and say who is on it; on failure send an ``error`` frame and
+    close with 4401/4403, returning None."""
+    token = bearer_from_header(ws.headers.get("authorization")) or ws.query_params.get("token")
+    await ws.accept()
+    try:
+        who = authenticate(
+            token, secret=rt.settings.jwt_secret, operator_token=rt.settings.operator_token
+        )
+        who.require(role)
+        return who
+    except NotAuthenticated as exc:
+        await send(ws, error_frame(exc))
+        await ws.close(CLOSE_UNAUTHENTICATED, exc.slug)
+    except Forbidden as exc:
+        await send(ws, error_frame(exc))
+        await ws.close(CLOSE_FORBIDDEN, exc.slug)
+    return None
+
+
+def parse_frame(text: str | bytes) -> dict[str, Any]:
+    try:
+        frame = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidFrame("frames must be JSON objects") from exc
+    if not isinstance(frame, dict):
+        raise InvalidFrame("frames must be JSON objects")
+    if not isinstance(frame.get("type"), str):
+        raise InvalidFrame("a frame needs a string 'type'")
+    return frame
+
+
+Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any] | None]]
+
+
+async def serve_socket(
+    rt: Runtime,
+    ws: WebSocket,
+    *,
+    audience: str,
+    who: Principal,
+    handle: Handler,
+) -> None:
+    """Run the pump and the reader until the phone leaves or a task fails."""
+    ident = who.subject_id
+    channel = rt.keys.channel(audience, ident)
+    metrics.SOCKETS_CONNECTED.labels(audience).inc()
+    try:
+        async with rt.hub.subscribe(channel) as sub:
+            last_sent = await _replay(rt, ws, audience=audience, ident=ident)
+
+            async def pump() -> None:
+                nonlocal last_sent
+                while True:
+                    frame = await sub.queue.get()
+                    m = _EVENT_ID.match(frame.encode()[:32])
+                    if m is not None:
+                        event_id = int(m.group(1))
+                        if event_id <= last_sent:
+                            continue
+                        last_sent = event_id
+                    await ws.send_text(frame)
+
+            async def overflow() -> None:
+                await sub.overflowed.wait()
+                await ws.close(CLOSE_TRY_AGAIN, "too far behind; reconnect and resume")
+
+            async def reader() -> None:
+                await _read(rt, ws, audience=audience, ident=ident, handle=handle)
+
+            tasks = [asyncio.create_task(t()) for t in (pump, overflow, reader)]
+            try:
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for t in tasks:
+                    t.cancel()
+                for t in tasks:
+                    with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect,
+                                             RuntimeError, OSError):
+                        await t
+    finally:
+        metrics.SOCKETS_CONNECTED.labels(audience).dec()
+        if ws.application_state != WebSocketState.DISCONNECTED:
+            with contextlib.suppress(RuntimeError, OSError):
+                await ws.close()
+
+
+async def _replay(rt: Runtime, ws: WebSocket, *, audience: str, ident: str) -> int:
+    raw = ws.query_params.get("last_event_id")
+    if raw is not None and raw.isdigit():
+        last = int(raw)
+    else:
+        stored = await rt.redis.get(ack_key(rt, audience, ident))
+        last = int(stored) if stored else await rt.bus.current_event_id(audience, ident)
+    frames, complete = await rt.bus.missed_since(audience, ident, last)
+    if not complete:
+        await send(ws, {"type": "resync", "detail": "events were missed; refetch state"})
+    sent = last
+    for frame in frames:
+        m = _EVENT_ID.match(frame.encode()[:32])
+        if m is not None:
+            sent = max(sent, int(m.group(1)))
+        await ws.send_text(frame)
+    return sent
+
+
+async def _read(
+    rt: Runtime, ws: WebSocket, *, audience: str, ident: str, handle: Handler
+) -> None:
+    while True:
+        message = await ws.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        data = message.get("text")
+        if data is None:
+            data = message.get("bytes")
+        if data is None:
+            continue
+        if len(data) > MAX_FRAME_BYTES:
+            metrics.SOCKET_ERRORS.labels(audience, "frame-too-large").inc()
+            await ws.close(CLOSE_TOO_BIG, "frame too large")
+            return
+        ref = None
+        try:
+            frame = parse_frame(data)
+            ref = frame.get("id")
+            metrics.SOCKET_FRAMES.labels(audience, _type_label(frame["type"])).inc()
+            if frame["type"] == "ack":
+                reply = await _ack(rt, audience, ident, frame)
+            else:
+                reply = await handle(frame)
+        except CoopError as exc:
+            metrics.SOCKET_ERRORS.labels(audience, exc.slug).inc()
+            await send(ws, error_frame(exc, ref))
+            continue
+        if reply is not None:
+            if ref is not None:
+                reply["ref"] = ref
+            await send(ws, reply)
+        elif ref is not None:
+            await send(ws, {"type": "ok", "ref": ref})
+
+
+KNOWN_TYPES = frozenset({"status", "location", "accept", "decline", "ack"})
+
+
+def _type_label(frame_type: str) -> str:
+    return frame_type if frame_type in KNOWN_TYPES else "other"
+
+
+async def _ack(rt: Runtime, audience: str, ident: str, frame: dict[str, Any]) -> None:
+    event_id = frame.get("event_id")
+    if isinstance(event_id, bool) or not isinstance(event_id, int) or event_id < 0:
+        raise InvalidFrame("ack needs a non-negative integer event_id")
+    # Remember the highest id acked (never move backwards), for the next connection.
+    key = ack_key(rt, audience, ident)
+    await rt.redis.eval(
+        "local c = tonumber(redis.call('GET', KEYS[1]) or '-1') "
+        "if tonumber(ARGV[1]) > c then redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) end",
+        1, key, event_id, 24 * 3600,
+    )
+    return None

@@ -1,0 +1,103 @@
+"""Everything a request, a socket or the dispatcher needs, built once per process.
+
+The composition root (``server``) creates one ``Runtime`` and closes it at shutdown.
+It lives in ``dispatch`` because both audiences' APIs (which may not import each other)
+and the dispatcher itself need it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from core.db import make_engine, make_sessionmaker, outbox, unit_of_work
+from core.events import Event, EventBus
+from core.hub import Hub
+from core.keys import Keys
+from core.redis import make_redis
+from core.settings import Settings
+from dispatch.presence import Presence
+from geo.areas import ServiceAreas
+from geo.eta import DEFAULT_MODEL, EtaModel
+
+AfterCommit = Callable[[], Awaitable[Any]]
+
+
+def after_commit(db: AsyncSession, action: AfterCommit) -> None:
+    """Run ``action`` once this session's transaction has committed (Redis bookkeeping
+    that must not happen for a rolled-back change)."""
+    outbox(db).append(action)
+
+
+def emit(db: AsyncSession, event: Event) -> None:
+    """Publish ``event`` once this session's transaction has committed."""
+    outbox(db).append(event)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    redis: Redis
+    keys: Keys
+    bus: EventBus
+    hub: Hub
+    presence: Presence
+    areas: ServiceAreas
+    eta: EtaModel
+
+    @classmethod
+    def create(cls, settings: Settings) -> Runtime:
+        engine = make_engine(settings.database_url)
+        sessions = make_sessionmaker(engine)
+        redis = make_redis(settings.redis_url)
+        keys = Keys(settings.redis_prefix)
+        return cls(
+            settings=settings,
+            engine=engine,
+            sessions=sessions,
+            redis=redis,
+            keys=keys,
+            bus=EventBus(redis, keys),
+            hub=Hub(redis, settings.redis_prefix),
+            presence=Presence(redis, keys, settings.h3_resolution),
+            areas=ServiceAreas(redis, keys, sessions),
+            eta=DEFAULT_MODEL,
+        )
+
+    async def start(self) -> None:
+        await self.hub.start()
+
+    async def close(self) -> None:
+        await self.hub.stop()
+        await self.redis.aclose()
+        await self.engine.dispose()
+
+    async def flush(self, items: list[Any]) -> None:
+        """Deliver what a committed unit of work queued, in order: events go out in
+        batches (one round trip each), after-commit actions run between them."""
+        batch: list[Event] = []
+        for item in items:
+            if isinstance(item, Event):
+                batch.append(item)
+                continue
+            if batch:
+                await self.bus.publish(batch)
+                batch = []
+            result = item()
+            if inspect.isawaitable(result):
+                await result
+        if batch:
+            await self.bus.publish(batch)
+
+    @asynccontextmanager
+    async def unit_of_work(self) -> AsyncIterator[AsyncSession]:
+        async with unit_of_work(self.sessions, self.flush) as db:
+            yield db

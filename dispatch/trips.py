@@ -1,0 +1,328 @@
+"""Trips: quote, request, read, cancel, and the driver's arrived/start/complete.
+
+Every status change locks the trip row, checks the move against ``trip_states`` and
+records it in ``trip_events``; events to the phones go out after the commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from geoalchemy2 import WKTElement
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.auth import Principal
+from core.clock import now_ms, utcnow
+from core.errors import (
+    ActiveTripExists,
+    IdempotencyKeyReused,
+    NotYourTrip,
+    OutsideServiceArea,
+    ReceiptNotReady,
+    TripNotFound,
+)
+from core.events import Event
+from core.ids import new_id
+from core.models import Offer, Trip, TripEvent
+from dispatch import candidates, offers, trip_states
+from dispatch.runtime import Runtime, after_commit, emit
+from dispatch.views import point_of, trip_view
+from fares import rules
+from fares.pricing import Fare, FareRuleTerms, price
+from geo.point import LatLng
+
+DEFAULT_REGION = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    fare: Fare
+    rule: FareRuleTerms
+    distance_m: int
+    duration_s: int
+    pickup_eta_s: int | None
+
+
+def _wkt(point: LatLng) -> WKTElement:
+    return WKTElement(f"POINT({point.lng!r} {point.lat!r})", srid=4326)
+
+
+async def cost_recovery_fee_cents(db: AsyncSession, *, rule: FareRuleTerms) -> int:
+    """The per-trip cost-recovery fee. Until the co-op publishes a budget for the
+    period there are no costs to recover, so the fee is zero."""
+    return 0
+
+
+async def nearest_pickup_eta_s(rt: Runtime, pickup: LatLng) -> int | None:
+    found = await candidates.search(
+        rt.presence,
+        rt.eta,
+        pickup,
+        want=1,
+        max_pickup_eta_s=rt.settings.max_pickup_eta_s,
+        min_seen_ms=now_ms() - int(rt.settings.driver_stale_s * 1000),
+    )
+    return found[0].pickup_eta_s if found else None
+
+
+async def quote(db: AsyncSession, rt: Runtime, *, pickup: LatLng, dropoff: LatLng) -> Quote:
+    if not await rt.areas.contains(pickup):
+        raise OutsideServiceArea()
+    rule = await rules.current(db)
+    leg = rt.eta.leg(pickup, dropoff)
+    fee = await cost_recovery_fee_cents(db, rule=rule)
+    fare = price(rule, distance_m=leg.distance_m, duration_s=leg.duration_s,
+                 cost_recovery_fee_cents=fee)
+    eta = await nearest_pickup_eta_s(rt, pickup)
+    return Quote(fare, rule, leg.distance_m, leg.duration_s, eta)
+
+
+def _fingerprint(pickup: LatLng, dropoff: LatLng) -> str:
+    canonical = f"{pickup.lat!r},{pickup.lng!r};{dropoff.lat!r},{dropoff.lng!r}"
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+async def _by_idempotency_key(db: AsyncSession, *, rider_id: str, key: str) -> Trip | None:
+    trip: Trip | None = await db.scalar(
+        select(Trip).where(Trip.rider_id == rider_id, Trip.idempotency_key == key)
+    )
+    return trip
+
+
+def _replay(trip: Trip, fingerprint: str) -> Trip:
+    if trip.request_fingerprint != fingerprint:
+        raise IdempotencyKeyReused("this Idempotency-Key was used with another pickup/dropoff")
+    return trip
+
+
+async def request(
+    db: AsyncSession,
+    rt: Runtime,
+    *,
+    rider_id: str,
+    pickup: LatLng,
+    dropoff: LatLng,
+    idempotency_key: str | None,
+) -> tuple[Trip, bool]:
+    """A new trip in ``requested``, queued for dispatch; or, for a repeated
+    Idempotency-Key, the trip that key already made (``created`` is False)."""
+    fingerprint = _fingerprint(pickup, dropoff)
+    if idempotency_key is not None:
+        existing = await _by_idempotency_key(db, rider_id=rider_id, key=idempotency_key)
+        if existing is not None:
+            return _replay(existing, fingerprint), False
+    q = await quote(db, rt, pickup=pickup, dropoff=dropoff)
+    trip = Trip(
+        id=new_id("trp"),
+        rider_id=rider_id,
+        status="requested",
+        region=DEFAULT_REGION,
+        pickup=_wkt(pickup),
+        dropoff=_wkt(dropoff),
+        requested_at=utcnow(),
+        fare_rule_version=q.rule.version,
+        distance_m=q.distance_m,
+        duration_s=q.duration_s,
+        pickup_eta_s=q.pickup_eta_s,
+        currency=q.fare.currency,
+        fare_total_cents=q.fare.total_cents,
+        base_cents=q.fare.base_cents,
+        distance_cents=q.fare.distance_cents,
+        time_cents=q.fare.time_cents,
+        minimum_topup_cents=q.fare.minimum_topup_cents,
+        cost_recovery_cents=q.fare.cost_recovery_cents,
+        platform_commission_cents=q.fare.platform_commission_cents,
+        idempotency_key=idempotency_key,
+        request_fingerprint=fingerprint,
+    )
+    try:
+        async with db.begin_nested():
+            db.add(trip)
+            db.add(TripEvent(trip_id=trip.id, status="requested", actor_role="rider",
+                             actor_id=rider_id))
+            await db.flush()
+    except IntegrityError:
+        # Either a concurrent request with the same key won (return its trip) or the
+        # rider already has an active trip. The unique indexes decide, not a pre-check.
+        if idempotency_key is not None:
+            existing = await _by_idempotency_key(db, rider_id=rider_id, key=idempotency_key)
+            if existing is not None:
+                return _replay(existing, fingerprint), False
+        raise ActiveTripExists("finish or cancel the current trip first") from None
+    score = int(trip.requested_at.timestamp() * 1000)
+
+    async def enqueue() -> None:
+        await rt.redis.zadd(rt.keys.pending(trip.region), {trip.id: score}, nx=True)
+
+    after_commit(db, enqueue)
+    emit(db, Event("rider", rider_id, {"type": "trip.updated", "trip": trip_view(trip)}))
+    return trip, True
+
+
+async def _can_see(db: AsyncSession, trip: Trip, who: Principal) -> bool:
+    if who.role == "operator":
+        return True
+    if who.role == "rider":
+        return trip.rider_id == who.subject_id
+    if trip.driver_id == who.subject_id:
+        return True
+    offered = await db.scalar(
+        select(Offer.id).where(Offer.trip_id == trip.id, Offer.driver_id == who.subject_id)
+    )
+    return offered is not None
+
+
+async def get(db: AsyncSession, *, trip_id: str, who: Principal, lock: bool = False) -> Trip:
+    trip = await db.get(Trip, trip_id, with_for_update=lock)
+    if trip is None:
+        raise TripNotFound(f"no trip {trip_id}")
+    if not await _can_see(db, trip, who):
+        raise NotYourTrip(f"trip {trip_id} is not yours")
+    return trip
+
+
+def _stamp(trip: Trip, target: str, at: datetime) -> None:
+    trip_states.check(trip.status, target)
+    trip.status = target
+    setattr(trip, trip_states.STAMP[target], at)
+
+
+async def cancel(db: AsyncSession, rt: Runtime, *, trip_id: str, who: Principal) -> Trip:
+    trip = await get(db, trip_id=trip_id, who=who, lock=True)
+    if who.role == "driver" and trip.driver_id != who.subject_id:
+        raise NotYourTrip("only the assigned driver may cancel")
+    _stamp(trip, "cancelled", utcnow())
+    trip.cancelled_by = who.role
+    db.add(TripEvent(trip_id=trip.id, status="cancelled", actor_role=who.role,
+                     actor_id=who.subject_id))
+    await offers.withdraw_for_trip(db, rt, trip=trip)
+    await db.flush()
+    _release_after(db, rt, trip)
+    view = trip_view(trip)
+    emit(db, Event("rider", trip.rider_id, {"type": "trip.updated", "trip": view}))
+    if trip.driver_id is not None:
+        emit(db, Event("driver", trip.driver_id, {"type": "trip.cancelled", "trip": view}))
+    return trip
+
+
+def _release_after(db: AsyncSession, rt: Runtime, trip: Trip) -> None:
+    """After commit: the trip leaves the queue and its driver is free again."""
+    trip_id, region, driver_id = trip.id, trip.region, trip.driver_id
+
+    async def release() -> None:
+        await rt.redis.zrem(rt.keys.pending(region), trip_id)
+        await rt.redis.delete(rt.keys.trip_excluded(trip_id))
+        if driver_id is not None:
+            await rt.presence.clear_trip(driver_id)
+
+    after_commit(db, release)
+
+
+async def advance(
+    db: AsyncSession, rt: Runtime, *, trip_id: str, driver_id: str, target: str
+) -> Trip:
+    """The assigned driver moves the trip on: ``arrived``, ``in_progress``, ``completed``."""
+    trip = await db.get(Trip, trip_id, with_for_update=True)
+    if trip is None:
+        raise TripNotFound(f"no trip {trip_id}")
+    if trip.driver_id != driver_id:
+        raise NotYourTrip(f"trip {trip_id} is not assigned to you")
+    _stamp(trip, target, utcnow())
+    db.add(TripEvent(trip_id=trip.id, status=target, actor_role="driver", actor_id=driver_id))
+    await db.flush()
+    if target == "completed":
+        _release_after(db, rt, trip)
+    elif target == "in_progress":
+        dropoff = point_of(trip.dropoff)
+
+        async def head_for_dropoff() -> None:
+            await rt.presence.set_trip(
+                driver_id, trip_id=trip.id, rider_id=trip.rider_id,
+                target_lat=dropoff["lat"], target_lng=dropoff["lng"],
+            )
+
+        after_commit(db, head_for_dropoff)
+    emit(db, Event("rider", trip.rider_id, {"type": "trip.updated", "trip": trip_view(trip)}))
+    return trip
+
+
+async def receipt_trip(db: AsyncSession, *, trip_id: str, who: Principal) -> Trip:
+    trip = await get(db, trip_id=trip_id, who=who)
+    if trip.status != "completed":
+        raise ReceiptNotReady(f"trip {trip_id} is {trip.status}")
+    return trip
+
+
+async def list_for_rider(
+    db: AsyncSession, *, rider_id: str, cursor: str | None, limit: int
+) -> tuple[list[Trip], str | None]:
+    """Newest first; the cursor is the last id of the previous page (ids sort by time)."""
+    stmt = select(Trip).where(Trip.rider_id == rider_id)
+    if cursor:
+        stmt = stmt.where(Trip.id < cursor)
+    rows = list((await db.scalars(stmt.order_by(Trip.id.desc()).limit(limit + 1))).all())
+    next_cursor = rows[limit - 1].id if len(rows) > limit else None
+    return rows[:limit], next_cursor
+
+
+async def expire_unmatched(rt: Runtime, *, limit: int = 500) -> int:
+    """Requests that waited longer than ``COOP_TRIP_REQUEST_TIMEOUT_S`` expire; the rider
+    is told. Conditional on ``requested``, so it races safely with an accept."""
+    cutoff = utcnow() - timedelta(seconds=rt.settings.trip_request_timeout_s)
+    async with rt.unit_of_work() as db:
+        rows = (
+            await db.scalars(
+                select(Trip)
+                .where(Trip.status == "requested")
+                .where(Trip.requested_at < cutoff)
+                .order_by(Trip.requested_at)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+        ).all()
+        for trip in rows:
+            _stamp(trip, "expired", utcnow())
+            db.add(TripEvent(trip_id=trip.id, status="expired", actor_role="system"))
+            await offers.withdraw_for_trip(db, rt, trip=trip)
+            _release_after(db, rt, trip)
+            emit(db, Event("rider", trip.rider_id, {"type": "trip.updated",
+                                                   "trip": trip_view(trip)}))
+        await db.flush()
+    return len(rows)
+
+
+async def requeue_open(rt: Runtime) -> int:
+    """Rebuild the queue from PostgreSQL: every ``requested`` trip without a pending offer
+    (after a Redis restart, or a crash between commit and enqueue)."""
+    async with rt.sessions() as db:
+        pending_offer = select(Offer.trip_id).where(Offer.status == "pending")
+        rows = (
+            await db.execute(
+                select(Trip.id, Trip.region, Trip.requested_at)
+                .where(Trip.status == "requested")
+                .where(Trip.id.not_in(pending_offer))
+            )
+        ).all()
+    if not rows:
+        return 0
+    async with rt.redis.pipeline(transaction=False) as pipe:
+        for trip_id, region, requested_at in rows:
+            pipe.zadd(rt.keys.pending(region), {trip_id: int(requested_at.timestamp() * 1000)},
+                      nx=True)
+        await pipe.execute()
+    return len(rows)
+
+
+async def trips_by_ids(db: AsyncSession, ids: list[str]) -> list[Trip]:
+    rows = await db.scalars(select(Trip).where(Trip.id.in_(ids)))
+    return list(rows.all())
+
+
+async def mark_stale_queue_entries(rt: Runtime, region: str, ids: list[str]) -> None:
+    if ids:
+        await rt.redis.zrem(rt.keys.pending(region), *ids)
+

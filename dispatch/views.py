@@ -1,0 +1,86 @@
+"""Domain rows to the JSON the contract promises (the same dicts go into socket frames)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from geoalchemy2.shape import to_shape
+
+from core.clock import iso
+from core.models import Trip
+from fares.pricing import Fare
+
+
+def point_of(geography: Any) -> dict[str, float]:
+    p = to_shape(geography)
+    return {"lat": float(p.y), "lng": float(p.x)}
+
+
+def fare_view(fare: Fare) -> dict[str, Any]:
+    return {
+        "total_cents": fare.total_cents,
+        "currency": fare.currency,
+        "breakdown": {
+            "base_cents": fare.base_cents,
+            "distance_cents": fare.distance_cents,
+            "time_cents": fare.time_cents,
+            "cost_recovery_cents": fare.cost_recovery_cents,
+            "platform_commission_cents": fare.platform_commission_cents,
+            "minimum_topup_cents": fare.minimum_topup_cents,
+        },
+    }
+
+
+def fare_of(trip: Trip) -> Fare:
+    return Fare(
+        total_cents=trip.fare_total_cents,
+        currency=trip.currency,
+        base_cents=trip.base_cents,
+        distance_cents=trip.distance_cents,
+        time_cents=trip.time_cents,
+        cost_recovery_cents=trip.cost_recovery_cents,
+        platform_commission_cents=trip.platform_commission_cents,
+        minimum_topup_cents=trip.minimum_topup_cents,
+    )
+
+
+def trip_view(trip: Trip) -> dict[str, Any]:
+    return {
+        "id": trip.id,
+        "status": trip.status,
+        "rider_id": trip.rider_id,
+        "driver_id": trip.driver_id,
+        "pickup": point_of(trip.pickup),
+        "dropoff": point_of(trip.dropoff),
+        "requested_at": iso(trip.requested_at),
+        "assigned_at": iso(trip.assigned_at),
+        "arrived_at": iso(trip.arrived_at),
+        "started_at": iso(trip.started_at),
+        "completed_at": iso(trip.completed_at),
+        "cancelled_at": iso(trip.cancelled_at),
+        "expired_at": iso(trip.expired_at),
+        "cancelled_by": trip.cancelled_by,
+        "fare": fare_view(fare_of(trip)),
+        "fare_rule_version": trip.fare_rule_version,
+        "pickup_eta_s": trip.pickup_eta_s,
+        "distance_m": trip.distance_m,
+        "duration_s": trip.duration_s,
+    }
+
+
+def receipt_view(trip: Trip) -> dict[str, Any]:
+    fare = fare_of(trip)
+    return {
+        "trip_id": trip.id,
+        "total_cents": fare.total_cents,
+        "currency": fare.currency,
+        "driver_earnings_cents": fare.driver_earnings_cents,
+        "cost_recovery_cents": fare.cost_recovery_cents,
+        "platform_commission_cents": fare.platform_commission_cents,
+        "distance_m": trip.distance_m,
+        "duration_s": trip.duration_s,
+        "fare_rule_version": trip.fare_rule_version,
+        "breakdown": fare_view(fare)["breakdown"],
+        "driver_id": trip.driver_id,
+        "completed_at": iso(trip.completed_at),
+    }

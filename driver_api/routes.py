@@ -1,0 +1,88 @@
+"""Driver (member) HTTP routes: admission by operators, profile, trip progress, earnings."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query, status
+
+from core import identity
+from core.clock import utcnow
+from dispatch import trips
+from dispatch.deps import CurrentDriver, CurrentOperator, RuntimeDep, Session
+from dispatch.schemas import TripOut
+from dispatch.views import trip_view
+from driver_api.schemas import Credentials, DriverOut, EarningsOut, MemberAdmission, VehicleOut
+from fares import accounts, rules
+
+router = APIRouter(tags=["drivers"])
+
+
+@router.post("/v1/drivers", status_code=status.HTTP_201_CREATED)
+async def admit(
+    body: MemberAdmission, who: CurrentOperator, db: Session, rt: RuntimeDep
+) -> Credentials:
+    member, token = await identity.admit_member(
+        db,
+        settings=rt.settings,
+        name=body.name,
+        phone=body.phone,
+        plate=body.vehicle.plate,
+        seats=body.vehicle.seats,
+    )
+    return Credentials(id=member.id, token=token)
+
+
+@router.get("/v1/drivers/me")
+async def me(who: CurrentDriver, db: Session, rt: RuntimeDep) -> DriverOut:
+    member = await identity.get_member(db, member_id=who.subject_id)
+    live = await rt.presence.state(member.id)
+    offer = await rt.presence.offer_held_by(member.id)
+    return DriverOut(
+        id=member.id,
+        name=member.name,
+        phone=member.phone,
+        status=member.status,
+        vehicles=[VehicleOut(id=v.id, plate=v.plate, seats=v.seats) for v in member.vehicles],
+        live_status=live.status,
+        holds_offer=offer is not None,
+    )
+
+
+async def _advance(trip_id: str, who: CurrentDriver, db: Session, rt: RuntimeDep,
+                   target: str) -> TripOut:
+    trip = await trips.advance(db, rt, trip_id=trip_id, driver_id=who.subject_id, target=target)
+    return TripOut.model_validate(trip_view(trip))
+
+
+@router.post("/v1/trips/{trip_id}/arrived")
+async def arrived(trip_id: str, who: CurrentDriver, db: Session, rt: RuntimeDep) -> TripOut:
+    return await _advance(trip_id, who, db, rt, "arrived")
+
+
+@router.post("/v1/trips/{trip_id}/start")
+async def start(trip_id: str, who: CurrentDriver, db: Session, rt: RuntimeDep) -> TripOut:
+    return await _advance(trip_id, who, db, rt, "in_progress")
+
+
+@router.post("/v1/trips/{trip_id}/complete")
+async def complete(trip_id: str, who: CurrentDriver, db: Session, rt: RuntimeDep) -> TripOut:
+    return await _advance(trip_id, who, db, rt, "completed")
+
+
+@router.get("/v1/drivers/me/earnings")
+async def earnings(
+    who: CurrentDriver,
+    db: Session,
+    period: str | None = Query(None, description="YYYY-MM; defaults to this month (UTC)"),
+) -> EarningsOut:
+    p = accounts.Period.parse(period) if period is not None else accounts.Period.of(utcnow())
+    e = await accounts.driver_earnings(db, driver_id=who.subject_id, period=p)
+    rule = await rules.current(db)
+    return EarningsOut(
+        period=e.period,
+        trips=e.trips,
+        fares_cents=e.fares_cents,
+        driver_earnings_cents=e.driver_earnings_cents,
+        cost_recovery_cents=e.cost_recovery_cents,
+        platform_commission_cents=e.platform_commission_cents,
+        currency=rule.currency,
+    )

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class VehicleIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    plate: str = Field(min_length=1, max_length=20)
+    seats: int = Field(ge=1, le=16)
+
+
+class MemberAdmission(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200)
+    phone: str = Field(min_length=3, max_length=32, pattern=r"^\+?[0-9 ()\-]{3,32}$")
+    vehicle: VehicleIn
+
+
+class Credentials(BaseModel):
+    id: str
+    token: str
+
+
+class VehicleOut(BaseModel):
+    id: str
+    plate: str
+    seats: int
+
+
+class DriverOut(BaseModel):
+    id: str
+    name: str
+    phone: str
+    status: str
+    vehicles: list[VehicleOut]
+    live_status: str = Field(description="offline | available | on_trip, from the live index")
+    holds_offer: bool
+
+
+class EarningsOut(BaseModel):
+    period: str
+    trips: int
+    fares_cents: int
+    driver_earnings_cents: int
+    cost_recovery_cents: int
+    platform_commission_cents: int
+    currency: str

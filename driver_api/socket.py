@@ -1,0 +1,174 @@
+"""The driver socket: the phone streams its status and position and answers offers; the
+server pushes offers and trip events (``docs/websocket.md``).
+
+Location frames never touch PostgreSQL: each is validated, then written to the live
+index by one Lua script (one Redis round trip). While the driver is on a trip, the
+position is forwarded to the rider with an ETA to the driver's next stop.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, WebSocket
+
+from core import identity, metrics
+from core.clock import now_ms
+from core.errors import (
+    CoopError,
+    InaccurateLocation,
+    InvalidFrame,
+    InvalidLocation,
+    StaleLocation,
+    UnknownFrameType,
+)
+from core.events import Event
+from dispatch import offers
+from dispatch.realtime import (
+    CLOSE_FORBIDDEN,
+    authenticate_socket,
+    error_frame,
+    send,
+    serve_socket,
+)
+from dispatch.runtime import Runtime
+from geo import cells
+from geo.point import LatLng
+
+router = APIRouter()
+
+# Epoch numbers below this are seconds, above it milliseconds (1e11 s is the year 5138).
+_MS_THRESHOLD = 1e11
+
+
+def _number(frame: dict[str, Any], name: str) -> float | None:
+    value = frame.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidLocation(f"{name} must be a finite number")
+    return float(value)
+
+
+def parse_ts_ms(value: Any, *, now: int) -> int:
+    """The fix time as epoch ms: ISO 8601 with an offset, or epoch seconds/milliseconds.
+    A frame without one is stamped with the server's clock."""
+    if value is None:
+        return now
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise InvalidLocation("ts must be ISO 8601 or epoch seconds/ms") from exc
+        if moment.tzinfo is None:
+            raise InvalidLocation("ts needs a UTC offset")
+        return int(moment.timestamp() * 1000)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidLocation("ts must be ISO 8601 or epoch seconds/ms")
+    return int(value if value >= _MS_THRESHOLD else value * 1000)
+
+
+async def handle_location(rt: Runtime, driver_id: str, frame: dict[str, Any]) -> None:
+    point = LatLng.checked(frame.get("lat"), frame.get("lng"))
+    now = now_ms()
+    ts_ms = parse_ts_ms(frame.get("ts"), now=now)
+    if ts_ms > now + rt.settings.max_clock_skew_s * 1000:
+        raise InvalidLocation("ts is in the future")
+    accuracy = _number(frame, "accuracy_m")
+    if accuracy is not None and (accuracy < 0 or accuracy > rt.settings.max_location_accuracy_m):
+        raise InaccurateLocation(
+            f"accuracy_m must be within 0..{rt.settings.max_location_accuracy_m:g}"
+        )
+    heading = _number(frame, "heading")
+    if heading is not None and not 0 <= heading <= 360:
+        raise InvalidLocation("heading must be within 0..360 degrees")
+    speed = _number(frame, "speed_mps")
+    if speed is not None and not 0 <= speed <= 100:
+        raise InvalidLocation("speed_mps must be within 0..100")
+    result = await rt.presence.update_location(
+        driver_id,
+        lat=point.lat,
+        lng=point.lng,
+        ts_ms=ts_ms,
+        accuracy_m=accuracy,
+        heading=heading,
+        speed_mps=speed,
+        cell=cells.cell_of(point, rt.presence.resolution),
+        now_ms=now,
+    )
+    if not result.accepted:
+        raise StaleLocation(f"ts {ts_ms} is not after the last one taken ({result.last_ts_ms})")
+    metrics.LOCATION_FRAMES.inc()
+    if result.rider_id and result.trip_id:
+        eta_s = None
+        if result.target_lat is not None and result.target_lng is not None:
+            eta_s = rt.eta.seconds(point, LatLng(result.target_lat, result.target_lng))
+        frame_out = {
+            "type": "driver.location",
+            "trip_id": result.trip_id,
+            "lat": point.lat,
+            "lng": point.lng,
+            "eta_s": eta_s,
+        }
+        await rt.bus.publish([Event("rider", result.rider_id, frame_out, durable=False)])
+
+
+def _offer_id(frame: dict[str, Any]) -> str:
+    offer_id = frame.get("offer_id")
+    if not isinstance(offer_id, str) or not offer_id or len(offer_id) > 64:
+        raise InvalidFrame(f"{frame['type']} needs an offer_id")
+    return offer_id
+
+
+@router.websocket("/v1/drivers/ws")
+async def driver_socket(ws: WebSocket) -> None:
+    rt: Runtime = ws.app.state.runtime
+    who = await authenticate_socket(rt, ws, "driver")
+    if who is None:
+        return
+    driver_id = who.subject_id
+    try:
+        async with rt.sessions() as db:
+            await identity.get_member(db, member_id=driver_id)
+    except CoopError as exc:
+        await send(ws, error_frame(exc))
+        await ws.close(CLOSE_FORBIDDEN, exc.slug)
+        return
+
+    async def handle(frame: dict[str, Any]) -> dict[str, Any] | None:
+        kind = frame["type"]
+        if kind == "location":
+            await handle_location(rt, driver_id, frame)
+        elif kind == "status":
+            await _status(frame)
+        elif kind == "accept":
+            async with rt.unit_of_work() as db:
+                await offers.accept(db, rt, offer_id=_offer_id(frame), driver_id=driver_id)
+            metrics.OFFERS.labels("accepted").inc()
+        elif kind == "decline":
+            async with rt.unit_of_work() as db:
+                await offers.decline(db, rt, offer_id=_offer_id(frame), driver_id=driver_id)
+            metrics.OFFERS.labels("declined").inc()
+        else:
+            raise UnknownFrameType(f"unknown frame type {kind!r}")
+        return None
+
+    async def _status(frame: dict[str, Any]) -> None:
+        wanted = frame.get("status")
+        if wanted not in ("online", "offline"):
+            raise InvalidFrame("status must be 'online' or 'offline'")
+        await rt.presence.set_status(
+            driver_id, "available" if wanted == "online" else "offline", now_ms=now_ms()
+        )
+        if wanted == "offline":
+            held = await rt.presence.offer_held_by(driver_id)
+            if held is not None:
+                try:
+                    async with rt.unit_of_work() as db:
+                        await offers.decline(db, rt, offer_id=held, driver_id=driver_id)
+                except CoopError:
+                    pass  # the offer ended meanwhile; nothing to give back
+
+    await serve_socket(rt, ws, audience="driver", who=who, handle=handle)

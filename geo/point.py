@@ -1,0 +1,41 @@
+"""Coordinates, validated once at the edge."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from core.errors import InvalidCoordinates
+
+
+@dataclass(frozen=True, slots=True)
+class LatLng:
+    lat: float
+    lng: float
+
+    @classmethod
+    def checked(cls, lat: object, lng: object) -> LatLng:
+        """A point from untrusted input: numbers (not bools), finite, in WGS84 range."""
+        for name, value in (("lat", lat), ("lng", lng)):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise InvalidCoordinates(f"{name} must be a number")
+            if not math.isfinite(value):
+                raise InvalidCoordinates(f"{name} must be finite")
+        assert isinstance(lat, int | float) and isinstance(lng, int | float)
+        if not -90.0 <= lat <= 90.0:
+            raise InvalidCoordinates(f"lat {lat} is outside [-90, 90]")
+        if not -180.0 <= lng <= 180.0:
+            raise InvalidCoordinates(f"lng {lng} is outside [-180, 180]")
+        return cls(float(lat), float(lng))
+
+
+EARTH_RADIUS_M = 6_371_008.8
+
+
+def haversine_m(a: LatLng, b: LatLng) -> float:
+    """Great-circle distance in metres."""
+    phi1, phi2 = math.radians(a.lat), math.radians(b.lat)
+    dphi = phi2 - phi1
+    dlmb = math.radians(b.lng - a.lng)
+    h = math.sin(dphi / 2) ** 2 + math.cos(phi1) * math.cos(phi2) * math.sin(dlmb / 2) ** 2
+    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(h)))

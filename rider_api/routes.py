@@ -1,0 +1,111 @@
+"""Rider HTTP routes: translate, call a service, return a schema."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response, status
+
+from core import identity
+from dispatch import trips
+from dispatch.deps import CurrentPrincipal, CurrentRider, RuntimeDep, Session
+from dispatch.schemas import QuoteOut, ReceiptOut, TripOut, TripPage
+from dispatch.views import fare_view, receipt_view, trip_view
+from geo.point import LatLng
+from rider_api.schemas import Credentials, RiderOut, RiderSignUp, TripRequest
+
+router = APIRouter(tags=["riders"])
+
+
+def _points(body: TripRequest) -> tuple[LatLng, LatLng]:
+    return (
+        LatLng.checked(body.pickup.lat, body.pickup.lng),
+        LatLng.checked(body.dropoff.lat, body.dropoff.lng),
+    )
+
+
+@router.post("/v1/riders", status_code=status.HTTP_201_CREATED)
+async def sign_up(body: RiderSignUp, db: Session, rt: RuntimeDep) -> Credentials:
+    rider, token = await identity.sign_up_rider(
+        db, settings=rt.settings, name=body.name, phone=body.phone
+    )
+    return Credentials(id=rider.id, token=token)
+
+
+@router.get("/v1/riders/me")
+async def me(who: CurrentRider, db: Session) -> RiderOut:
+    rider = await identity.get_rider(db, rider_id=who.subject_id)
+    return RiderOut(id=rider.id, name=rider.name, phone=rider.phone)
+
+
+@router.post("/v1/quotes")
+async def quote(body: TripRequest, who: CurrentRider, db: Session, rt: RuntimeDep) -> QuoteOut:
+    pickup, dropoff = _points(body)
+    q = await trips.quote(db, rt, pickup=pickup, dropoff=dropoff)
+    return QuoteOut.model_validate(
+        {
+            "fare": fare_view(q.fare),
+            "distance_m": q.distance_m,
+            "duration_s": q.duration_s,
+            "pickup_eta_s": q.pickup_eta_s,
+            "fare_rule_version": q.rule.version,
+        }
+    )
+
+
+@router.post("/v1/trips", status_code=status.HTTP_201_CREATED)
+async def request_trip(
+    body: TripRequest,
+    who: CurrentRider,
+    db: Session,
+    rt: RuntimeDep,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> TripOut:
+    pickup, dropoff = _points(body)
+    trip, created = await trips.request(
+        db,
+        rt,
+        rider_id=who.subject_id,
+        pickup=pickup,
+        dropoff=dropoff,
+        idempotency_key=idempotency_key,
+    )
+    if not created:
+        response.headers["Idempotent-Replayed"] = "true"
+    return TripOut.model_validate(trip_view(trip))
+
+
+@router.get("/v1/trips/{trip_id}")
+async def get_trip(trip_id: str, who: CurrentPrincipal, db: Session) -> TripOut:
+    trip = await trips.get(db, trip_id=trip_id, who=who)
+    return TripOut.model_validate(trip_view(trip))
+
+
+@router.post("/v1/trips/{trip_id}/cancel")
+async def cancel_trip(
+    trip_id: str, who: CurrentPrincipal, db: Session, rt: RuntimeDep
+) -> TripOut:
+    who.require("rider", "driver")
+    trip = await trips.cancel(db, rt, trip_id=trip_id, who=who)
+    return TripOut.model_validate(trip_view(trip))
+
+
+@router.get("/v1/trips/{trip_id}/receipt")
+async def receipt(trip_id: str, who: CurrentPrincipal, db: Session) -> ReceiptOut:
+    trip = await trips.receipt_trip(db, trip_id=trip_id, who=who)
+    return ReceiptOut.model_validate(receipt_view(trip))
+
+
+@router.get("/v1/riders/me/trips")
+async def my_trips(
+    who: CurrentRider,
+    db: Session,
+    cursor: str | None = Query(None, max_length=64),
+    limit: int = Query(20, ge=1, le=100),
+) -> TripPage:
+    rows, next_cursor = await trips.list_for_rider(
+        db, rider_id=who.subject_id, cursor=cursor, limit=limit
+    )
+    return TripPage(items=[TripOut.model_validate(trip_view(t)) for t in rows],
+                    next_cursor=next_cursor)

@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from dispatch.schemas import Point
+
+
+class RiderSignUp(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200)
+    phone: str = Field(min_length=3, max_length=32, pattern=r"^\+?[0-9 ()\-]{3,32}$")
+
+
+class Credentials(BaseModel):
+    id: str
+    token: str
+
+
+class RiderOut(BaseModel):
+    id: str
+    name: str
+    phone: str
+
+
+class TripRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    pickup: Point
+    dropoff: Point

@@ -1,0 +1,103 @@
+"""The one table from domain errors to HTTP: RFC 9457 problem+json.
+
+``type`` is the error's stable slug (``outside-service-area``, ``offer-expired``…),
+which clients switch on; ``title`` and ``detail`` are for people.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.exc import DBAPIError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from core.db import is_connection_error
+from core.errors import (
+    Conflict,
+    CoopError,
+    Forbidden,
+    InvalidInput,
+    NotAuthenticated,
+    NotFound,
+    RateLimited,
+    Unavailable,
+)
+
+log = logging.getLogger(__name__)
+
+STATUS_OF: list[tuple[type[CoopError], int]] = [
+    (InvalidInput, 422),
+    (NotAuthenticated, 401),
+    (Forbidden, 403),
+    (NotFound, 404),
+    (Conflict, 409),
+    (RateLimited, 429),
+    (Unavailable, 503),
+]
+
+PROBLEM = "application/problem+json"
+
+
+def status_of(exc: CoopError) -> int:
+    for kind, code in STATUS_OF:
+        if isinstance(exc, kind):
+            return code
+    return 500
+
+
+def problem(status: int, slug: str, title: str, detail: str, **extra: Any) -> JSONResponse:
+    body = {"type": slug, "title": title, "status": status, "detail": detail, **extra}
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(CoopError)
+    async def _domain(request: Request, exc: CoopError) -> JSONResponse:
+        return problem(status_of(exc), exc.slug, exc.title, exc.detail)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", ""))}
+            for e in exc.errors()
+        ]
+        locs = {tuple(e["loc"][-1:]) for e in errors}
+        coords = any(loc and loc[0] in ("lat", "lng") for loc in locs)
+        slug = "invalid-coordinates" if coords else "invalid-input"
+        detail = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors)[:2000]
+        return problem(422, slug, "Invalid input", detail, errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        slugs = {404: "not-found", 405: "method-not-allowed", 413: "payload-too-large"}
+        slug = slugs.get(exc.status_code, f"http-{exc.status_code}")
+        return problem(exc.status_code, slug, str(exc.detail), str(exc.detail))
+
+    async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("backing service unavailable", extra={"error": repr(exc)})
+        return problem(503, "service-unavailable", "A backing service is unavailable",
+                       "the database or Redis did not answer; retry shortly")
+
+    app.add_exception_handler(RedisConnectionError, _unavailable)
+    app.add_exception_handler(RedisTimeoutError, _unavailable)
+    app.add_exception_handler(ConnectionError, _unavailable)
+    app.add_exception_handler(OSError, _unavailable)
+
+    @app.exception_handler(DBAPIError)
+    async def _db(request: Request, exc: DBAPIError) -> JSONResponse:
+        if is_connection_error(exc):
+            return await _unavailable(request, exc)
+        log.exception("database error", exc_info=exc)
+        return problem(500, "internal-error", "Internal error", "an unexpected error occurred")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return problem(500, "internal-error", "Internal error", "an unexpected error occurred")

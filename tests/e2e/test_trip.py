@@ -1,0 +1,148 @@
+"""One whole trip, as the two phones see it: real server, real HTTP, real sockets."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.conftest import Server
+from tests.e2e.phones import (
+    CHELSEA,
+    MIDTOWN,
+    NEAR_MIDTOWN,
+    new_driver,
+    new_rider,
+    open_socket,
+)
+
+pytestmark = pytest.mark.e2e
+
+
+def assert_fare_adds_up(fare: dict[str, object]) -> None:
+    b = fare["breakdown"]
+    assert isinstance(b, dict)
+    parts = ("base_cents", "distance_cents", "time_cents", "cost_recovery_cents",
+             "platform_commission_cents")
+    assert sum(b[p] for p in parts) == fare["total_cents"]
+    assert b["platform_commission_cents"] == 0
+    assert all(isinstance(b[p], int) and b[p] >= 0 for p in parts)
+
+
+async def test_a_whole_trip(server: Server) -> None:
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
+        driver_id, driver_token = await new_driver(http, server)
+        rider_id, rider_auth = await new_rider(http)
+
+        async with open_socket(server, "/v1/drivers/ws", driver_token) as driver, \
+                open_socket(server, "/v1/riders/ws", rider_auth["Authorization"][7:],
+                            header=False) as rider:
+            # The driver goes online near Times Square.
+            assert (await driver.call({"type": "status", "status": "online"}))["type"] == "ok"
+            assert (await driver.call({"type": "location", **NEAR_MIDTOWN, "accuracy_m": 8}))[
+                "type"] == "ok"
+            me = (await http.get("/v1/drivers/me",
+                                 headers={"Authorization": f"Bearer {driver_token}"})).json()
+            assert me["live_status"] == "available" and me["holds_offer"] is False
+
+            # The rider gets a quote that knows a driver is near.
+            q = await http.post("/v1/quotes", json={"pickup": MIDTOWN, "dropoff": CHELSEA},
+                                headers=rider_auth)
+            assert q.status_code == 200, q.text
+            quote = q.json()
+            assert quote["fare_rule_version"] == 1
+            assert quote["pickup_eta_s"] is not None and 0 < quote["pickup_eta_s"] < 900
+            assert quote["distance_m"] > 1000 and quote["duration_s"] > 0
+            assert_fare_adds_up(quote["fare"])
+
+            # Request: 201, requested, priced as quoted.
+            r = await http.post("/v1/trips", json={"pickup": MIDTOWN, "dropoff": CHELSEA},
+                                headers={**rider_auth, "Idempotency-Key": "trip-1"})
+            assert r.status_code == 201, r.text
+            trip = r.json()
+            trip_id = trip["id"]
+            assert trip["status"] == "requested" and trip["rider_id"] == rider_id
+            assert trip["driver_id"] is None
+            assert trip["fare"] == quote["fare"]
+            assert trip["pickup"] == MIDTOWN and trip["dropoff"] == CHELSEA
+
+            seen = [await rider.expect("trip.updated")]
+            assert seen[0]["trip"]["status"] == "requested"
+
+            # The dispatcher offers it to the only driver nearby.
+            offer = await driver.expect("offer")
+            assert offer["trip_id"] == trip_id
+            assert offer["pickup"] == MIDTOWN and offer["dropoff"] == CHELSEA
+            assert offer["fare"] == trip["fare"]
+            assert 0 < offer["pickup_eta_s"] < 900
+            assert offer["trip_distance_m"] == trip["distance_m"]
+            assert offer["expires_at"] > trip["requested_at"]
+            me = (await http.get("/v1/drivers/me",
+                                 headers={"Authorization": f"Bearer {driver_token}"})).json()
+            assert me["holds_offer"] is True
+
+            # Accept: the driver gets trip.assigned, the rider sees assigned.
+            await driver.send({"type": "accept", "offer_id": offer["offer_id"]})
+            assigned = await driver.expect("trip.assigned")
+            assert assigned["trip"]["id"] == trip_id
+            assert assigned["trip"]["status"] == "assigned"
+            assert assigned["trip"]["driver_id"] == driver_id
+            assert assigned["event_id"] > offer["event_id"]
+            update = await rider.expect("trip.updated")
+            assert update["trip"]["status"] == "assigned"
+            assert update["trip"]["driver_id"] == driver_id
+            seen.append(update)
+
+            # On the way, the rider watches the driver come.
+            await driver.call({"type": "location", "lat": 40.7555, "lng": -73.9850})
+            moving = await rider.expect("driver.location")
+            assert moving["trip_id"] == trip_id
+            assert moving["lat"] == 40.7555 and moving["eta_s"] is not None
+
+            auth = {"Authorization": f"Bearer {driver_token}"}
+            for path, status in (("arrived", "arrived"), ("start", "in_progress"),
+                                 ("complete", "completed")):
+                r = await http.post(f"/v1/trips/{trip_id}/{path}", headers=auth)
+                assert r.status_code == 200, r.text
+                assert r.json()["status"] == status
+                update = await rider.expect("trip.updated")
+                assert update["trip"]["status"] == status
+                seen.append(update)
+
+            # Every status the rider saw, in order, each with a larger event_id.
+            assert [f["trip"]["status"] for f in seen] == [
+                "requested", "assigned", "arrived", "in_progress", "completed"]
+            ids = [f["event_id"] for f in seen]
+            assert ids == sorted(ids) and len(set(ids)) == len(ids)
+            done = seen[-1]["trip"]
+            for stamp in ("assigned_at", "arrived_at", "started_at", "completed_at"):
+                assert done[stamp] is not None
+            assert done["cancelled_at"] is None
+
+            # The receipt says where every cent went.
+            receipt = (await http.get(f"/v1/trips/{trip_id}/receipt", headers=rider_auth)).json()
+            assert receipt["trip_id"] == trip_id
+            assert receipt["total_cents"] == trip["fare"]["total_cents"]
+            assert receipt["platform_commission_cents"] == 0
+            assert (receipt["driver_earnings_cents"] + receipt["cost_recovery_cents"]
+                    + receipt["platform_commission_cents"]) == receipt["total_cents"]
+            assert receipt["fare_rule_version"] == 1
+            assert receipt["distance_m"] == trip["distance_m"]
+
+            # The driver is free again and the earnings show the trip.
+            me = (await http.get("/v1/drivers/me", headers=auth)).json()
+            assert me["live_status"] == "available" and me["holds_offer"] is False
+            period = done["completed_at"][:7]
+            earnings = (await http.get(f"/v1/drivers/me/earnings?period={period}",
+                                       headers=auth)).json()
+            assert earnings["trips"] == 1
+            assert earnings["driver_earnings_cents"] == receipt["driver_earnings_cents"]
+            assert earnings["platform_commission_cents"] == 0
+
+            # The driver's frames: offer then trip.assigned, nothing else unexpected.
+            driver_types = [f["type"] for f in driver.frames if "event_id" in f]
+            assert driver_types == ["offer", "trip.assigned"]
+
+            # History for the rider.
+            page = (await http.get("/v1/riders/me/trips", headers=rider_auth)).json()
+            assert [t["id"] for t in page["items"]] == [trip_id]
+            assert page["items"][0]["status"] == "completed"
