@@ -8,6 +8,7 @@ position is forwarded to the rider with an ETA to the driver's next stop.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from datetime import datetime
 from typing import Any
@@ -171,4 +172,10 @@ async def driver_socket(ws: WebSocket) -> None:
                 except CoopError:
                     pass  # the offer ended meanwhile; nothing to give back
 
-    await serve_socket(rt, ws, audience="driver", who=who, handle=handle)
+    try:
+        await serve_socket(rt, ws, audience="driver", who=who, handle=handle)
+    finally:
+        # A driver without a socket cannot hear an offer, so it stops being a candidate
+        # (a driver on a trip stays on it). The app sends `status` again on reconnect.
+        with contextlib.suppress(Exception):
+            await rt.presence.set_status(driver_id, "offline", now_ms=now_ms())

@@ -31,41 +31,55 @@ def phone_number() -> str:
 
 @dataclass
 class Socket:
+    """A phone's socket. Every frame received is kept in ``frames``; frames passed over
+    while waiting for something else stay in ``backlog`` for a later ``expect``."""
+
     conn: ClientConnection
     frames: list[dict[str, Any]] = field(default_factory=list)
+    backlog: list[dict[str, Any]] = field(default_factory=list)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     async def send(self, frame: dict[str, Any] | str) -> None:
         await self.conn.send(frame if isinstance(frame, str) else json.dumps(frame))
 
-    async def recv(self, timeout: float = FRAME_TIMEOUT_S) -> dict[str, Any]:
-        raw = await asyncio.wait_for(self.conn.recv(), timeout)
-        frame: dict[str, Any] = json.loads(raw)
+    async def _read(self) -> dict[str, Any]:
+        frame: dict[str, Any] = json.loads(await self.conn.recv())
         self.frames.append(frame)
         return frame
 
-    async def expect(self, kind: str, timeout: float = FRAME_TIMEOUT_S, **match: Any
-                     ) -> dict[str, Any]:
-        """The next frame of type ``kind`` (matching ``match``); frames of other types
-        that arrive first are kept in ``frames`` but skipped."""
+    async def recv(self, timeout: float = FRAME_TIMEOUT_S) -> dict[str, Any]:
+        if self.backlog:
+            return self.backlog.pop(0)
+        return await asyncio.wait_for(self._read(), timeout)
+
+    async def _take(self, wanted: Any, timeout: float) -> dict[str, Any]:
+        for i, frame in enumerate(self.backlog):
+            if wanted(frame):
+                return self.backlog.pop(i)
+
         async def wait() -> dict[str, Any]:
             while True:
-                frame = await self.recv(timeout)
-                if frame.get("type") == kind and all(frame.get(k) == v for k, v in match.items()):
+                frame = await self._read()
+                if wanted(frame):
                     return frame
+                self.backlog.append(frame)
+
         return await asyncio.wait_for(wait(), timeout)
+
+    async def expect(self, kind: str, timeout: float = FRAME_TIMEOUT_S, **match: Any
+                     ) -> dict[str, Any]:
+        """The first frame of type ``kind`` (matching ``match``), whenever it came."""
+        return await self._take(
+            lambda f: f.get("type") == kind and all(f.get(k) == v for k, v in match.items()),
+            timeout,
+        )
 
     async def call(self, frame: dict[str, Any]) -> dict[str, Any]:
         """Send a frame with an ``id`` and return the server's reply to it (``ok`` or
-        ``error``), skipping events that arrive in between."""
+        ``error``); events that arrive meanwhile stay in the backlog."""
         ref = next(self._ids)
         await self.send({**frame, "id": ref})
-        async def wait() -> dict[str, Any]:
-            while True:
-                reply = await self.recv()
-                if reply.get("ref") == ref:
-                    return reply
-        return await asyncio.wait_for(wait(), FRAME_TIMEOUT_S)
+        return await self._take(lambda f: f.get("ref") == ref, FRAME_TIMEOUT_S)
 
 
 @asynccontextmanager
