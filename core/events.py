@@ -87,15 +87,15 @@ class EventBus:
         """Frames after ``last_event_id`` and whether the log still reaches back that far
         (False: the client must refetch its state)."""
         log = self._keys.event_log(audience, recipient_id)
-        entries = await self._redis.xrange(log, min=f"({last_event_id}-1", max="+")
-        frames = [fields["f"] for _id, fields in entries]
+        entries = await self._redis.xrange(log, min=f"({last_event_id}-1", max="+") or []
+        frames = [str(fields["f"]) for _id, fields in entries if fields]
         if last_event_id == 0:
             return frames, True
-        first = await self._redis.xrange(log, min="-", max="+", count=1)
+        first = await self._redis.xrange(log, min="-", max="+", count=1) or []
         if not first:
             current = await self._redis.get(self._keys.event_seq(audience, recipient_id))
             return frames, current is not None and int(current) == last_event_id
-        first_id = int(first[0][0].split("-")[0])
+        first_id = int(str(first[0][0]).split("-")[0])
         return frames, first_id <= last_event_id + 1
 
     async def current_event_id(self, audience: str, recipient_id: str) -> int:

@@ -16,27 +16,32 @@ HTTP_LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
     registry=REGISTRY,
 )
-SOCKETS_CONNECTED = Gauge(
-    "coop_sockets_connected", "Open sockets", ["audience"], registry=REGISTRY
-)
+SOCKETS_CONNECTED = Gauge("coop_sockets_connected", "Open sockets", ["audience"], registry=REGISTRY)
 SOCKET_FRAMES = Counter(
-    "coop_socket_frames_total", "Frames received on sockets", ["audience", "type"],
+    "coop_socket_frames_total",
+    "Frames received on sockets",
+    ["audience", "type"],
     registry=REGISTRY,
 )
 SOCKET_ERRORS = Counter(
     "coop_socket_errors_total", "Error frames sent", ["audience", "code"], registry=REGISTRY
 )
 LOCATION_FRAMES = Counter(
-    "coop_location_frames_total", "Driver location frames taken into the index",
+    "coop_location_frames_total",
+    "Driver location frames taken into the index",
     registry=REGISTRY,
 )
 DISPATCH_BATCH_SIZE = Histogram(
-    "coop_dispatch_batch_requests", "Requests considered per dispatch batch",
-    buckets=(0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000), registry=REGISTRY,
+    "coop_dispatch_batch_requests",
+    "Requests considered per dispatch batch",
+    buckets=(0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000),
+    registry=REGISTRY,
 )
 DISPATCH_SOLVE_SECONDS = Histogram(
-    "coop_dispatch_solve_seconds", "Time to match one batch",
-    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1), registry=REGISTRY,
+    "coop_dispatch_solve_seconds",
+    "Time to match one batch",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+    registry=REGISTRY,
 )
 OFFERS = Counter("coop_offers_total", "Offers by outcome", ["outcome"], registry=REGISTRY)
 TRIPS = Counter("coop_trips_total", "Trip status changes", ["status"], registry=REGISTRY)

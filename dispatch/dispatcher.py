@@ -125,7 +125,7 @@ class Dispatcher:
     async def dispatch_batch(self) -> int:
         rt = self.rt
         queue_key = rt.keys.pending(self.region)
-        ids: list[str] = await rt.redis.zrange(queue_key, 0, BATCH_MAX_REQUESTS - 1)
+        ids = [str(i) for i in await rt.redis.zrange(queue_key, 0, BATCH_MAX_REQUESTS - 1)]
         if not ids:
             return 0
         async with rt.sessions() as db:

@@ -31,6 +31,7 @@ from dispatch.views import point_of, trip_view
 # a normal offer; the TTL only frees a driver whose dispatcher died mid-offer.
 RESERVATION_GRACE_S = 5.0
 
+
 @dataclass(frozen=True, slots=True)
 class Match:
     trip_id: str
@@ -201,7 +202,10 @@ async def expire_due(rt: Runtime, *, limit: int = 500) -> int:
     """Expire every offer past its deadline: the driver is told, the trip goes back to
     the queue without that driver. Safe to run from any number of processes: the row
     changes from ``pending`` once."""
-    due = await rt.redis.zrangebyscore(rt.keys.offer_deadlines(), "-inf", now_ms(), 0, limit)
+    due = [
+        str(x)
+        for x in await rt.redis.zrangebyscore(rt.keys.offer_deadlines(), "-inf", now_ms(), 0, limit)
+    ]
     expired = 0
     for offer_id in due:
         async with rt.unit_of_work() as db:
@@ -240,4 +244,3 @@ async def expire_due(rt: Runtime, *, limit: int = 500) -> int:
             emit(db, Event("driver", driver_id, {"type": "offer.expired", "offer_id": offer_id}))
         expired += 1
     return expired
-

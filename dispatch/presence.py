@@ -287,7 +287,8 @@ class Presence:
         return [str(x) for x in result]
 
     async def state(self, driver_id: str) -> DriverState:
-        h = await self.redis.hgetall(self.keys.driver(driver_id))
+        raw = await self.redis.hgetall(self.keys.driver(driver_id))
+        h = {str(k): str(v) for k, v in raw.items()}
 
         def num(name: str) -> float | None:
             value = h.get(name)

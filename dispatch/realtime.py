@@ -129,13 +129,14 @@ async def serve_socket(
 
             tasks = [asyncio.create_task(t()) for t in (pump, overflow, reader)]
             try:
-                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 for t in tasks:
                     t.cancel()
                 for t in tasks:
-                    with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect,
-                                             RuntimeError, OSError):
+                    with contextlib.suppress(
+                        asyncio.CancelledError, WebSocketDisconnect, RuntimeError, OSError
+                    ):
                         await t
     finally:
         metrics.SOCKETS_CONNECTED.labels(audience).dec()
@@ -163,9 +164,7 @@ async def _replay(rt: Runtime, ws: WebSocket, *, audience: str, ident: str) -> i
     return sent
 
 
-async def _read(
-    rt: Runtime, ws: WebSocket, *, audience: str, ident: str, handle: Handler
-) -> None:
+async def _read(rt: Runtime, ws: WebSocket, *, audience: str, ident: str, handle: Handler) -> None:
     while True:
         message = await ws.receive()
         if message["type"] == "websocket.disconnect":
@@ -185,7 +184,8 @@ async def _read(
             ref = frame.get("id")
             metrics.SOCKET_FRAMES.labels(audience, _type_label(frame["type"])).inc()
             if frame["type"] == "ack":
-                reply = await _ack(rt, audience, ident, frame)
+                await _ack(rt, audience, ident, frame)
+                reply = None
             else:
                 reply = await handle(frame)
         except CoopError as exc:
@@ -216,6 +216,8 @@ async def _ack(rt: Runtime, audience: str, ident: str, frame: dict[str, Any]) ->
     await rt.redis.eval(
         "local c = tonumber(redis.call('GET', KEYS[1]) or '-1') "
         "if tonumber(ARGV[1]) > c then redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) end",
-        1, key, event_id, 24 * 3600,
+        1,
+        key,
+        event_id,
+        24 * 3600,
     )
-    return None

@@ -75,8 +75,9 @@ async def quote(db: AsyncSession, rt: Runtime, *, pickup: LatLng, dropoff: LatLn
     rule = await rules.current(db)
     leg = rt.eta.leg(pickup, dropoff)
     fee = await cost_recovery_fee_cents(db, rule=rule)
-    fare = price(rule, distance_m=leg.distance_m, duration_s=leg.duration_s,
-                 cost_recovery_fee_cents=fee)
+    fare = price(
+        rule, distance_m=leg.distance_m, duration_s=leg.duration_s, cost_recovery_fee_cents=fee
+    )
     eta = await nearest_pickup_eta_s(rt, pickup)
     return Quote(fare, rule, leg.distance_m, leg.duration_s, eta)
 
@@ -142,8 +143,11 @@ async def request(
     try:
         async with db.begin_nested():
             db.add(trip)
-            db.add(TripEvent(trip_id=trip.id, status="requested", actor_role="rider",
-                             actor_id=rider_id))
+            db.add(
+                TripEvent(
+                    trip_id=trip.id, status="requested", actor_role="rider", actor_id=rider_id
+                )
+            )
             await db.flush()
     except IntegrityError:
         # Either a concurrent request with the same key won (return its trip) or the
@@ -197,8 +201,9 @@ async def cancel(db: AsyncSession, rt: Runtime, *, trip_id: str, who: Principal)
         raise NotYourTrip("only the assigned driver may cancel")
     _stamp(trip, "cancelled", utcnow())
     trip.cancelled_by = who.role
-    db.add(TripEvent(trip_id=trip.id, status="cancelled", actor_role=who.role,
-                     actor_id=who.subject_id))
+    db.add(
+        TripEvent(trip_id=trip.id, status="cancelled", actor_role=who.role, actor_id=who.subject_id)
+    )
     await offers.withdraw_for_trip(db, rt, trip=trip)
     await db.flush()
     _release_after(db, rt, trip)
@@ -241,8 +246,11 @@ async def advance(
 
         async def head_for_dropoff() -> None:
             await rt.presence.set_trip(
-                driver_id, trip_id=trip.id, rider_id=trip.rider_id,
-                target_lat=dropoff["lat"], target_lng=dropoff["lng"],
+                driver_id,
+                trip_id=trip.id,
+                rider_id=trip.rider_id,
+                target_lat=dropoff["lat"],
+                target_lng=dropoff["lng"],
             )
 
         after_commit(db, head_for_dropoff)
@@ -289,8 +297,9 @@ async def expire_unmatched(rt: Runtime, *, limit: int = 500) -> int:
             db.add(TripEvent(trip_id=trip.id, status="expired", actor_role="system"))
             await offers.withdraw_for_trip(db, rt, trip=trip)
             _release_after(db, rt, trip)
-            emit(db, Event("rider", trip.rider_id, {"type": "trip.updated",
-                                                   "trip": trip_view(trip)}))
+            emit(
+                db, Event("rider", trip.rider_id, {"type": "trip.updated", "trip": trip_view(trip)})
+            )
         await db.flush()
     return len(rows)
 
@@ -311,8 +320,9 @@ async def requeue_open(rt: Runtime) -> int:
         return 0
     async with rt.redis.pipeline(transaction=False) as pipe:
         for trip_id, region, requested_at in rows:
-            pipe.zadd(rt.keys.pending(region), {trip_id: int(requested_at.timestamp() * 1000)},
-                      nx=True)
+            pipe.zadd(
+                rt.keys.pending(region), {trip_id: int(requested_at.timestamp() * 1000)}, nx=True
+            )
         await pipe.execute()
     return len(rows)
 
@@ -325,4 +335,3 @@ async def trips_by_ids(db: AsyncSession, ids: list[str]) -> list[Trip]:
 async def mark_stale_queue_entries(rt: Runtime, region: str, ids: list[str]) -> None:
     if ids:
         await rt.redis.zrem(rt.keys.pending(region), *ids)
-

@@ -47,8 +47,9 @@ async def me(who: CurrentDriver, db: Session, rt: RuntimeDep) -> DriverOut:
     )
 
 
-async def _advance(trip_id: str, who: CurrentDriver, db: Session, rt: RuntimeDep,
-                   target: str) -> TripOut:
+async def _advance(
+    trip_id: str, who: CurrentDriver, db: Session, rt: RuntimeDep, target: str
+) -> TripOut:
     trip = await trips.advance(db, rt, trip_id=trip_id, driver_id=who.subject_id, target=target)
     return TripOut.model_validate(trip_view(trip))
 

@@ -101,7 +101,7 @@ class ServiceAreas:
         return self._areas
 
     async def _refresh(self) -> None:
-        version = (await self._redis.get(self._keys.areas_version())) or "0"
+        version = str((await self._redis.get(self._keys.areas_version())) or "0")
         if version != self._version:
             async with self._sessions() as db:
                 rows = (await db.scalars(select(ServiceArea))).all()

@@ -20,7 +20,9 @@ def _url() -> str:
     return config.get_main_option("sqlalchemy.url") or get_settings().database_url
 
 
-def _include_object(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:
+def _include_object(
+    obj: object, name: str | None, type_: str, reflected: bool, compare_to: object
+) -> bool:
     # PostGIS's own tables (spatial_ref_sys, tiger, topology) are not ours.
     return not (type_ == "table" and reflected and compare_to is None)
 

@@ -83,9 +83,7 @@ async def get_trip(trip_id: str, who: CurrentPrincipal, db: Session) -> TripOut:
 
 
 @router.post("/v1/trips/{trip_id}/cancel")
-async def cancel_trip(
-    trip_id: str, who: CurrentPrincipal, db: Session, rt: RuntimeDep
-) -> TripOut:
+async def cancel_trip(trip_id: str, who: CurrentPrincipal, db: Session, rt: RuntimeDep) -> TripOut:
     who.require("rider", "driver")
     trip = await trips.cancel(db, rt, trip_id=trip_id, who=who)
     return TripOut.model_validate(trip_view(trip))
@@ -107,5 +105,6 @@ async def my_trips(
     rows, next_cursor = await trips.list_for_rider(
         db, rider_id=who.subject_id, cursor=cursor, limit=limit
     )
-    return TripPage(items=[TripOut.model_validate(trip_view(t)) for t in rows],
-                    next_cursor=next_cursor)
+    return TripPage(
+        items=[TripOut.model_validate(trip_view(t)) for t in rows], next_cursor=next_cursor
+    )

@@ -39,13 +39,27 @@ def serve(host: str, port: int, *, dispatcher: bool, workers: int, log_level: st
     if workers > 1:
         # Each worker builds its own app; only one holds the dispatcher lock at a time.
         factory = "server.cli:app_with_dispatcher" if dispatcher else "server.cli:app_api_only"
-        uvicorn.run(factory, factory=True, host=host, port=port, workers=workers,
-                    log_config=None, ws="websockets-sansio", lifespan="on")
+        uvicorn.run(
+            factory,
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_config=None,
+            ws="websockets-sansio",
+            lifespan="on",
+        )
         return
     from server.app import create_app
 
-    uvicorn.run(create_app(run_dispatcher=dispatcher), host=host, port=port, log_config=None,
-                ws="websockets-sansio", lifespan="on")
+    uvicorn.run(
+        create_app(run_dispatcher=dispatcher),
+        host=host,
+        port=port,
+        log_config=None,
+        ws="websockets-sansio",
+        lifespan="on",
+    )
 
 
 def app_with_dispatcher() -> object:
@@ -91,8 +105,11 @@ def main(argv: list[str] | None = None) -> int:
     p_serve = sub.add_parser("serve", help="run the api (and the dispatcher, by default)")
     p_serve.add_argument("--host", default="127.0.0.1")
     p_serve.add_argument("--port", type=int, default=8000)
-    p_serve.add_argument("--no-dispatcher", action="store_true",
-                         help="api only; run `coopride dispatcher` separately")
+    p_serve.add_argument(
+        "--no-dispatcher",
+        action="store_true",
+        help="api only; run `coopride dispatcher` separately",
+    )
     p_serve.add_argument("--workers", type=int, default=1)
     p_serve.add_argument("--log-level", default="info")
     p_disp = sub.add_parser("dispatcher", help="run the dispatcher only")
@@ -102,8 +119,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "migrate":
         migrate(args.revision)
     elif args.command == "serve":
-        serve(args.host, args.port, dispatcher=not args.no_dispatcher, workers=args.workers,
-              log_level=args.log_level)
+        serve(
+            args.host,
+            args.port,
+            dispatcher=not args.no_dispatcher,
+            workers=args.workers,
+            log_level=args.log_level,
+        )
     elif args.command == "dispatcher":
         run_dispatcher(args.log_level)
     return 0

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Query, status
-from pydantic import BaseModel, ConfigDict, Field
 from geoalchemy2 import Geometry
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import cast, func, select
 
 from core.clock import now_ms
@@ -72,7 +72,7 @@ async def supply(
     """Online drivers and open requests per H3 cell at ``resolution``."""
     min_seen = now_ms() - int(rt.settings.driver_stale_s * 1000)
     drivers: dict[str, int] = {}
-    online = await rt.redis.zrangebyscore(rt.keys.seen(), min_seen, "+inf")
+    online = [str(d) for d in await rt.redis.zrangebyscore(rt.keys.seen(), min_seen, "+inf")]
     if online:
         async with rt.redis.pipeline(transaction=False) as pipe:
             for d in online:
@@ -84,8 +84,9 @@ async def supply(
                 drivers[c] = drivers.get(c, 0) + 1
     open_requests: dict[str, int] = {}
     result = await db.execute(
-        select(func.ST_Y(cast(Trip.pickup, Geometry)), func.ST_X(cast(Trip.pickup, Geometry)))
-        .where(Trip.status == "requested")
+        select(
+            func.ST_Y(cast(Trip.pickup, Geometry)), func.ST_X(cast(Trip.pickup, Geometry))
+        ).where(Trip.status == "requested")
     )
     for lat, lng in result:
         c = cells.cell_of(LatLng(float(lat), float(lng)), resolution)
@@ -94,7 +95,9 @@ async def supply(
     return Supply(
         resolution=resolution,
         cells=[
-            SupplyCell(h3=k, online_drivers=drivers.get(k, 0), open_requests=open_requests.get(k, 0))
+            SupplyCell(
+                h3=k, online_drivers=drivers.get(k, 0), open_requests=open_requests.get(k, 0)
+            )
             for k in keys
         ],
     )

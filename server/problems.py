@@ -82,8 +82,12 @@ def install(app: FastAPI) -> None:
 
     async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
         log.warning("backing service unavailable", extra={"error": repr(exc)})
-        return problem(503, "service-unavailable", "A backing service is unavailable",
-                       "the database or Redis did not answer; retry shortly")
+        return problem(
+            503,
+            "service-unavailable",
+            "A backing service is unavailable",
+            "the database or Redis did not answer; retry shortly",
+        )
 
     app.add_exception_handler(RedisConnectionError, _unavailable)
     app.add_exception_handler(RedisTimeoutError, _unavailable)

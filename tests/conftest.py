@@ -64,7 +64,10 @@ def database_url(base_settings: Settings) -> Iterator[str]:
     url = _with_db(base_settings.database_url, name)
     env = {**os.environ, "COOP_DATABASE_URL": url}
     subprocess.run(
-        [sys.executable, "-m", "server.cli", "migrate"], check=True, env=env, cwd=ROOT,
+        [sys.executable, "-m", "server.cli", "migrate"],
+        check=True,
+        env=env,
+        cwd=ROOT,
         stdout=subprocess.DEVNULL,
     )
     try:
@@ -141,9 +144,9 @@ class Server:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def start_server(settings: Settings, log_path: Path, *extra_env: tuple[str, str]) -> tuple[
-    subprocess.Popen[bytes], Server
-]:
+def start_server(
+    settings: Settings, log_path: Path, *extra_env: tuple[str, str]
+) -> tuple[subprocess.Popen[bytes], Server]:
     port = _free_port()
     env = {
         **os.environ,
@@ -161,9 +164,22 @@ def start_server(settings: Settings, log_path: Path, *extra_env: tuple[str, str]
     }
     log = log_path.open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--log-level", "warning"],
-        env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "server.cli",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     server = Server(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", settings, log_path)
     deadline = time.monotonic() + 30
@@ -194,7 +210,9 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
 @pytest.fixture(scope="session")
 def server(test_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """The real server (api + dispatcher) on a free port, shared by the e2e tests."""
-    settings = test_settings.model_copy(update={"redis_prefix": f"{test_settings.redis_prefix}e2e:"})
+    settings = test_settings.model_copy(
+        update={"redis_prefix": f"{test_settings.redis_prefix}e2e:"}
+    )
     proc, srv = start_server(settings, tmp_path_factory.mktemp("server") / "server.log")
     try:
         yield srv

@@ -14,9 +14,7 @@ class Member(Base):
     """A driver: a member of the co-op, admitted by its operators."""
 
     __tablename__ = "members"
-    __table_args__ = (
-        CheckConstraint(f"status IN {MEMBER_STATUSES}", name="status"),
-    )
+    __table_args__ = (CheckConstraint(f"status IN {MEMBER_STATUSES}", name="status"),)
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))

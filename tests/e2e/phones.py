@@ -66,8 +66,9 @@ class Socket:
 
         return await asyncio.wait_for(wait(), timeout)
 
-    async def expect(self, kind: str, timeout: float = FRAME_TIMEOUT_S, **match: Any
-                     ) -> dict[str, Any]:
+    async def expect(
+        self, kind: str, timeout: float = FRAME_TIMEOUT_S, **match: Any
+    ) -> dict[str, Any]:
         """The first frame of type ``kind`` (matching ``match``), whenever it came."""
         return await self._take(
             lambda f: f.get("type") == kind and all(f.get(k) == v for k, v in match.items()),
@@ -83,8 +84,9 @@ class Socket:
 
 
 @asynccontextmanager
-async def open_socket(server: Server, path: str, token: str, *, header: bool = True,
-                      query: str = "") -> AsyncIterator[Socket]:
+async def open_socket(
+    server: Server, path: str, token: str, *, header: bool = True, query: str = ""
+) -> AsyncIterator[Socket]:
     url = f"{server.ws_url}{path}"
     headers = {}
     if header:

@@ -80,15 +80,19 @@ async def test_auth_and_roles(http: httpx.AsyncClient, server: Server) -> None:
     r = await http.post("/v1/quotes", json=TRIP, headers={"Authorization": "Bearer nonsense"})
     assert r.status_code == 401 and problem_of(r)["type"] == "not-authenticated"
     # Only operators admit members; only riders request trips.
-    r = await http.post("/v1/drivers", headers=rider, json={
-        "name": "X", "phone": "+1 555 0000", "vehicle": {"plate": "P", "seats": 4}})
+    r = await http.post(
+        "/v1/drivers",
+        headers=rider,
+        json={"name": "X", "phone": "+1 555 0000", "vehicle": {"plate": "P", "seats": 4}},
+    )
     assert r.status_code == 403 and problem_of(r)["type"] == "wrong-role"
     r = await http.post("/v1/trips", json=TRIP, headers=driver)
     assert r.status_code == 403 and problem_of(r)["type"] == "wrong-role"
     r = await http.post("/v1/trips/trp_nope/arrived", headers=rider)
     assert r.status_code == 403 and problem_of(r)["type"] == "wrong-role"
-    r = await http.post("/v1/operator/service-areas", headers=driver,
-                        json={"name": "x", "polygon": {}})
+    r = await http.post(
+        "/v1/operator/service-areas", headers=driver, json={"name": "x", "polygon": {}}
+    )
     assert r.status_code == 403
 
 
@@ -112,7 +116,7 @@ async def test_unknown_ids_are_404(http: httpx.AsyncClient, server: Server) -> N
 
 
 async def test_idempotency_key(http: httpx.AsyncClient) -> None:
-    rider_id, auth = await new_rider(http)
+    _, auth = await new_rider(http)
     headers = {**auth, "Idempotency-Key": "same-key"}
     first = await http.post("/v1/trips", json=TRIP, headers=headers)
     assert first.status_code == 201
@@ -122,8 +126,9 @@ async def test_idempotency_key(http: httpx.AsyncClient) -> None:
         assert again.json()["id"] == first.json()["id"]
         assert again.headers.get("Idempotent-Replayed") == "true"
         # The same key for a different trip is a client bug, said clearly.
-        other = await http.post("/v1/trips", json={"pickup": MIDTOWN, "dropoff": NEAR_MIDTOWN},
-                                headers=headers)
+        other = await http.post(
+            "/v1/trips", json={"pickup": MIDTOWN, "dropoff": NEAR_MIDTOWN}, headers=headers
+        )
         assert other.status_code == 422
         assert problem_of(other)["type"] == "idempotency-key-reused"
         # Without the key, a second request while one is active is a conflict.
@@ -145,8 +150,9 @@ async def test_someone_elses_trip_is_403(http: httpx.AsyncClient) -> None:
         assert r.status_code == 403 and problem_of(r)["type"] == "not-your-trip"
         r = await http.post(f"/v1/trips/{trip['id']}/cancel", headers=bob)
         assert r.status_code == 403
-        assert (await http.get(f"/v1/trips/{trip['id']}", headers=alice)).json()["status"] == \
-            "requested"
+        assert (await http.get(f"/v1/trips/{trip['id']}", headers=alice)).json()[
+            "status"
+        ] == "requested"
     finally:
         await http.post(f"/v1/trips/{trip['id']}/cancel", headers=alice)
 
@@ -176,10 +182,19 @@ async def test_driver_socket_bad_frames_keep_socket_open(
             ({"type": "teleport"}, "unknown-frame-type"),
             ({"type": "location", "lat": 200, "lng": 0}, "invalid-coordinates"),
             ({"type": "location", "lat": "x", "lng": 0}, "invalid-coordinates"),
-            ({"type": "location", "lat": 40.75, "lng": -73.98, "accuracy_m": 5000},
-             "inaccurate-location"),
-            ({"type": "location", "lat": 40.75, "lng": -73.98, "ts": "2999-01-01T00:00:00+00:00"},
-             "invalid-location"),
+            (
+                {"type": "location", "lat": 40.75, "lng": -73.98, "accuracy_m": 5000},
+                "inaccurate-location",
+            ),
+            (
+                {
+                    "type": "location",
+                    "lat": 40.75,
+                    "lng": -73.98,
+                    "ts": "2999-01-01T00:00:00+00:00",
+                },
+                "invalid-location",
+            ),
             ({"type": "status", "status": "napping"}, "invalid-frame"),
             ({"type": "accept"}, "invalid-frame"),
             ({"type": "accept", "offer_id": "ofr_unknown"}, "offer-not-found"),
@@ -192,8 +207,9 @@ async def test_driver_socket_bad_frames_keep_socket_open(
             assert reply["detail"]
         # An older fix than one already taken never moves the driver back.
         now_ms = int(time.time() * 1000)
-        assert (await ws.call({"type": "location", **MIDTOWN, "ts": now_ms - 10_000}))["type"] \
-            == "ok"
+        assert (await ws.call({"type": "location", **MIDTOWN, "ts": now_ms - 10_000}))[
+            "type"
+        ] == "ok"
         old = await ws.call({"type": "location", **NEAR_MIDTOWN, "ts": now_ms - 20_000})
         assert old["code"] == "stale-location"
         same = await ws.call({"type": "location", **NEAR_MIDTOWN, "ts": now_ms - 10_000})
@@ -207,8 +223,7 @@ async def test_rider_socket_rejects_driver_frames_and_bad_tokens(
 ) -> None:
     _, auth = await new_rider(http)
     async with open_socket(server, "/v1/riders/ws", auth["Authorization"][7:]) as ws:
-        assert (await ws.call({"type": "accept", "offer_id": "x"}))["code"] == \
-            "unknown-frame-type"
+        assert (await ws.call({"type": "accept", "offer_id": "x"}))["code"] == "unknown-frame-type"
         assert (await ws.call({"type": "ack", "event_id": 0}))["type"] == "ok"
     # A rider token on the driver socket: error frame, then close 4403.
     async with open_socket(server, "/v1/drivers/ws", auth["Authorization"][7:]) as ws:
@@ -225,8 +240,10 @@ async def test_accepting_someone_elses_offer(http: httpx.AsyncClient, server: Se
     _, mine = await new_driver(http, server)
     _, other = await new_driver(http, server)
     _, rider = await new_rider(http)
-    async with open_socket(server, "/v1/drivers/ws", mine) as me, \
-            open_socket(server, "/v1/drivers/ws", other) as them:
+    async with (
+        open_socket(server, "/v1/drivers/ws", mine) as me,
+        open_socket(server, "/v1/drivers/ws", other) as them,
+    ):
         await me.call({"type": "status", "status": "online"})
         await me.call({"type": "location", **NEAR_MIDTOWN})
         trip = (await http.post("/v1/trips", json=TRIP, headers=rider)).json()
@@ -237,8 +254,9 @@ async def test_accepting_someone_elses_offer(http: httpx.AsyncClient, server: Se
             declined = await them.call({"type": "decline", "offer_id": offer["offer_id"]})
             assert declined["code"] == "not-your-offer"
             # The rightful driver still wins it, exactly once.
-            assert (await me.call({"type": "accept", "offer_id": offer["offer_id"]}))["type"] \
-                == "ok"
+            assert (await me.call({"type": "accept", "offer_id": offer["offer_id"]}))[
+                "type"
+            ] == "ok"
             assigned = await me.expect("trip.assigned")
             assert assigned["trip"]["id"] == trip["id"]
             again = await me.call({"type": "accept", "offer_id": offer["offer_id"]})
@@ -255,19 +273,32 @@ async def test_accepting_someone_elses_offer(http: httpx.AsyncClient, server: Se
 
 async def test_outside_service_area(http: httpx.AsyncClient, server: Server) -> None:
     bowtie = {"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]]}
-    r = await http.post("/v1/operator/service-areas", headers=operator(server),
-                        json={"name": "bowtie", "polygon": bowtie})
+    r = await http.post(
+        "/v1/operator/service-areas",
+        headers=operator(server),
+        json={"name": "bowtie", "polygon": bowtie},
+    )
     assert r.status_code == 422 and problem_of(r)["type"] == "invalid-polygon"
-    manhattan = {"type": "Polygon", "coordinates": [[
-        [-74.03, 40.69], [-73.90, 40.69], [-73.90, 40.89], [-74.03, 40.89], [-74.03, 40.69]]]}
-    r = await http.post("/v1/operator/service-areas", headers=operator(server),
-                        json={"name": "Manhattan", "polygon": manhattan})
+    manhattan = {
+        "type": "Polygon",
+        "coordinates": [
+            [[-74.03, 40.69], [-73.90, 40.69], [-73.90, 40.89], [-74.03, 40.89], [-74.03, 40.69]]
+        ],
+    }
+    r = await http.post(
+        "/v1/operator/service-areas",
+        headers=operator(server),
+        json={"name": "Manhattan", "polygon": manhattan},
+    )
     assert r.status_code == 201, r.text
     _, auth = await new_rider(http)
     london = {"lat": 51.5072, "lng": -0.1276}
+
     async def outside() -> httpx.Response:
-        return await http.post("/v1/trips", json={"pickup": london, "dropoff": CHELSEA},
-                               headers=auth)
+        return await http.post(
+            "/v1/trips", json={"pickup": london, "dropoff": CHELSEA}, headers=auth
+        )
+
     # Areas reach every api process within a second; the first request after may race it.
     r = await outside()
     for _ in range(30):

@@ -21,8 +21,13 @@ pytestmark = pytest.mark.e2e
 def assert_fare_adds_up(fare: dict[str, object]) -> None:
     b = fare["breakdown"]
     assert isinstance(b, dict)
-    parts = ("base_cents", "distance_cents", "time_cents", "cost_recovery_cents",
-             "platform_commission_cents")
+    parts = (
+        "base_cents",
+        "distance_cents",
+        "time_cents",
+        "cost_recovery_cents",
+        "platform_commission_cents",
+    )
     assert sum(b[p] for p in parts) == fare["total_cents"]
     assert b["platform_commission_cents"] == 0
     assert all(isinstance(b[p], int) and b[p] >= 0 for p in parts)
@@ -33,20 +38,28 @@ async def test_a_whole_trip(server: Server) -> None:
         driver_id, driver_token = await new_driver(http, server)
         rider_id, rider_auth = await new_rider(http)
 
-        async with open_socket(server, "/v1/drivers/ws", driver_token) as driver, \
-                open_socket(server, "/v1/riders/ws", rider_auth["Authorization"][7:],
-                            header=False) as rider:
+        async with (
+            open_socket(server, "/v1/drivers/ws", driver_token) as driver,
+            open_socket(
+                server, "/v1/riders/ws", rider_auth["Authorization"][7:], header=False
+            ) as rider,
+        ):
             # The driver goes online near Times Square.
             assert (await driver.call({"type": "status", "status": "online"}))["type"] == "ok"
             assert (await driver.call({"type": "location", **NEAR_MIDTOWN, "accuracy_m": 8}))[
-                "type"] == "ok"
-            me = (await http.get("/v1/drivers/me",
-                                 headers={"Authorization": f"Bearer {driver_token}"})).json()
+                "type"
+            ] == "ok"
+            me = (
+                await http.get(
+                    "/v1/drivers/me", headers={"Authorization": f"Bearer {driver_token}"}
+                )
+            ).json()
             assert me["live_status"] == "available" and me["holds_offer"] is False
 
             # The rider gets a quote that knows a driver is near.
-            q = await http.post("/v1/quotes", json={"pickup": MIDTOWN, "dropoff": CHELSEA},
-                                headers=rider_auth)
+            q = await http.post(
+                "/v1/quotes", json={"pickup": MIDTOWN, "dropoff": CHELSEA}, headers=rider_auth
+            )
             assert q.status_code == 200, q.text
             quote = q.json()
             assert quote["fare_rule_version"] == 1
@@ -55,8 +68,11 @@ async def test_a_whole_trip(server: Server) -> None:
             assert_fare_adds_up(quote["fare"])
 
             # Request: 201, requested, priced as quoted.
-            r = await http.post("/v1/trips", json={"pickup": MIDTOWN, "dropoff": CHELSEA},
-                                headers={**rider_auth, "Idempotency-Key": "trip-1"})
+            r = await http.post(
+                "/v1/trips",
+                json={"pickup": MIDTOWN, "dropoff": CHELSEA},
+                headers={**rider_auth, "Idempotency-Key": "trip-1"},
+            )
             assert r.status_code == 201, r.text
             trip = r.json()
             trip_id = trip["id"]
@@ -76,8 +92,11 @@ async def test_a_whole_trip(server: Server) -> None:
             assert 0 < offer["pickup_eta_s"] < 900
             assert offer["trip_distance_m"] == trip["distance_m"]
             assert offer["expires_at"] > trip["requested_at"]
-            me = (await http.get("/v1/drivers/me",
-                                 headers={"Authorization": f"Bearer {driver_token}"})).json()
+            me = (
+                await http.get(
+                    "/v1/drivers/me", headers={"Authorization": f"Bearer {driver_token}"}
+                )
+            ).json()
             assert me["holds_offer"] is True
 
             # Accept: the driver gets trip.assigned, the rider sees assigned.
@@ -99,8 +118,11 @@ async def test_a_whole_trip(server: Server) -> None:
             assert moving["lat"] == 40.7555 and moving["eta_s"] is not None
 
             auth = {"Authorization": f"Bearer {driver_token}"}
-            for path, status in (("arrived", "arrived"), ("start", "in_progress"),
-                                 ("complete", "completed")):
+            for path, status in (
+                ("arrived", "arrived"),
+                ("start", "in_progress"),
+                ("complete", "completed"),
+            ):
                 r = await http.post(f"/v1/trips/{trip_id}/{path}", headers=auth)
                 assert r.status_code == 200, r.text
                 assert r.json()["status"] == status
@@ -110,7 +132,12 @@ async def test_a_whole_trip(server: Server) -> None:
 
             # Every status the rider saw, in order, each with a larger event_id.
             assert [f["trip"]["status"] for f in seen] == [
-                "requested", "assigned", "arrived", "in_progress", "completed"]
+                "requested",
+                "assigned",
+                "arrived",
+                "in_progress",
+                "completed",
+            ]
             ids = [f["event_id"] for f in seen]
             assert ids == sorted(ids) and len(set(ids)) == len(ids)
             done = seen[-1]["trip"]
@@ -123,8 +150,11 @@ async def test_a_whole_trip(server: Server) -> None:
             assert receipt["trip_id"] == trip_id
             assert receipt["total_cents"] == trip["fare"]["total_cents"]
             assert receipt["platform_commission_cents"] == 0
-            assert (receipt["driver_earnings_cents"] + receipt["cost_recovery_cents"]
-                    + receipt["platform_commission_cents"]) == receipt["total_cents"]
+            assert (
+                receipt["driver_earnings_cents"]
+                + receipt["cost_recovery_cents"]
+                + receipt["platform_commission_cents"]
+            ) == receipt["total_cents"]
             assert receipt["fare_rule_version"] == 1
             assert receipt["distance_m"] == trip["distance_m"]
 
@@ -132,8 +162,9 @@ async def test_a_whole_trip(server: Server) -> None:
             me = (await http.get("/v1/drivers/me", headers=auth)).json()
             assert me["live_status"] == "available" and me["holds_offer"] is False
             period = done["completed_at"][:7]
-            earnings = (await http.get(f"/v1/drivers/me/earnings?period={period}",
-                                       headers=auth)).json()
+            earnings = (
+                await http.get(f"/v1/drivers/me/earnings?period={period}", headers=auth)
+            ).json()
             assert earnings["trips"] == 1
             assert earnings["driver_earnings_cents"] == receipt["driver_earnings_cents"]
             assert earnings["platform_commission_cents"] == 0
