@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from core import metrics
@@ -54,13 +53,9 @@ class MetricsMiddleware:
 
 
 def _route_of(scope: Scope) -> str:
-    app = scope.get("app")
-    router = getattr(app, "router", None)
-    for route in getattr(router, "routes", ()):
-        match, _ = route.matches(scope)
-        if match == Match.FULL:
-            return str(getattr(route, "path", "other"))
-    return "unmatched"
+    # The router records the matched route in the (shared, mutated) scope.
+    route = scope.get("route")
+    return str(getattr(route, "path", None) or "unmatched")
 
 
 def create_app(settings: Settings | None = None, *, run_dispatcher: bool = True) -> FastAPI:

@@ -144,12 +144,9 @@ class Server:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def start_server(
-    settings: Settings, log_path: Path, *extra_env: tuple[str, str]
-) -> tuple[subprocess.Popen[bytes], Server]:
-    port = _free_port()
-    env = {
-        **os.environ,
+def service_env(settings: Settings) -> dict[str, str]:
+    """The environment that makes a ``coopride`` subprocess use ``settings``."""
+    return {
         "COOP_ENVIRONMENT": settings.environment,
         "COOP_DATABASE_URL": settings.database_url,
         "COOP_REDIS_URL": settings.redis_url,
@@ -160,22 +157,20 @@ def start_server(
         "COOP_OFFER_TIMEOUT_S": str(settings.offer_timeout_s),
         "COOP_DRIVER_STALE_S": str(settings.driver_stale_s),
         "COOP_TRIP_REQUEST_TIMEOUT_S": str(settings.trip_request_timeout_s),
-        **dict(extra_env),
     }
+
+
+def start_server(
+    settings: Settings, log_path: Path, *, dispatcher: bool = True
+) -> tuple[subprocess.Popen[bytes], Server]:
+    port = _free_port()
+    env = {**os.environ, **service_env(settings)}
     log = log_path.open("wb")
+    args = ["serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    if not dispatcher:
+        args.append("--no-dispatcher")
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "server.cli",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
+        [sys.executable, "-m", "server.cli", *args],
         env=env,
         cwd=ROOT,
         stdout=log,
