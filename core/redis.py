@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
+
+# Enough connections for pipelines to overlap; a burst beyond them waits for a free one
+# (up to POOL_WAIT_S) instead of failing, which is what thousands of sockets need.
+POOL_SIZE = 64
+POOL_WAIT_S = 5.0
 
 
 def make_redis(url: str) -> Redis:
     # A short retry rides out a blip; a Redis that stays down surfaces as an error the
-    # app maps to 503 instead of hanging a request.
-    return Redis.from_url(
+    # app maps to 503 (HTTP) or a `service-unavailable` error frame (sockets).
+    pool = BlockingConnectionPool.from_url(
         url,
         decode_responses=True,
         socket_connect_timeout=2,
         socket_timeout=5,
         health_check_interval=15,
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
-        max_connections=200,
+        max_connections=POOL_SIZE,
+        timeout=POOL_WAIT_S,
     )
+    return Redis(connection_pool=pool)

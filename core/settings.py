@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     # A phone clock a little ahead of ours is normal; further ahead is a bad frame.
     max_clock_skew_s: float = Field(default=5.0, ge=0)
 
+    # Serves /v1/bench/noop-ws (receive a frame, ack it): the baseline the ingest
+    # benchmark measures the real driver socket against. Off unless asked for.
+    bench_endpoints: bool = False
+
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Settings:
         if self.environment != "development":

@@ -12,9 +12,13 @@ before the reaper has run.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
 from core.keys import Keys
 
@@ -57,13 +61,15 @@ return ARGV[2]
 """
 
 # ARGV: cell-key prefix, driver-key prefix, offer-key prefix, min_seen_ms, want,
-# ring count n, n ring sizes, then the cells ring by ring. Stops after the first ring
-# that brings the total to ``want``. Returns id, lat, lng triples.
+# ring count n, n ring sizes, then the cells ring by ring. Once a ring brings the total
+# to ``want`` it scans one ring more (a nearer driver may sit just across a cell edge in
+# the next ring) and stops. Returns id, lat, lng triples.
 _CANDIDATES = """
 local n = tonumber(ARGV[6])
 local want = tonumber(ARGV[5])
 local found = {}
 local count = 0
+local stop_after = nil
 local pos = 7 + n
 for r = 1, n do
   local size = tonumber(ARGV[6 + r])
@@ -80,7 +86,8 @@ for r = 1, n do
     end
   end
   pos = pos + size
-  if count >= want then break end
+  if stop_after == nil and count >= want then stop_after = r + 1 end
+  if stop_after ~= nil and r >= stop_after then break end
 end
 return found
 """
@@ -132,6 +139,68 @@ return 1
 """
 
 
+class ScriptBatcher:
+    """Runs one Lua script for many callers, one pipeline per event-loop turn.
+
+    Each caller awaits its own result; whatever arrived while a pipeline was in flight
+    goes in the next one, so batches grow with load and a lone frame is sent at once.
+    Calls are ``EVALSHA`` sent directly (a ``Script`` object in a pipeline would first
+    ask ``SCRIPT EXISTS`` every time); after a Redis restart forgets the script, the
+    batch is retried once with the script loaded again.
+    """
+
+    MAX_BATCH = 512
+
+    def __init__(self, redis: Redis, script: str) -> None:
+        self._redis = redis
+        self._script = script
+        self._sha = hashlib.sha1(script.encode()).hexdigest()
+        self._pending: list[tuple[tuple[str, ...], tuple[Any, ...], asyncio.Future[Any]]] = []
+        self._running = False
+
+    async def submit(self, keys: tuple[str, ...], args: tuple[Any, ...]) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((keys, args, future))
+        if not self._running:
+            self._running = True
+            asyncio.get_running_loop().create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                batch = self._pending[: self.MAX_BATCH]
+                del self._pending[: self.MAX_BATCH]
+                try:
+                    results = await self._run(batch)
+                except Exception as exc:  # every waiter hears of the failure
+                    for *_, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for (*_, future), result in zip(batch, results, strict=True):
+                    if future.done():
+                        continue
+                    if isinstance(result, Exception):
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
+        finally:
+            self._running = False
+
+    async def _run(self, batch: list[tuple[tuple[str, ...], tuple[Any, ...], Any]]) -> list[Any]:
+        for attempt in (1, 2):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for keys, args, _ in batch:
+                    pipe.evalsha(self._sha, len(keys), *keys, *args)
+                results: list[Any] = await pipe.execute(raise_on_error=False)
+            if attempt == 1 and any(isinstance(r, NoScriptError) for r in results):
+                await self._redis.script_load(self._script)
+                continue
+            return results
+        return results
+
+
 @dataclass(frozen=True, slots=True)
 class LocationResult:
     accepted: bool
@@ -172,7 +241,7 @@ class Presence:
         self._cell_prefix = keys.cell(resolution, "")
         self._driver_prefix = keys.driver("")
         self._offer_prefix = keys.driver_offer("")
-        self._location = redis.register_script(_LOCATION)
+        self._batcher = ScriptBatcher(redis, _LOCATION)
         self._status = redis.register_script(_STATUS)
         self._candidates = redis.register_script(_CANDIDATES)
         self._reap = redis.register_script(_REAP)
@@ -193,21 +262,21 @@ class Presence:
         cell: str,
         now_ms: int,
     ) -> LocationResult:
-        result = await self._location(
-            keys=[self.keys.driver(driver_id), self.keys.seen()],
-            args=[
-                driver_id,
-                repr(lat),
-                repr(lng),
-                ts_ms,
-                "" if accuracy_m is None else repr(accuracy_m),
-                "" if heading is None else repr(heading),
-                "" if speed_mps is None else repr(speed_mps),
-                cell,
-                self._cell_prefix,
-                now_ms,
-            ],
+        """Take one location frame into the index. Frames from every socket of the
+        process that arrive in the same event-loop turn go to Redis in one pipeline."""
+        args = (
+            driver_id,
+            repr(lat),
+            repr(lng),
+            ts_ms,
+            "" if accuracy_m is None else repr(accuracy_m),
+            "" if heading is None else repr(heading),
+            "" if speed_mps is None else repr(speed_mps),
+            cell,
+            self._cell_prefix,
+            now_ms,
         )
+        result = await self._batcher.submit((self.keys.driver(driver_id), self.keys.seen()), args)
         kind, status, trip, rider, tlat, tlng = result
         if kind == "stale":
             return LocationResult(False, "", None, None, last_ts_ms=int(status))

@@ -18,17 +18,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
+from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from core import metrics
 from core.auth import Principal, Role, authenticate, bearer_from_header
-from core.errors import CoopError, Forbidden, InvalidFrame, NotAuthenticated
+from core.errors import CoopError, Forbidden, InvalidFrame, NotAuthenticated, Unavailable
 from dispatch.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 # Larger than any frame the contract defines (a location frame is ~150 bytes); a bigger
 # one is a broken or hostile client.
@@ -141,7 +146,7 @@ async def serve_socket(
     finally:
         metrics.SOCKETS_CONNECTED.labels(audience).dec()
         if ws.application_state != WebSocketState.DISCONNECTED:
-            with contextlib.suppress(RuntimeError, OSError):
+            with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
                 await ws.close()
 
 
@@ -191,6 +196,12 @@ async def _read(rt: Runtime, ws: WebSocket, *, audience: str, ident: str, handle
         except CoopError as exc:
             metrics.SOCKET_ERRORS.labels(audience, exc.slug).inc()
             await send(ws, error_frame(exc, ref))
+            continue
+        except (RedisError, SQLAlchemyError, OSError) as exc:
+            # A backing service failed this frame; the socket stays up for the next one.
+            log.warning("socket frame failed", extra={"error": repr(exc), "audience": audience})
+            metrics.SOCKET_ERRORS.labels(audience, "service-unavailable").inc()
+            await send(ws, error_frame(Unavailable("try again shortly"), ref))
             continue
         if reply is not None:
             if ref is not None:

@@ -22,11 +22,11 @@ from shapely.geometry import Polygon, shape
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from core.errors import InvalidPolygon
+from core.errors import InvalidCoordinates, InvalidPolygon
 from core.ids import new_id
 from core.keys import Keys
 from core.models import ServiceArea
-from geo.point import LatLng
+from geo.point import LatLng, finite_number
 
 # How stale a process's copy of the areas may be after an operator edits them.
 VERSION_CHECK_S = 1.0
@@ -56,16 +56,12 @@ def parse_polygon(geojson: Any) -> Polygon:
         if not isinstance(ring, list) or len(ring) < 4:
             raise InvalidPolygon("each ring needs at least 4 positions")
         for position in ring:
-            if (
-                not isinstance(position, list | tuple)
-                or len(position) < 2
-                or not all(
-                    isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-                    for v in position[:2]
-                )
-            ):
+            if not isinstance(position, list | tuple) or len(position) < 2:
                 raise InvalidPolygon("each position must be [lng, lat] numbers")
-            lng, lat = position[0], position[1]
+            try:
+                lng, lat = finite_number(position[0], "lng"), finite_number(position[1], "lat")
+            except InvalidCoordinates as exc:
+                raise InvalidPolygon(f"each position must be [lng, lat] numbers: {exc}") from None
             if not (-180 <= lng <= 180 and -90 <= lat <= 90):
                 raise InvalidPolygon("position out of range (GeoJSON order is [lng, lat])")
         if list(ring[0][:2]) != list(ring[-1][:2]):

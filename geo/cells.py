@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import h3
 
 from geo.point import LatLng
@@ -39,7 +41,11 @@ def edge_length_m(resolution: int) -> float:
 
 
 def rings_to_cover(radius_m: float, resolution: int) -> int:
-    """Grid distance k such that a disk of k rings covers at least ``radius_m`` from the
-    centre cell in every direction. Neighbouring centres are ``√3 × edge`` apart."""
-    spacing_m = 3**0.5 * edge_length_m(resolution)
-    return max(1, int(radius_m / spacing_m) + 1)
+    """Grid distance k such that a disk of k rings around the cell holding a point covers
+    every point within ``radius_m`` of it, in every direction.
+
+    A k-ring disk reaches only ``1.5 × edge × k`` across its flat sides (not the
+    ``√3 × edge × k`` between centres), and the point itself may lie up to one edge from
+    its cell's centre; H3 cells also vary a little in size, hence the 10% margin."""
+    edge_m = edge_length_m(resolution)
+    return max(1, math.ceil((radius_m * 1.1 + edge_m) / (1.5 * edge_m)))

@@ -16,17 +16,26 @@ class LatLng:
     @classmethod
     def checked(cls, lat: object, lng: object) -> LatLng:
         """A point from untrusted input: numbers (not bools), finite, in WGS84 range."""
-        for name, value in (("lat", lat), ("lng", lng)):
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise InvalidCoordinates(f"{name} must be a number")
-            if not math.isfinite(value):
-                raise InvalidCoordinates(f"{name} must be finite")
-        assert isinstance(lat, int | float) and isinstance(lng, int | float)
-        if not -90.0 <= lat <= 90.0:
-            raise InvalidCoordinates(f"lat {lat} is outside [-90, 90]")
-        if not -180.0 <= lng <= 180.0:
-            raise InvalidCoordinates(f"lng {lng} is outside [-180, 180]")
-        return cls(float(lat), float(lng))
+        lat_f, lng_f = finite_number(lat, "lat"), finite_number(lng, "lng")
+        if not -90.0 <= lat_f <= 90.0:
+            raise InvalidCoordinates(f"lat {lat_f} is outside [-90, 90]")
+        if not -180.0 <= lng_f <= 180.0:
+            raise InvalidCoordinates(f"lng {lng_f} is outside [-180, 180]")
+        return cls(lat_f, lng_f)
+
+
+def finite_number(value: object, name: str) -> float:
+    """A float from untrusted JSON: a number (not a bool), finite, and not an integer too
+    large to be one (``float(10**400)`` overflows)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidCoordinates(f"{name} must be a number")
+    try:
+        number = float(value)
+    except OverflowError:
+        raise InvalidCoordinates(f"{name} is out of range") from None
+    if not math.isfinite(number):
+        raise InvalidCoordinates(f"{name} must be finite")
+    return number
 
 
 EARTH_RADIUS_M = 6_371_008.8

@@ -92,4 +92,8 @@ def create_app(settings: Settings | None = None, *, run_dispatcher: bool = True)
         app.include_router(module.router)
     app.include_router(rider_socket.router)
     app.include_router(driver_socket.router)
+    if settings.bench_endpoints:
+        from server import bench
+
+        app.include_router(bench.router)
     return app

@@ -1,0 +1,550 @@
+"""dispatch.presence.Presence against real Redis (each test has its own key prefix)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+from core.clock import now_ms
+from dispatch.presence import LocationResult, Presence
+from dispatch.runtime import Runtime
+from geo import cells
+from geo.point import LatLng
+
+MIDTOWN = LatLng(40.7549, -73.9840)  # near Bryant Park
+STALE_MS = 30_000
+
+
+def res(rt: Runtime) -> int:
+    return rt.presence.resolution
+
+
+def home_cell(rt: Runtime) -> str:
+    return cells.cell_of(MIDTOWN, res(rt))
+
+
+def point_in_ring(rt: Runtime, k: int, index: int = 0) -> LatLng:
+    """The centre of a cell exactly k steps from the home cell."""
+    return cells.center(cells.ring(home_cell(rt), k)[index])
+
+
+async def locate(
+    rt: Runtime, driver_id: str, point: LatLng, *, ts: int, now: int | None = None
+) -> LocationResult:
+    return await rt.presence.update_location(
+        driver_id,
+        lat=point.lat,
+        lng=point.lng,
+        ts_ms=ts,
+        accuracy_m=8.5,
+        heading=270.0,
+        speed_mps=4.25,
+        cell=cells.cell_of(point, res(rt)),
+        now_ms=ts if now is None else now,
+    )
+
+
+async def online_at(rt: Runtime, driver_id: str, point: LatLng, *, ts: int) -> None:
+    assert await rt.presence.set_status(driver_id, "available", now_ms=ts) == "available"
+    result = await locate(rt, driver_id, point, ts=ts)
+    assert result.accepted
+
+
+async def cells_holding(rt: Runtime, driver_id: str) -> set[str]:
+    """Every cell whose sorted set has the driver, found by scanning this test's keys."""
+    prefix = rt.keys.cell(res(rt), "")
+    found = set()
+    async for key in rt.redis.scan_iter(match=f"{prefix}*", count=1000):
+        if await rt.redis.zscore(key, driver_id) is not None:
+            found.add(key[len(prefix) :])
+    return found
+
+
+async def seen_score(rt: Runtime, driver_id: str) -> float | None:
+    score: float | None = await rt.redis.zscore(rt.keys.seen(), driver_id)
+    return score
+
+
+def presence(rt: Runtime) -> Presence:
+    return rt.presence
+
+
+# -- location frames -------------------------------------------------------------------
+
+
+async def test_location_frame_is_stored_and_online_driver_is_in_its_cell(runtime: Runtime) -> None:
+    rt = runtime
+    t = now_ms()
+    assert await presence(rt).set_status("drv_a", "available", now_ms=t - 5) == "available"
+    result = await presence(rt).update_location(
+        "drv_a",
+        lat=MIDTOWN.lat,
+        lng=MIDTOWN.lng,
+        ts_ms=t - 100,
+        accuracy_m=8.5,
+        heading=270.0,
+        speed_mps=4.25,
+        cell=home_cell(rt),
+        now_ms=t,
+    )
+    assert result == LocationResult(True, "available", None, None)
+
+    h = await rt.redis.hgetall(rt.keys.driver("drv_a"))
+    assert float(h["lat"]) == MIDTOWN.lat
+    assert float(h["lng"]) == MIDTOWN.lng
+    assert int(h["ts"]) == t - 100
+    assert int(h["seen"]) == t
+    assert float(h["acc"]) == 8.5
+    assert float(h["hdg"]) == 270.0
+    assert float(h["spd"]) == 4.25
+    assert h["cell"] == home_cell(rt)
+    assert h["status"] == "available"
+
+    cell_key = rt.keys.cell(res(rt), home_cell(rt))
+    assert await rt.redis.zscore(cell_key, "drv_a") == t
+    assert await seen_score(rt, "drv_a") == t
+    assert await cells_holding(rt, "drv_a") == {home_cell(rt)}
+
+    state = await presence(rt).state("drv_a")
+    assert (state.lat, state.lng, state.ts_ms, state.seen_ms) == (
+        MIDTOWN.lat,
+        MIDTOWN.lng,
+        t - 100,
+        t,
+    )
+    assert state.cell == home_cell(rt)
+    assert state.status == "available"
+    assert state.heading == 270.0 and state.speed_mps == 4.25
+    assert state.trip_id is None
+
+
+async def test_missing_optional_fields_are_stored_empty(runtime: Runtime) -> None:
+    rt = runtime
+    t = now_ms()
+    result = await presence(rt).update_location(
+        "drv_a",
+        lat=MIDTOWN.lat,
+        lng=MIDTOWN.lng,
+        ts_ms=t,
+        accuracy_m=None,
+        heading=None,
+        speed_mps=None,
+        cell=home_cell(rt),
+        now_ms=t,
+    )
+    assert result.accepted
+    state = await presence(rt).state("drv_a")
+    assert state.heading is None and state.speed_mps is None
+    assert state.lat == MIDTOWN.lat
+
+
+async def test_older_and_duplicate_timestamps_are_refused_and_do_not_move_the_driver(
+    runtime: Runtime,
+) -> None:
+    rt = runtime
+    t = now_ms()
+    a, b = MIDTOWN, point_in_ring(rt, 2)
+    cell_a, cell_b = cells.cell_of(a, res(rt)), cells.cell_of(b, res(rt))
+    assert cell_a != cell_b
+    await online_at(rt, "drv_a", a, ts=t)
+
+    older = await locate(rt, "drv_a", b, ts=t - 1, now=t + 10)
+    assert not older.accepted
+    assert older.last_ts_ms == t
+    duplicate = await locate(rt, "drv_a", b, ts=t, now=t + 20)
+    assert not duplicate.accepted
+    assert duplicate.last_ts_ms == t
+
+    state = await presence(rt).state("drv_a")
+    assert (state.lat, state.lng, state.cell, state.ts_ms, state.seen_ms) == (
+        a.lat,
+        a.lng,
+        cell_a,
+        t,
+        t,
+    )
+    assert await cells_holding(rt, "drv_a") == {cell_a}
+    assert await seen_score(rt, "drv_a") == t
+
+    newer = await locate(rt, "drv_a", b, ts=t + 1)
+    assert newer.accepted
+    assert await cells_holding(rt, "drv_a") == {cell_b}
+
+
+async def test_crossing_a_cell_boundary_moves_the_driver_between_cell_sets(
+    runtime: Runtime,
+) -> None:
+    rt = runtime
+    t = now_ms()
+    route = [
+        MIDTOWN,
+        point_in_ring(rt, 1, 0),
+        point_in_ring(rt, 1, 3),
+        point_in_ring(rt, 2, 5),
+        MIDTOWN,
+    ]
+    await online_at(rt, "drv_a", route[0], ts=t)
+    assert await cells_holding(rt, "drv_a") == {cells.cell_of(route[0], res(rt))}
+    for i, point in enumerate(route[1:], start=1):
+        result = await locate(rt, "drv_a", point, ts=t + i * 1000)
+        assert result.accepted
+        expected = cells.cell_of(point, res(rt))
+        assert await cells_holding(rt, "drv_a") == {expected}
+        assert (await presence(rt).state("drv_a")).cell == expected
+        assert await seen_score(rt, "drv_a") == t + i * 1000
+
+
+async def test_offline_driver_stores_position_but_is_in_no_cell(runtime: Runtime) -> None:
+    rt = runtime
+    t = now_ms()
+    # Never online: the first frame finds no status and keeps the driver offline.
+    first = await locate(rt, "drv_new", MIDTOWN, ts=t)
+    assert first.accepted and first.status == "offline"
+    assert await cells_holding(rt, "drv_new") == set()
+    assert await seen_score(rt, "drv_new") is None
+
+    # Explicitly offline, moving across cells.
+    assert await presence(rt).set_status("drv_off", "offline", now_ms=t) == "offline"
+    for i, point in enumerate([MIDTOWN, point_in_ring(rt, 1), point_in_ring(rt, 2)]):
+        result = await locate(rt, "drv_off", point, ts=t + i)
+        assert result.accepted and result.status == "offline"
+        state = await presence(rt).state("drv_off")
+        assert (state.lat, state.lng) == (point.lat, point.lng)
+        assert state.cell == cells.cell_of(point, res(rt))
+        assert state.status == "offline"
+        assert await cells_holding(rt, "drv_off") == set()
+        assert await seen_score(rt, "drv_off") is None
+
+
+async def test_set_status_online_and_offline(runtime: Runtime) -> None:
+    rt = runtime
+    t = now_ms()
+    point = point_in_ring(rt, 1)
+    cell = cells.cell_of(point, res(rt))
+    await locate(rt, "drv_a", point, ts=t - 60_000)  # offline, old position
+    assert await cells_holding(rt, "drv_a") == set()
+
+    assert await presence(rt).set_status("drv_a", "available", now_ms=t) == "available"
+    assert await cells_holding(rt, "drv_a") == {cell}
+    assert await rt.redis.zscore(rt.keys.cell(res(rt), cell), "drv_a") == t
+    assert await seen_score(rt, "drv_a") == t
+    state = await presence(rt).state("drv_a")
+    assert state.status == "available" and state.seen_ms == t
+
+    assert await presence(rt).set_status("drv_a", "offline", now_ms=t + 1) == "offline"
+    assert await cells_holding(rt, "drv_a") == set()
+    assert await seen_score(rt, "drv_a") is None
+    state = await presence(rt).state("drv_a")
+    assert state.status == "offline"
+    assert (state.lat, state.lng) == (point.lat, point.lng)  # position kept
+
+
+async def test_going_online_without_a_position_puts_driver_in_no_cell_until_located(
+    runtime: Runtime,
+) -> None:
+    rt = runtime
+    t = now_ms()
+    assert await presence(rt).set_status("drv_a", "available", now_ms=t) == "available"
+    assert await cells_holding(rt, "drv_a") == set()
+    assert (await presence(rt).state("drv_a")).status == "available"
+    await locate(rt, "drv_a", MIDTOWN, ts=t + 1)
+    assert await cells_holding(rt, "drv_a") == {home_cell(rt)}
+
+
+async def test_driver_on_a_trip_stays_on_trip_until_cleared(runtime: Runtime) -> None:
+    rt = runtime
+    t = now_ms()
+    await online_at(rt, "drv_a", MIDTOWN, ts=t)
+    target = point_in_ring(rt, 3)
+    await presence(rt).set_trip(
+        "drv_a", trip_id="trp_1", rider_id="rdr_1", target_lat=target.lat, target_lng=target.lng
+    )
+    state = await presence(rt).state("drv_a")
+    assert state.status == "on_trip" and state.trip_id == "trp_1"
+
+    assert await presence(rt).set_status("drv_a", "offline", now_ms=t + 1) == "on_trip"
+    assert await presence(rt).set_status("drv_a", "available", now_ms=t + 2) == "on_trip"
+    assert (await presence(rt).state("drv_a")).status == "on_trip"
+
+    # Its positions carry the trip, rider and target (for the rider's ETA).
+    moved = await locate(rt, "drv_a", point_in_ring(rt, 1), ts=t + 3)
+    assert moved.accepted
+    assert (moved.status, moved.trip_id, moved.rider_id) == ("on_trip", "trp_1", "rdr_1")
+    assert (moved.target_lat, moved.target_lng) == (target.lat, target.lng)
+
+    rings = cells.disk_by_ring(home_cell(rt), 2)
+    assert await presence(rt).candidates(rings, min_seen_ms=t - STALE_MS, want=5) == []
+
+    await presence(rt).clear_trip("drv_a")
+    state = await presence(rt).state("drv_a")
+    assert state.status == "available" and state.trip_id is None
+    h = await rt.redis.hgetall(rt.keys.driver("drv_a"))
+    assert not {"trip", "rider", "tlat", "tlng"} & set(h)
+    found = await presence(rt).candidates(rings, min_seen_ms=t - STALE_MS, want=5)
+    assert [c.driver_id for c in found] == ["drv_a"]
+    after = await locate(rt, "drv_a", MIDTOWN, ts=t + 4)
+    assert (after.status, after.trip_id, after.rider_id, after.target_lat) == (
+        "available",
+        None,
+        None,
+        None,
+    )
+
+
+async def test_clear_trip_leaves_an_offline_driver_offline(runtime: Runtime) -> None:
+    rt = runtime
+    t = now_ms()
+    await locate(rt, "drv_a", MIDTOWN, ts=t)
+    await presence(rt).clear_trip("drv_a")
+    assert (await presence(rt).state("drv_a")).status == "offline"
+
+
+# -- candidates ------------------------------------------------------------------------
+
+
+async def test_candidates_are_only_available_fresh_unreserved_drivers(runtime: Runtime) -> None:
+    rt = runtime
+    t = now_ms()
+    here = MIDTOWN
+    await online_at(rt, "drv_free", here, ts=t)
+    await locate(rt, "drv_offline", here, ts=t)  # never went online
+    await online_at(rt, "drv_went_off", here, ts=t)
+    await presence(rt).set_status("drv_went_off", "offline", now_ms=t)
+    await online_at(rt, "drv_trip", here, ts=t)
+    await presence(rt).set_trip(
+        "drv_trip", trip_id="trp_x", rider_id="rdr_x", target_lat=here.lat, target_lng=here.lng
+    )
+    await online_at(rt, "drv_offered", here, ts=t)
+    assert await presence(rt).reserve_offer(
+        offer_id="ofr_1",
+        driver_id="drv_offered",
+        trip_id="trp_1",
+        ttl_s=15,
+        min_seen_ms=t - STALE_MS,
+    )
+    await online_at(rt, "drv_stale", here, ts=t - STALE_MS - 1)
+
+    rings = cells.disk_by_ring(home_cell(rt), 1)
+    found = await presence(rt).candidates(rings, min_seen_ms=t - STALE_MS, want=10)
+    assert [c.driver_id for c in found] == ["drv_free"]
+    assert (found[0].lat, found[0].lng) == (here.lat, here.lng)
+
+    # The stale one is still in its cell (no reaper ran), just ignored; a lower
+    # freshness bar brings it back.
+    assert await cells_holding(rt, "drv_stale") == {home_cell(rt)}
+    older = await presence(rt).candidates(rings, min_seen_ms=t - STALE_MS - 1, want=10)
+    assert {c.driver_id for c in older} == {"drv_free", "drv_stale"}
+
+    # Releasing the offer makes that driver a candidate again.
+    await presence(rt).release_offer(offer_id="ofr_1", driver_id="drv_offered", trip_id="trp_1")
+    again = await presence(rt).candidates(rings, min_seen_ms=t - STALE_MS, want=10)
+    assert {c.driver_id for c in again} == {"drv_free", "drv_offered"}
+
+
+async def test_candidates_stop_one_ring_after_want_is_reached(runtime: Runtime) -> None:
+    rt = runtime
+    t = now_ms()
+    await online_at(rt, "drv_r0", MIDTOWN, ts=t)
+    await online_at(rt, "drv_r1", point_in_ring(rt, 1, 2), ts=t)
+    await online_at(rt, "drv_r2", point_in_ring(rt, 2, 7), ts=t)
+    rings = cells.disk_by_ring(home_cell(rt), 3)
+    fresh = t - STALE_MS
+
+    async def ids(want: int, rs: list[list[str]] = rings) -> set[str]:
+        return {
+            c.driver_id for c in await presence(rt).candidates(rs, min_seen_ms=fresh, want=want)
+        }
+
+    # Once a ring reaches ``want``, exactly one more ring is scanned (a nearer driver may
+    # sit just across a cell edge) and the search stops.
+    assert await ids(1) == {"drv_r0", "drv_r1"}
+    assert await ids(2) == {"drv_r0", "drv_r1", "drv_r2"}
+    assert await ids(3) == {"drv_r0", "drv_r1", "drv_r2"}
+    assert await ids(10) == {"drv_r0", "drv_r1", "drv_r2"}
+    # Only rings that are passed in are searched.
+    assert await ids(10, rings[:2]) == {"drv_r0", "drv_r1"}
+
+    # A ring is taken whole: two in ring 0 with want 1 gives both, plus the next ring.
+    await online_at(rt, "drv_r0b", point_in_ring(rt, 0), ts=t)
+    assert await ids(1) == {"drv_r0", "drv_r0b", "drv_r1"}
+
+    # With ring 0 empty, want 1 is reached in ring 1 and the search stops after ring 2.
+    await presence(rt).set_status("drv_r0", "offline", now_ms=t)
+    await presence(rt).set_status("drv_r0b", "offline", now_ms=t)
+    assert await ids(1) == {"drv_r1", "drv_r2"}
+
+
+async def test_candidates_with_nobody_around(runtime: Runtime) -> None:
+    rt = runtime
+    rings = cells.disk_by_ring(home_cell(rt), 2)
+    assert await presence(rt).candidates(rings, min_seen_ms=now_ms() - STALE_MS, want=3) == []
+
+
+# -- reaping ---------------------------------------------------------------------------
+
+
+async def test_reap_stale_removes_only_stale_drivers_from_cells_and_seen(
+    runtime: Runtime,
+) -> None:
+    rt = runtime
+    t = now_ms()
+    old, far_cell = t - 60_000, point_in_ring(rt, 1)
+    await online_at(rt, "drv_stale1", MIDTOWN, ts=old)
+    await online_at(rt, "drv_stale2", far_cell, ts=old + 1)
+    await online_at(rt, "drv_fresh", MIDTOWN, ts=t)
+    await online_at(rt, "drv_fresh2", far_cell, ts=t - 1000)
+
+    reaped = await presence(rt).reap_stale(cutoff_ms=t - STALE_MS)
+    assert sorted(reaped) == ["drv_stale1", "drv_stale2"]
+    for d in ("drv_stale1", "drv_stale2"):
+        assert await cells_holding(rt, d) == set()
+        assert await seen_score(rt, d) is None
+    assert await cells_holding(rt, "drv_fresh") == {home_cell(rt)}
+    assert await cells_holding(rt, "drv_fresh2") == {cells.cell_of(far_cell, res(rt))}
+    assert await seen_score(rt, "drv_fresh") == t
+    assert await seen_score(rt, "drv_fresh2") == t - 1000
+
+    assert await presence(rt).reap_stale(cutoff_ms=t - STALE_MS) == []
+
+
+async def test_reap_stale_honours_its_limit(runtime: Runtime) -> None:
+    rt = runtime
+    t = now_ms()
+    for i in range(3):
+        await online_at(rt, f"drv_{i}", MIDTOWN, ts=t - 60_000 + i)
+    first = await presence(rt).reap_stale(cutoff_ms=t - STALE_MS, limit=2)
+    assert first == ["drv_0", "drv_1"]  # oldest first
+    assert await cells_holding(rt, "drv_2") == {home_cell(rt)}
+    assert await presence(rt).reap_stale(cutoff_ms=t - STALE_MS, limit=2) == ["drv_2"]
+
+
+# -- offers ----------------------------------------------------------------------------
+
+
+async def test_reserve_offer_is_all_or_nothing(runtime: Runtime) -> None:
+    rt = runtime
+    p = presence(rt)
+    t = now_ms()
+    fresh = t - STALE_MS
+    await online_at(rt, "drv_1", MIDTOWN, ts=t)
+    await online_at(rt, "drv_2", MIDTOWN, ts=t)
+    k = rt.keys
+
+    assert await p.reserve_offer(
+        offer_id="ofr_1", driver_id="drv_1", trip_id="trp_1", ttl_s=15, min_seen_ms=fresh
+    )
+    assert await p.offer_held_by("drv_1") == "ofr_1"
+    assert await rt.redis.get(k.trip_offer("trp_1")) == "ofr_1"
+    ttl = await rt.redis.pttl(k.driver_offer("drv_1"))
+    assert 0 < ttl <= 15_000
+
+    # The driver already holds one: no second offer, and the other trip stays free.
+    assert not await p.reserve_offer(
+        offer_id="ofr_2", driver_id="drv_1", trip_id="trp_2", ttl_s=15, min_seen_ms=fresh
+    )
+    assert await rt.redis.get(k.trip_offer("trp_2")) is None
+    # The trip already has one: no second, and the other driver stays free.
+    assert not await p.reserve_offer(
+        offer_id="ofr_3", driver_id="drv_2", trip_id="trp_1", ttl_s=15, min_seen_ms=fresh
+    )
+    assert await p.offer_held_by("drv_2") is None
+    assert await p.offer_held_by("drv_1") == "ofr_1"
+    assert await rt.redis.get(k.trip_offer("trp_1")) == "ofr_1"
+
+    # A release naming another offer deletes nothing.
+    await rt.redis.zadd(k.offer_deadlines(), {"ofr_1": t + 15_000, "ofr_9": t + 15_000})
+    await p.release_offer(offer_id="ofr_9", driver_id="drv_1", trip_id="trp_1")
+    assert await p.offer_held_by("drv_1") == "ofr_1"
+    assert await rt.redis.get(k.trip_offer("trp_1")) == "ofr_1"
+
+    await p.release_offer(offer_id="ofr_1", driver_id="drv_1", trip_id="trp_1")
+    assert await p.offer_held_by("drv_1") is None
+    assert await rt.redis.get(k.trip_offer("trp_1")) is None
+    assert await rt.redis.zscore(k.offer_deadlines(), "ofr_1") is None
+
+    assert await p.reserve_offer(
+        offer_id="ofr_2", driver_id="drv_1", trip_id="trp_2", ttl_s=15, min_seen_ms=fresh
+    )
+    assert await p.reserve_offer(
+        offer_id="ofr_3", driver_id="drv_2", trip_id="trp_1", ttl_s=15, min_seen_ms=fresh
+    )
+
+
+async def test_release_offer_only_deletes_keys_that_still_name_that_offer(
+    runtime: Runtime,
+) -> None:
+    rt = runtime
+    p = presence(rt)
+    t = now_ms()
+    fresh = t - STALE_MS
+    await online_at(rt, "drv_1", MIDTOWN, ts=t)
+    await online_at(rt, "drv_2", MIDTOWN, ts=t)
+    assert await p.reserve_offer(
+        offer_id="ofr_1", driver_id="drv_1", trip_id="trp_1", ttl_s=15, min_seen_ms=fresh
+    )
+    assert await p.reserve_offer(
+        offer_id="ofr_2", driver_id="drv_2", trip_id="trp_2", ttl_s=15, min_seen_ms=fresh
+    )
+    # A late release of ofr_1 that names trp_2: frees drv_1's key, not trp_2's.
+    await p.release_offer(offer_id="ofr_1", driver_id="drv_1", trip_id="trp_2")
+    assert await p.offer_held_by("drv_1") is None
+    assert await rt.redis.get(rt.keys.trip_offer("trp_2")) == "ofr_2"
+    assert await rt.redis.get(rt.keys.trip_offer("trp_1")) == "ofr_1"
+    assert await p.offer_held_by("drv_2") == "ofr_2"
+
+
+async def test_reserve_offer_needs_a_fresh_available_driver(runtime: Runtime) -> None:
+    rt = runtime
+    p = presence(rt)
+    t = now_ms()
+    fresh = t - STALE_MS
+    await locate(rt, "drv_offline", MIDTOWN, ts=t)
+    await online_at(rt, "drv_stale", MIDTOWN, ts=t - STALE_MS - 1)
+    await online_at(rt, "drv_trip", MIDTOWN, ts=t)
+    await p.set_trip("drv_trip", trip_id="trp_0", rider_id="rdr_0", target_lat=1.0, target_lng=2.0)
+
+    for i, driver in enumerate(["drv_offline", "drv_stale", "drv_trip", "drv_unknown"]):
+        assert not await p.reserve_offer(
+            offer_id=f"ofr_{i}",
+            driver_id=driver,
+            trip_id=f"trp_{i + 1}",
+            ttl_s=15,
+            min_seen_ms=fresh,
+        )
+        assert await p.offer_held_by(driver) is None
+        assert await rt.redis.get(rt.keys.trip_offer(f"trp_{i + 1}")) is None
+
+
+# -- concurrency -----------------------------------------------------------------------
+
+
+async def test_concurrent_frames_leave_the_driver_at_the_newest_position_in_one_cell(
+    runtime: Runtime,
+) -> None:
+    rt = runtime
+    t = now_ms()
+    await online_at(rt, "drv_a", MIDTOWN, ts=t)
+    # 50 positions along a ~5 km line crossing several cells, with increasing ts.
+    frames = [
+        (t + 1 + i, LatLng(MIDTOWN.lat + i * 0.0009, MIDTOWN.lng + i * 0.0004)) for i in range(50)
+    ]
+    assert len({cells.cell_of(p, res(rt)) for _, p in frames}) > 3
+    shuffled = frames[:]
+    random.Random(20240611).shuffle(shuffled)
+
+    results = await asyncio.gather(*(locate(rt, "drv_a", p, ts=ts) for ts, p in shuffled))
+
+    newest_ts, newest = frames[-1]
+    assert any(r.accepted for r in results)
+    for (ts, _), r in zip(shuffled, results, strict=True):
+        if not r.accepted:
+            assert r.last_ts_ms is not None and r.last_ts_ms >= ts
+    # The frame with the largest ts cannot have been refused.
+    assert results[shuffled.index(frames[-1])].accepted
+
+    state = await presence(rt).state("drv_a")
+    assert state.ts_ms == newest_ts
+    assert (state.lat, state.lng) == (newest.lat, newest.lng)
+    assert state.cell == cells.cell_of(newest, res(rt))
+    assert await cells_holding(rt, "drv_a") == {cells.cell_of(newest, res(rt))}
+    assert await seen_score(rt, "drv_a") is not None
