@@ -25,11 +25,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import orjson  # noqa: E402
-from redis import Redis  # noqa: E402
-from websockets.asyncio.client import connect  # noqa: E402
+import orjson
+from redis import Redis
+from websockets.asyncio.client import connect
 
-from benchmarks.harness import (  # noqa: E402
+from benchmarks.harness import (
     bench_settings,
     create_members,
     drop_database,
@@ -57,6 +57,7 @@ async def _drive(
     connected = 0
     all_connected = asyncio.Event()
     start: list[float] = []
+    started = asyncio.Event()
 
     async def one(token: str) -> None:
         nonlocal acks, errors, connected
@@ -69,17 +70,17 @@ async def _drive(
                 ping_interval=None,
                 max_queue=None,
             )
-        connected += 1
-        if connected == len(tokens):
-            all_connected.set()
         lat = 40.70 + rng.random() * 0.12
         lng = -74.02 + rng.random() * 0.09
         try:
+            # Ready once the server has finished setting the socket up and answered.
             await ws.send('{"type":"status","status":"online","id":0}')
             await ws.recv()
+            connected += 1
+            if connected == len(tokens):
+                all_connected.set()
             await all_connected.wait()
-            while not start:
-                await asyncio.sleep(0.01)
+            await started.wait()
             t_start = start[0]
             t_measure, t_end = t_start + WARMUP_S, t_start + WARMUP_S + seconds
             next_at = t_start + rng.random() * UPDATE_INTERVAL_S
@@ -96,10 +97,8 @@ async def _drive(
                 n += 1
                 lat += (rng.random() - 0.5) * 1e-4
                 lng += (rng.random() - 0.5) * 1e-4
-                frame = '{"type":"location","lat":%.6f,"lng":%.6f,"accuracy_m":8,"id":%d}' % (
-                    lat,
-                    lng,
-                    n,
+                frame = (
+                    f'{{"type":"location","lat":{lat:.6f},"lng":{lng:.6f},"accuracy_m":8,"id":{n}}}'
                 )
                 sent = time.perf_counter()
                 await ws.send(frame)
@@ -117,6 +116,7 @@ async def _drive(
     await all_connected.wait()
     await asyncio.to_thread(barrier.wait)
     start.append(time.perf_counter())
+    started.set()
     results = await asyncio.gather(*tasks, return_exceptions=True)
     failures = [r for r in results if isinstance(r, BaseException)]
     return {
