@@ -20,6 +20,7 @@ import multiprocessing as mp
 import random
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -128,19 +129,34 @@ async def _drive(
 
 
 def run_clients(
-    url: str, tokens: list[str], mode: str, seconds: float, processes: int
+    url: str,
+    tokens: list[str],
+    mode: str,
+    seconds: float,
+    processes: int,
+    cpu_seconds: Callable[[], float],
 ) -> dict[str, Any]:
+    """Drive the sockets from ``processes`` client processes; the parent joins their
+    start barrier and reads the server's CPU time over exactly the measured window."""
     ctx = mp.get_context("fork")
-    barrier = ctx.Manager().Barrier(processes)
+    barrier = ctx.Manager().Barrier(processes + 1)
     slices = [tokens[i::processes] for i in range(processes)]
     with ctx.Pool(processes) as pool:
-        parts = pool.map(
+        pending = pool.map_async(
             _worker, [(url, s, mode, seconds, 7 + i, barrier) for i, s in enumerate(slices)]
         )
+        barrier.wait()
+        time.sleep(WARMUP_S)
+        cpu_before = cpu_seconds()
+        time.sleep(seconds)
+        cpu_used = cpu_seconds() - cpu_before
+        parts = pending.get()
     latencies = sorted(x for p in parts for x in p["latencies"])
     acks = sum(p["acks"] for p in parts)
     return {
         "updates_per_s": acks / seconds,
+        "server_cpu": cpu_used / seconds,
+        "per_cpu_s": acks / cpu_used if cpu_used else float("nan"),
         "p50_ms": percentile(latencies, 0.50) * 1000,
         "p99_ms": percentile(latencies, 0.99) * 1000,
         "errors": sum(p["errors"] for p in parts),
@@ -155,6 +171,8 @@ def main() -> None:
     parser.add_argument("--drivers", type=int, nargs="+", default=[1000, 5000])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--client-processes", type=int, default=2)
+    parser.add_argument("--modes", nargs="+", default=["paced", "flat"])
+    parser.add_argument("--endpoints", nargs="+", default=["noop", "driver"])
     args = parser.parse_args()
 
     settings = bench_settings("ingest", driver_stale_s=600)
@@ -167,16 +185,24 @@ def main() -> None:
         with running_server(settings) as base:
             ws_base = base.replace("http://", "ws://")
             for n in args.drivers:
-                for mode in ("paced", "flat"):
+                for mode in args.modes:
                     for name, path in (("noop", "/v1/bench/noop-ws"), ("driver", "/v1/drivers/ws")):
+                        if name not in args.endpoints:
+                            continue
                         r = run_clients(
-                            ws_base + path, tokens[:n], mode, args.seconds, args.client_processes
+                            ws_base + path,
+                            tokens[:n],
+                            mode,
+                            args.seconds,
+                            args.client_processes,
+                            base.cpu_seconds,
                         )
                         rows.append((n, mode, name, r))
                         print(
                             f"  {n:>5} drivers {mode:<5} {name:<6} "
                             f"{r['updates_per_s']:>9.0f}/s  p50 {r['p50_ms']:7.2f} ms  "
-                            f"p99 {r['p99_ms']:8.2f} ms  errors {r['errors']}"
+                            f"p99 {r['p99_ms']:8.2f} ms  server CPU {r['server_cpu']:4.0%}  "
+                            f"{r['per_cpu_s']:>7.0f}/CPU-s  errors {r['errors']}"
                             + (f"  {r['failures']}" if r["failures"] else ""),
                             flush=True,
                         )
@@ -189,19 +215,24 @@ def main() -> None:
         drop_database(settings)
 
     print("\nLocation ingest, one api process (uvicorn websockets-sansio), this machine")
+    print("(per CPU-s: frames taken per second of the server process's own CPU time,")
+    print(" i.e. what one process does with a whole core to itself)")
     print(
-        f"{'drivers':>7} {'mode':<5} {'driver/s':>9} {'noop/s':>9} {'share':>6} "
-        f"{'p50 ms':>7} {'p99 ms':>8} {'noop p99':>8}"
+        f"{'drivers':>7} {'mode':<5} {'driver/s':>9} {'noop/s':>8} {'share':>6} "
+        f"{'drv/CPU-s':>9} {'noop/CPU-s':>10} {'share':>6} {'p50 ms':>7} {'p99 ms':>8}"
     )
     for n in args.drivers:
-        for mode in ("paced", "flat"):
+        for mode in args.modes:
+            if set(args.endpoints) != {"noop", "driver"}:
+                break
             noop = next(r for (m, md, nm, r) in rows if m == n and md == mode and nm == "noop")
             drv = next(r for (m, md, nm, r) in rows if m == n and md == mode and nm == "driver")
             share = drv["updates_per_s"] / noop["updates_per_s"] if noop["updates_per_s"] else 0
+            cpu_share = drv["per_cpu_s"] / noop["per_cpu_s"] if noop["per_cpu_s"] else 0
             print(
-                f"{n:>7} {mode:<5} {drv['updates_per_s']:>9.0f} {noop['updates_per_s']:>9.0f} "
-                f"{share:>6.0%} {drv['p50_ms']:>7.2f} {drv['p99_ms']:>8.2f} "
-                f"{noop['p99_ms']:>8.2f}"
+                f"{n:>7} {mode:<5} {drv['updates_per_s']:>9.0f} {noop['updates_per_s']:>8.0f} "
+                f"{share:>6.0%} {drv['per_cpu_s']:>9.0f} {noop['per_cpu_s']:>10.0f} "
+                f"{cpu_share:>6.0%} {drv['p50_ms']:>7.2f} {drv['p99_ms']:>8.2f}"
             )
     print(f"drivers in the live index after the run: {indexed}")
 

@@ -129,10 +129,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class RunningServer(str):
+    """The server's base URL (a str), with the process id for CPU accounting."""
+
+    pid: int
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the server process has used so far (Linux /proc)."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        return (int(fields[11]) + int(fields[12])) / ticks
+
+
 @contextmanager
 def running_server(
     settings: Settings, *, dispatcher: bool = False, workers: int = 1
-) -> Iterator[str]:
+) -> Iterator[RunningServer]:
     port = free_port()
     args = [
         "serve",
@@ -169,7 +181,9 @@ def running_server(
             if time.monotonic() > deadline:
                 raise RuntimeError(f"server not ready; see {log.name}")
             time.sleep(0.2)
-        yield base
+        running = RunningServer(base)
+        running.pid = proc.pid
+        yield running
     finally:
         proc.terminate()
         try:

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import hiredis
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
+from redis.exceptions import ResponseError
 
+from core.bulk_redis import BulkScriptRunner, pack
 from core.keys import Keys
 
 # KEYS: driver hash, seen. ARGV: driver, lat, lng, ts_ms, acc, heading, speed, cell,
@@ -144,23 +147,22 @@ class ScriptBatcher:
 
     Each caller awaits its own result; whatever arrived while a pipeline was in flight
     goes in the next one, so batches grow with load and a lone frame is sent at once.
-    Calls are ``EVALSHA`` sent directly (a ``Script`` object in a pipeline would first
-    ask ``SCRIPT EXISTS`` every time); after a Redis restart forgets the script, the
-    batch is retried once with the script loaded again.
+    Calls go out as raw ``EVALSHA`` (``core.bulk_redis``); after a Redis restart forgets
+    the script, the batch is retried once with the script loaded again.
     """
 
     MAX_BATCH = 512
 
-    def __init__(self, redis: Redis, script: str) -> None:
-        self._redis = redis
+    def __init__(self, runner: BulkScriptRunner, script: str) -> None:
+        self._runner = runner
         self._script = script
         self._sha = hashlib.sha1(script.encode()).hexdigest()
-        self._pending: list[tuple[tuple[str, ...], tuple[Any, ...], asyncio.Future[Any]]] = []
+        self._pending: list[tuple[bytes, asyncio.Future[Any]]] = []
         self._running = False
 
-    async def submit(self, keys: tuple[str, ...], args: tuple[Any, ...]) -> Any:
+    async def submit(self, keys: Sequence[str], args: Sequence[Any]) -> Any:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append((keys, args, future))
+        self._pending.append((pack("EVALSHA", self._sha, len(keys), *keys, *args), future))
         if not self._running:
             self._running = True
             asyncio.get_running_loop().create_task(self._drain())
@@ -172,32 +174,29 @@ class ScriptBatcher:
                 batch = self._pending[: self.MAX_BATCH]
                 del self._pending[: self.MAX_BATCH]
                 try:
-                    results = await self._run(batch)
+                    results = await self._run([command for command, _ in batch])
                 except Exception as exc:  # every waiter hears of the failure
-                    for *_, future in batch:
+                    for _, future in batch:
                         if not future.done():
-                            future.set_exception(exc)
+                            future.set_exception(ConnectionError(f"redis: {exc!r}"))
                     continue
-                for (*_, future), result in zip(batch, results, strict=True):
+                for (_, future), result in zip(batch, results, strict=True):
                     if future.done():
                         continue
-                    if isinstance(result, Exception):
-                        future.set_exception(result)
+                    if isinstance(result, hiredis.ReplyError):
+                        future.set_exception(ResponseError(str(result)))
                     else:
                         future.set_result(result)
         finally:
             self._running = False
 
-    async def _run(self, batch: list[tuple[tuple[str, ...], tuple[Any, ...], Any]]) -> list[Any]:
-        for attempt in (1, 2):
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for keys, args, _ in batch:
-                    pipe.evalsha(self._sha, len(keys), *keys, *args)
-                results: list[Any] = await pipe.execute(raise_on_error=False)
-            if attempt == 1 and any(isinstance(r, NoScriptError) for r in results):
-                await self._redis.script_load(self._script)
-                continue
-            return results
+    async def _run(self, commands: list[bytes]) -> list[Any]:
+        results = await self._runner.run(commands)
+        if any(
+            isinstance(r, hiredis.ReplyError) and str(r).startswith("NOSCRIPT") for r in results
+        ):
+            await self._runner.run([pack("SCRIPT", "LOAD", self._script)])
+            results = await self._runner.run(commands)
         return results
 
 
@@ -234,14 +233,16 @@ class DriverState:
 
 
 class Presence:
-    def __init__(self, redis: Redis, keys: Keys, resolution: int) -> None:
+    def __init__(
+        self, redis: Redis, keys: Keys, resolution: int, *, bulk: BulkScriptRunner
+    ) -> None:
         self.redis = redis
         self.keys = keys
         self.resolution = resolution
         self._cell_prefix = keys.cell(resolution, "")
         self._driver_prefix = keys.driver("")
         self._offer_prefix = keys.driver_offer("")
-        self._batcher = ScriptBatcher(redis, _LOCATION)
+        self._batcher = ScriptBatcher(bulk, _LOCATION)
         self._status = redis.register_script(_STATUS)
         self._candidates = redis.register_script(_CANDIDATES)
         self._reap = redis.register_script(_REAP)

@@ -16,6 +16,7 @@ from typing import Any
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from core.bulk_redis import BulkScriptRunner
 from core.db import make_engine, make_sessionmaker, outbox, unit_of_work
 from core.events import Event, EventBus
 from core.hub import Hub
@@ -46,6 +47,7 @@ class Runtime:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     redis: Redis
+    bulk: BulkScriptRunner
     keys: Keys
     bus: EventBus
     hub: Hub
@@ -58,16 +60,18 @@ class Runtime:
         engine = make_engine(settings.database_url)
         sessions = make_sessionmaker(engine)
         redis = make_redis(settings.redis_url)
+        bulk = BulkScriptRunner(settings.redis_url)
         keys = Keys(settings.redis_prefix)
         return cls(
             settings=settings,
             engine=engine,
             sessions=sessions,
             redis=redis,
+            bulk=bulk,
             keys=keys,
             bus=EventBus(redis, keys),
             hub=Hub(redis, settings.redis_prefix),
-            presence=Presence(redis, keys, settings.h3_resolution),
+            presence=Presence(redis, keys, settings.h3_resolution, bulk=bulk),
             areas=ServiceAreas(redis, keys, sessions),
             eta=DEFAULT_MODEL,
         )
@@ -78,6 +82,7 @@ class Runtime:
     async def close(self) -> None:
         await self.hub.stop()
         await self.redis.aclose()
+        self.bulk.close()
         await self.engine.dispose()
 
     async def flush(self, items: list[Any]) -> None:
