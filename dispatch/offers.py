@@ -55,13 +55,13 @@ def offer_frame(offer: Offer, trip: Trip) -> dict[str, object]:
     }
 
 
-async def _requeue(rt: Runtime, *, trip_id: str, requested_at: datetime, driver_id: str) -> None:
-    """Back to the queue, at its original place, with this driver excluded."""
+async def _requeue(rt: Runtime, *, trip: Trip, requested_at: datetime, driver_id: str) -> None:
+    """Back to its region's queue, at its original place, with this driver excluded."""
     k = rt.keys
     async with rt.redis.pipeline(transaction=True) as pipe:
-        pipe.sadd(k.trip_excluded(trip_id), driver_id)
-        pipe.expire(k.trip_excluded(trip_id), int(rt.settings.trip_request_timeout_s) + 60)
-        pipe.zadd(k.pending("default"), {trip_id: int(requested_at.timestamp() * 1000)}, nx=True)
+        pipe.sadd(k.trip_excluded(trip.id), driver_id)
+        pipe.expire(k.trip_excluded(trip.id), int(rt.settings.trip_request_timeout_s) + 60)
+        pipe.zadd(k.pending(trip.region), {trip.id: int(requested_at.timestamp() * 1000)}, nx=True)
         await pipe.execute()
 
 
@@ -117,28 +117,32 @@ async def make(rt: Runtime, match: Match) -> Offer | None:
     return offer
 
 
-async def _locked_offer(db: AsyncSession, *, offer_id: str, driver_id: str) -> Offer:
-    offer = await db.get(Offer, offer_id, with_for_update=True)
-    if offer is None:
+async def _locked_offer(db: AsyncSession, *, offer_id: str, driver_id: str) -> tuple[Offer, Trip]:
+    """The offer and its trip, both locked, trip first: every path that locks both
+    (accept, decline, cancel, expiry) takes them in that order, so none can deadlock."""
+    found = await db.execute(select(Offer.trip_id, Offer.driver_id).where(Offer.id == offer_id))
+    row = found.first()
+    if row is None:
         raise OfferNotFound(f"no offer {offer_id}")
-    if offer.driver_id != driver_id:
+    if row.driver_id != driver_id:
         raise NotYourOffer(f"offer {offer_id} was made to another driver")
+    trip = await db.get(Trip, row.trip_id, with_for_update=True)
+    offer = await db.get(Offer, offer_id, with_for_update=True, populate_existing=True)
+    assert trip is not None and offer is not None
     if offer.status == "expired":
         raise OfferExpired(f"offer {offer_id} expired at {iso(offer.expires_at)}")
     if offer.status != "pending":
         raise OfferWithdrawn(f"offer {offer_id} is {offer.status}")
-    return offer
+    return offer, trip
 
 
 async def accept(db: AsyncSession, rt: Runtime, *, offer_id: str, driver_id: str) -> Trip:
-    offer = await _locked_offer(db, offer_id=offer_id, driver_id=driver_id)
+    offer, trip = await _locked_offer(db, offer_id=offer_id, driver_id=driver_id)
     now = utcnow()
     if now >= offer.expires_at:
         raise OfferExpired(f"offer {offer_id} expired at {iso(offer.expires_at)}")
-    trip = await db.get(Trip, offer.trip_id, with_for_update=True)
-    assert trip is not None
     if trip.status != "requested":
-        offer.status, offer.responded_at = "withdrawn", now
+        # The cancel or expiry that ended the trip withdraws this offer itself.
         raise OfferWithdrawn(f"trip {trip.id} is {trip.status}")
     offer.status, offer.responded_at = "accepted", now
     trip.status, trip.driver_id, trip.assigned_at = "assigned", driver_id, now
@@ -148,7 +152,8 @@ async def accept(db: AsyncSession, rt: Runtime, *, offer_id: str, driver_id: str
     pickup = point_of(trip.pickup)
 
     async def bookkeeping() -> None:
-        await rt.presence.release_offer(offer_id=offer.id, driver_id=driver_id, trip_id=trip.id)
+        # On the trip first, then free the reservation: in between the driver must not
+        # look available to a dispatcher reserving its next batch.
         await rt.presence.set_trip(
             driver_id,
             trip_id=trip.id,
@@ -156,6 +161,7 @@ async def accept(db: AsyncSession, rt: Runtime, *, offer_id: str, driver_id: str
             target_lat=pickup["lat"],
             target_lng=pickup["lng"],
         )
+        await rt.presence.release_offer(offer_id=offer.id, driver_id=driver_id, trip_id=trip.id)
         await rt.redis.delete(rt.keys.trip_excluded(trip.id))
 
     after_commit(db, bookkeeping)
@@ -166,16 +172,14 @@ async def accept(db: AsyncSession, rt: Runtime, *, offer_id: str, driver_id: str
 
 
 async def decline(db: AsyncSession, rt: Runtime, *, offer_id: str, driver_id: str) -> Offer:
-    offer = await _locked_offer(db, offer_id=offer_id, driver_id=driver_id)
+    offer, trip = await _locked_offer(db, offer_id=offer_id, driver_id=driver_id)
     offer.status, offer.responded_at = "declined", utcnow()
-    trip = await db.get(Trip, offer.trip_id)
-    assert trip is not None
     requested_at, still_open = trip.requested_at, trip.status == "requested"
 
     async def bookkeeping() -> None:
         await rt.presence.release_offer(offer_id=offer.id, driver_id=driver_id, trip_id=trip.id)
         if still_open:
-            await _requeue(rt, trip_id=trip.id, requested_at=requested_at, driver_id=driver_id)
+            await _requeue(rt, trip=trip, requested_at=requested_at, driver_id=driver_id)
 
     after_commit(db, bookkeeping)
     return offer
@@ -209,36 +213,34 @@ async def expire_due(rt: Runtime, *, limit: int = 500) -> int:
     expired = 0
     for offer_id in due:
         async with rt.unit_of_work() as db:
+            trip_id = await db.scalar(select(Offer.trip_id).where(Offer.id == offer_id))
+            trip = None if trip_id is None else await db.get(Trip, trip_id, with_for_update=True)
             row = (
                 await db.execute(
                     update(Offer)
                     .where(Offer.id == offer_id, Offer.status == "pending")
                     .values(status="expired", responded_at=utcnow())
-                    .returning(Offer.driver_id, Offer.trip_id)
+                    .returning(Offer.driver_id)
                 )
             ).first()
-            if row is None:
+            if row is None or trip is None:
                 await rt.redis.zrem(rt.keys.offer_deadlines(), offer_id)
                 continue
-            driver_id, trip_id = row
-            trip = await db.get(Trip, trip_id)
-            assert trip is not None
+            driver_id = row.driver_id
             requested_at, still_open = trip.requested_at, trip.status == "requested"
 
             async def bookkeeping(
                 offer_id: str = offer_id,
                 driver_id: str = driver_id,
-                trip_id: str = trip_id,
+                trip: Trip = trip,
                 requested_at: datetime = requested_at,
                 still_open: bool = still_open,
             ) -> None:
                 await rt.presence.release_offer(
-                    offer_id=offer_id, driver_id=driver_id, trip_id=trip_id
+                    offer_id=offer_id, driver_id=driver_id, trip_id=trip.id
                 )
                 if still_open:
-                    await _requeue(
-                        rt, trip_id=trip_id, requested_at=requested_at, driver_id=driver_id
-                    )
+                    await _requeue(rt, trip=trip, requested_at=requested_at, driver_id=driver_id)
 
             after_commit(db, bookkeeping)
             emit(db, Event("driver", driver_id, {"type": "offer.expired", "offer_id": offer_id}))
