@@ -26,13 +26,15 @@ from core.bulk_redis import BulkScriptRunner, pack
 from core.keys import Keys
 
 # KEYS: driver hash, seen. ARGV: driver, lat, lng, ts_ms, acc, heading, speed, cell,
-# cell-key prefix, now_ms.
+# cell-key prefix, now_ms, status to assume if none is stored.
 _LOCATION = """
 local prev_ts = tonumber(redis.call('HGET', KEYS[1], 'ts') or '0')
 local ts = tonumber(ARGV[4])
 if ts <= prev_ts then return {'stale', tostring(prev_ts), '', '', '', ''} end
 local h = redis.call('HMGET', KEYS[1], 'cell', 'status', 'trip', 'rider', 'tlat', 'tlng')
-local status = h[2] or 'offline'
+-- No status at all means Redis lost the driver (a restart): take the status the
+-- driver's socket last asked for, so the next frame restores it.
+local status = h[2] or ARGV[11]
 redis.call('HSET', KEYS[1], 'lat', ARGV[2], 'lng', ARGV[3], 'ts', ARGV[4], 'acc', ARGV[5],
            'hdg', ARGV[6], 'spd', ARGV[7], 'cell', ARGV[8], 'seen', ARGV[10],
            'status', status)
@@ -44,9 +46,10 @@ end
 return {'ok', status, h[3] or '', h[4] or '', h[5] or '', h[6] or ''}
 """
 
-# KEYS: driver hash, seen. ARGV: driver, new status, cell-key prefix, now_ms.
-# Going online puts a driver with a known position back in its cell; offline takes it out.
-# A driver on a trip stays on_trip (the trip, not the app's toggle, decides).
+# KEYS: driver hash, seen. ARGV: driver, new status, cell-key prefix.
+# Going online puts a driver with a known position back in its cell, scored by when that
+# position was taken (an old one stays too stale to dispatch on until the next frame);
+# offline takes it out. A driver on a trip stays on_trip (the trip decides, not the app).
 _STATUS = """
 local h = redis.call('HMGET', KEYS[1], 'cell', 'status', 'seen')
 local current = h[2] or 'offline'
@@ -55,12 +58,29 @@ redis.call('HSET', KEYS[1], 'status', ARGV[2])
 if ARGV[2] == 'offline' then
   if h[1] then redis.call('ZREM', ARGV[3] .. h[1], ARGV[1]) end
   redis.call('ZREM', KEYS[2], ARGV[1])
-elseif h[1] then
-  redis.call('HSET', KEYS[1], 'seen', ARGV[4])
-  redis.call('ZADD', ARGV[3] .. h[1], ARGV[4], ARGV[1])
-  redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+elseif h[1] and h[3] then
+  redis.call('ZADD', ARGV[3] .. h[1], h[3], ARGV[1])
+  redis.call('ZADD', KEYS[2], h[3], ARGV[1])
 end
 return ARGV[2]
+"""
+
+# KEYS: driver hash, seen. ARGV: +1 or -1, driver, cell-key prefix. Counts the driver's
+# open sockets (a phone and a tablet, or an old socket a reconnect has not closed yet);
+# the last one closing takes the driver offline, unless on a trip, in the same step.
+# Returns the new count.
+_CONNECTIONS = """
+local n = redis.call('HINCRBY', KEYS[1], 'conns', ARGV[1])
+if n < 0 then redis.call('HSET', KEYS[1], 'conns', 0); n = 0 end
+if n == 0 and tonumber(ARGV[1]) < 0 then
+  local h = redis.call('HMGET', KEYS[1], 'status', 'cell')
+  if h[1] ~= 'on_trip' then
+    redis.call('HSET', KEYS[1], 'status', 'offline')
+    if h[2] then redis.call('ZREM', ARGV[3] .. h[2], ARGV[2]) end
+    redis.call('ZREM', KEYS[2], ARGV[2])
+  end
+end
+return n
 """
 
 # ARGV: cell-key prefix, driver-key prefix, offer-key prefix, min_seen_ms, want,
@@ -106,15 +126,24 @@ end
 return ids
 """
 
-# KEYS: driver hash. ARGV: trip, rider, target lat, target lng (empty trip clears it).
-# The target is where the driver is heading (pickup, then drop-off), so each position
-# streamed to the rider can carry an ETA without a database read.
+# KEYS: driver hash, seen. ARGV: trip, rider, target lat, target lng (empty trip clears
+# it), driver id, cell-key prefix. The target is where the driver is heading (pickup,
+# then drop-off), so each position streamed to the rider can carry an ETA without a
+# database read. A trip that ends while none of the driver's sockets is open leaves the
+# driver offline: a driver nobody can reach must not be offered the next trip.
 _TRIP = """
 if ARGV[1] == '' then
-  local status = redis.call('HGET', KEYS[1], 'status')
-  if status == 'on_trip' then redis.call('HSET', KEYS[1], 'status', 'available') end
+  local h = redis.call('HMGET', KEYS[1], 'status', 'conns', 'cell')
   redis.call('HDEL', KEYS[1], 'trip', 'rider', 'tlat', 'tlng')
-  return 'available'
+  if h[1] ~= 'on_trip' then return h[1] or 'offline' end
+  if tonumber(h[2] or '0') > 0 then
+    redis.call('HSET', KEYS[1], 'status', 'available')
+    return 'available'
+  end
+  redis.call('HSET', KEYS[1], 'status', 'offline')
+  if h[3] then redis.call('ZREM', ARGV[6] .. h[3], ARGV[5]) end
+  redis.call('ZREM', KEYS[2], ARGV[5])
+  return 'offline'
 end
 redis.call('HSET', KEYS[1], 'status', 'on_trip', 'trip', ARGV[1], 'rider', ARGV[2],
            'tlat', ARGV[3], 'tlng', ARGV[4])
@@ -247,6 +276,7 @@ class Presence:
         self._candidates = redis.register_script(_CANDIDATES)
         self._reap = redis.register_script(_REAP)
         self._trip = redis.register_script(_TRIP)
+        self._connections = redis.register_script(_CONNECTIONS)
         self._reserve = redis.register_script(_RESERVE)
         self._release = redis.register_script(_RELEASE)
 
@@ -262,9 +292,12 @@ class Presence:
         speed_mps: float | None,
         cell: str,
         now_ms: int,
+        assumed_status: str = "offline",
     ) -> LocationResult:
         """Take one location frame into the index. Frames from every socket of the
-        process that arrive in the same event-loop turn go to Redis in one pipeline."""
+        process that arrive in the same event-loop turn go to Redis in one pipeline.
+        ``assumed_status`` is what the driver's socket last asked for; it is used only
+        when Redis holds no status for the driver (after Redis lost its data)."""
         args = (
             driver_id,
             repr(lat),
@@ -276,6 +309,7 @@ class Presence:
             cell,
             self._cell_prefix,
             now_ms,
+            assumed_status,
         )
         result = await self._batcher.submit((self.keys.driver(driver_id), self.keys.seen()), args)
         kind, status, trip, rider, tlat, tlng = result
@@ -293,20 +327,48 @@ class Presence:
     async def set_status(self, driver_id: str, status: str, *, now_ms: int) -> str:
         result = await self._status(
             keys=[self.keys.driver(driver_id), self.keys.seen()],
-            args=[driver_id, status, self._cell_prefix, now_ms],
+            args=[driver_id, status, self._cell_prefix],
         )
         return str(result)
+
+    async def connected(self, driver_id: str) -> int:
+        """One more open socket for this driver; returns how many are open."""
+        return await self._count_connection(driver_id, 1)
+
+    async def disconnected(self, driver_id: str) -> int:
+        """One socket fewer; the last one closing takes the driver offline (unless on a
+        trip). Returns how many remain open."""
+        return await self._count_connection(driver_id, -1)
+
+    async def _count_connection(self, driver_id: str, delta: int) -> int:
+        result = await self._connections(
+            keys=[self.keys.driver(driver_id), self.keys.seen()],
+            args=[delta, driver_id, self._cell_prefix],
+        )
+        return int(result)
 
     async def set_trip(
         self, driver_id: str, *, trip_id: str, rider_id: str, target_lat: float, target_lng: float
     ) -> None:
         await self._trip(
-            keys=[self.keys.driver(driver_id)],
-            args=[trip_id, rider_id, repr(target_lat), repr(target_lng)],
+            keys=[self.keys.driver(driver_id), self.keys.seen()],
+            args=[
+                trip_id,
+                rider_id,
+                repr(target_lat),
+                repr(target_lng),
+                driver_id,
+                self._cell_prefix,
+            ],
         )
 
-    async def clear_trip(self, driver_id: str) -> None:
-        await self._trip(keys=[self.keys.driver(driver_id)], args=["", "", "", ""])
+    async def clear_trip(self, driver_id: str) -> str:
+        """The trip is over: available again if a socket is open, else offline."""
+        result = await self._trip(
+            keys=[self.keys.driver(driver_id), self.keys.seen()],
+            args=["", "", "", "", driver_id, self._cell_prefix],
+        )
+        return str(result)
 
     async def reserve_offer(
         self, *, offer_id: str, driver_id: str, trip_id: str, ttl_s: float, min_seen_ms: int

@@ -71,7 +71,9 @@ def parse_ts_ms(value: Any, *, now: int) -> int:
     return int(value if value >= _MS_THRESHOLD else value * 1000)
 
 
-async def handle_location(rt: Runtime, driver_id: str, frame: dict[str, Any]) -> None:
+async def handle_location(
+    rt: Runtime, driver_id: str, frame: dict[str, Any], *, assumed_status: str = "offline"
+) -> None:
     point = LatLng.checked(frame.get("lat"), frame.get("lng"))
     now = now_ms()
     ts_ms = parse_ts_ms(frame.get("ts"), now=now)
@@ -98,6 +100,7 @@ async def handle_location(rt: Runtime, driver_id: str, frame: dict[str, Any]) ->
         speed_mps=speed,
         cell=cells.cell_of(point, rt.presence.resolution),
         now_ms=now,
+        assumed_status=assumed_status,
     )
     if not result.accepted:
         raise StaleLocation(f"ts {ts_ms} is not after the last one taken ({result.last_ts_ms})")
@@ -138,10 +141,13 @@ async def driver_socket(ws: WebSocket) -> None:
         await ws.close(CLOSE_FORBIDDEN, exc.slug)
         return
 
+    # What this socket last asked for; restores the driver if Redis forgets it.
+    wanted_status = "offline"
+
     async def handle(frame: dict[str, Any]) -> dict[str, Any] | None:
         kind = frame["type"]
         if kind == "location":
-            await handle_location(rt, driver_id, frame)
+            await handle_location(rt, driver_id, frame, assumed_status=wanted_status)
         elif kind == "status":
             await _status(frame)
         elif kind == "accept":
@@ -157,12 +163,12 @@ async def driver_socket(ws: WebSocket) -> None:
         return None
 
     async def _status(frame: dict[str, Any]) -> None:
+        nonlocal wanted_status
         wanted = frame.get("status")
         if wanted not in ("online", "offline"):
             raise InvalidFrame("status must be 'online' or 'offline'")
-        await rt.presence.set_status(
-            driver_id, "available" if wanted == "online" else "offline", now_ms=now_ms()
-        )
+        wanted_status = "available" if wanted == "online" else "offline"
+        await rt.presence.set_status(driver_id, wanted_status, now_ms=now_ms())
         if wanted == "offline":
             held = await rt.presence.offer_held_by(driver_id)
             if held is not None:
@@ -172,10 +178,12 @@ async def driver_socket(ws: WebSocket) -> None:
                 except CoopError:
                     pass  # the offer ended meanwhile; nothing to give back
 
+    await rt.presence.connected(driver_id)
     try:
         await serve_socket(rt, ws, audience="driver", who=who, handle=handle)
     finally:
-        # A driver without a socket cannot hear an offer, so it stops being a candidate
-        # (a driver on a trip stays on it). The app sends `status` again on reconnect.
+        # A driver with no socket open cannot hear an offer, so the last socket closing
+        # takes it offline (a driver on a trip stays on it). The app sends `status`
+        # again when it reconnects.
         with contextlib.suppress(Exception):
-            await rt.presence.set_status(driver_id, "offline", now_ms=now_ms())
+            await rt.presence.disconnected(driver_id)

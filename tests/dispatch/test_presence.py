@@ -226,10 +226,17 @@ async def test_set_status_online_and_offline(runtime: Runtime) -> None:
 
     assert await presence(rt).set_status("drv_a", "available", now_ms=t) == "available"
     assert await cells_holding(rt, "drv_a") == {cell}
-    assert await rt.redis.zscore(rt.keys.cell(res(rt), cell), "drv_a") == t
-    assert await seen_score(rt, "drv_a") == t
+    # Scored by when the position was taken, not by the toggle: a minute-old position
+    # is too stale to dispatch on until the next location frame.
+    assert await rt.redis.zscore(rt.keys.cell(res(rt), cell), "drv_a") == t - 60_000
+    assert await seen_score(rt, "drv_a") == t - 60_000
     state = await presence(rt).state("drv_a")
-    assert state.status == "available" and state.seen_ms == t
+    assert state.status == "available" and state.seen_ms == t - 60_000
+    rings = cells.disk_by_ring(cell, 1)
+    assert await presence(rt).candidates(rings, min_seen_ms=t - STALE_MS, want=1) == []
+    assert (await locate(rt, "drv_a", point, ts=t)).accepted
+    found = await presence(rt).candidates(rings, min_seen_ms=t - STALE_MS, want=1)
+    assert [c.driver_id for c in found] == ["drv_a"]
 
     assert await presence(rt).set_status("drv_a", "offline", now_ms=t + 1) == "offline"
     assert await cells_holding(rt, "drv_a") == set()
@@ -254,6 +261,7 @@ async def test_going_online_without_a_position_puts_driver_in_no_cell_until_loca
 async def test_driver_on_a_trip_stays_on_trip_until_cleared(runtime: Runtime) -> None:
     rt = runtime
     t = now_ms()
+    assert await presence(rt).connected("drv_a") == 1  # its app's socket is open
     await online_at(rt, "drv_a", MIDTOWN, ts=t)
     target = point_in_ring(rt, 3)
     await presence(rt).set_trip(
@@ -548,3 +556,64 @@ async def test_concurrent_frames_leave_the_driver_at_the_newest_position_in_one_
     assert state.cell == cells.cell_of(newest, res(rt))
     assert await cells_holding(rt, "drv_a") == {cells.cell_of(newest, res(rt))}
     assert await seen_score(rt, "drv_a") is not None
+
+
+async def test_sockets_are_counted_and_the_last_one_closing_takes_the_driver_offline(
+    runtime: Runtime,
+) -> None:
+    rt = runtime
+    t = now_ms()
+    assert await presence(rt).connected("drv_a") == 1
+    assert await presence(rt).connected("drv_a") == 2  # a second phone
+    await online_at(rt, "drv_a", MIDTOWN, ts=t)
+    assert await presence(rt).disconnected("drv_a") == 1
+    assert (await presence(rt).state("drv_a")).status == "available"
+    assert await cells_holding(rt, "drv_a") == {home_cell(rt)}
+    assert await presence(rt).disconnected("drv_a") == 0
+    assert (await presence(rt).state("drv_a")).status == "offline"
+    assert await cells_holding(rt, "drv_a") == set()
+    assert await seen_score(rt, "drv_a") is None
+    assert await presence(rt).disconnected("drv_a") == 0  # never negative
+
+
+async def test_a_trip_ending_with_no_socket_open_leaves_the_driver_offline(
+    runtime: Runtime,
+) -> None:
+    rt = runtime
+    t = now_ms()
+    await presence(rt).connected("drv_a")
+    await online_at(rt, "drv_a", MIDTOWN, ts=t)
+    await presence(rt).set_trip(
+        "drv_a", trip_id="trp_1", rider_id="rdr_1", target_lat=MIDTOWN.lat, target_lng=MIDTOWN.lng
+    )
+    assert await presence(rt).disconnected("drv_a") == 0
+    assert (await presence(rt).state("drv_a")).status == "on_trip"  # the trip goes on
+    assert await presence(rt).clear_trip("drv_a") == "offline"
+    assert await cells_holding(rt, "drv_a") == set()
+    rings = cells.disk_by_ring(home_cell(rt), 1)
+    assert await presence(rt).candidates(rings, min_seen_ms=t - STALE_MS, want=1) == []
+
+
+async def test_a_driver_forgotten_by_redis_comes_back_with_its_next_frame(
+    runtime: Runtime,
+) -> None:
+    rt = runtime
+    t = now_ms()
+    await online_at(rt, "drv_a", MIDTOWN, ts=t)
+    await rt.redis.delete(rt.keys.driver("drv_a"), rt.keys.seen())  # Redis lost it all
+    result = await rt.presence.update_location(
+        "drv_a",
+        lat=MIDTOWN.lat,
+        lng=MIDTOWN.lng,
+        ts_ms=t + 1,
+        accuracy_m=None,
+        heading=None,
+        speed_mps=None,
+        cell=home_cell(rt),
+        now_ms=t + 1,
+        assumed_status="available",
+    )
+    assert result.accepted and result.status == "available"
+    rings = cells.disk_by_ring(home_cell(rt), 1)
+    found = await presence(rt).candidates(rings, min_seen_ms=t - STALE_MS, want=1)
+    assert [c.driver_id for c in found] == ["drv_a"]
