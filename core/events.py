@@ -83,20 +83,29 @@ class EventBus:
 
     async def missed_since(
         self, audience: str, recipient_id: str, last_event_id: int
-    ) -> tuple[list[str], bool]:
-        """Frames after ``last_event_id`` and whether the log still reaches back that far
-        (False: the client must refetch its state)."""
+    ) -> tuple[list[str], bool, int]:
+        """What a client that saw up to ``last_event_id`` has missed.
+
+        Returns the frames to send, whether they are everything it missed (False: it
+        must refetch its state over HTTP), and the event id the frames continue from.
+        The sequence restarts when Redis loses it (a restart, or a day without events);
+        a client holding an id from before sees ``last_event_id`` above the current one
+        and gets every logged event of the new sequence, continuing from 0."""
         log = self._keys.event_log(audience, recipient_id)
+        current = await self.current_event_id(audience, recipient_id)
+        if last_event_id > current:
+            last_event_id, restarted = 0, True
+        else:
+            restarted = False
         entries = await self._redis.xrange(log, min=f"({last_event_id}-1", max="+") or []
         frames = [str(fields["f"]) for _id, fields in entries if fields]
-        if last_event_id == 0:
-            return frames, True
         first = await self._redis.xrange(log, min="-", max="+", count=1) or []
-        if not first:
-            current = await self._redis.get(self._keys.event_seq(audience, recipient_id))
-            return frames, current is not None and int(current) == last_event_id
-        first_id = int(str(first[0][0]).split("-")[0])
-        return frames, first_id <= last_event_id + 1
+        if first:
+            first_id = int(str(first[0][0]).split("-")[0])
+            complete = first_id <= last_event_id + 1
+        else:
+            complete = current == last_event_id
+        return frames, complete and not restarted, last_event_id
 
     async def current_event_id(self, audience: str, recipient_id: str) -> int:
         value = await self._redis.get(self._keys.event_seq(audience, recipient_id))

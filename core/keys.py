@@ -17,7 +17,9 @@ class Keys:
 
     # -- live driver index (dispatch.presence) --
     def driver(self, driver_id: str) -> str:
-        """Hash: lat, lng, ts_ms, heading, speed, acc, cell, status, trip, rider."""
+        """Hash: lat, lng, ts (fix time, ms), seen (server time of the last position,
+        ms), acc, hdg, spd, cell, status (offline | available | on_trip), conns (open
+        sockets), and while on a trip: trip, rider, tlat/tlng (where it is heading)."""
         return f"{self.prefix}drv:{driver_id}"
 
     def cell(self, resolution: int, cell: str) -> str:

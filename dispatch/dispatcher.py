@@ -96,7 +96,12 @@ class Dispatcher:
         while not self._stopping.is_set():
             started = time.monotonic()
             try:
-                leading = await self.lock.renew() if leading else await self.lock.acquire()
+                if leading:
+                    leading = await self.lock.renew()
+                else:
+                    leading = await self.lock.acquire()
+                    if leading:  # a new leader first rebuilds the queue from PostgreSQL
+                        self._last_requeue = -float("inf")
                 if leading:
                     await self.tick()
             except (RedisError, OSError, SQLAlchemyError, CoopError) as exc:

@@ -157,10 +157,9 @@ async def _replay(rt: Runtime, ws: WebSocket, *, audience: str, ident: str) -> i
     else:
         stored = await rt.redis.get(ack_key(rt, audience, ident))
         last = int(stored) if stored else await rt.bus.current_event_id(audience, ident)
-    frames, complete = await rt.bus.missed_since(audience, ident, last)
+    frames, complete, sent = await rt.bus.missed_since(audience, ident, last)
     if not complete:
         await send(ws, {"type": "resync", "detail": "events were missed; refetch state"})
-    sent = last
     for frame in frames:
         m = _EVENT_ID.match(frame.encode()[:32])
         if m is not None:

@@ -4,8 +4,8 @@
     requested | assigned | arrived -> cancelled
     requested -> expired   (no driver within COOP_TRIP_REQUEST_TIMEOUT_S)
 
-Pure: no I/O. ``dispatch.trips`` applies a transition with a conditional UPDATE so two
-racing changes cannot both win.
+Pure: no I/O. ``dispatch.trips`` applies a transition to the trip row locked FOR UPDATE,
+so of two racing changes the second sees the first's result and is refused.
 """
 
 from __future__ import annotations

@@ -85,5 +85,5 @@ async def earnings(
         driver_earnings_cents=e.driver_earnings_cents,
         cost_recovery_cents=e.cost_recovery_cents,
         platform_commission_cents=e.platform_commission_cents,
-        currency=rule.currency,
+        currency=e.currency or rule.currency,
     )

@@ -57,6 +57,7 @@ class Earnings:
     driver_earnings_cents: int
     cost_recovery_cents: int
     platform_commission_cents: int
+    currency: str | None
 
 
 async def driver_earnings(db: AsyncSession, *, driver_id: str, period: Period) -> Earnings:
@@ -67,6 +68,7 @@ async def driver_earnings(db: AsyncSession, *, driver_id: str, period: Period) -
                 func.coalesce(func.sum(Trip.fare_total_cents), 0),
                 func.coalesce(func.sum(Trip.cost_recovery_cents), 0),
                 func.coalesce(func.sum(Trip.platform_commission_cents), 0),
+                func.min(Trip.currency),
             ).where(
                 Trip.driver_id == driver_id,
                 Trip.status == "completed",
@@ -75,7 +77,7 @@ async def driver_earnings(db: AsyncSession, *, driver_id: str, period: Period) -
             )
         )
     ).one()
-    trips, fares, recovery, commission = (int(v) for v in row)
+    trips, fares, recovery, commission = (int(v) for v in row[:4])
     return Earnings(
         period=str(period),
         trips=trips,
@@ -83,4 +85,5 @@ async def driver_earnings(db: AsyncSession, *, driver_id: str, period: Period) -
         driver_earnings_cents=fares - recovery - commission,
         cost_recovery_cents=recovery,
         platform_commission_cents=commission,
+        currency=row[4],
     )

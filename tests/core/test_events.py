@@ -100,24 +100,48 @@ async def test_missed_since_returns_exactly_the_frames_after_an_id(runtime: Runt
     def ns(frames: list[str]) -> list[tuple[int, int]]:
         return [(json.loads(f)["event_id"], json.loads(f)["trip"]["n"]) for f in frames]
 
-    frames, complete = await rt.bus.missed_since("rider", "rdr_1", 2)
+    frames, complete, _ = await rt.bus.missed_since("rider", "rdr_1", 2)
     assert ns(frames) == [(3, 3), (4, 4), (5, 5)]
     assert complete
 
-    frames, complete = await rt.bus.missed_since("rider", "rdr_1", 0)
+    frames, complete, _ = await rt.bus.missed_since("rider", "rdr_1", 0)
     assert ns(frames) == [(n, n) for n in range(1, 6)]
     assert complete
 
-    frames, complete = await rt.bus.missed_since("rider", "rdr_1", 4)
+    frames, complete, _ = await rt.bus.missed_since("rider", "rdr_1", 4)
     assert ns(frames) == [(5, 5)]
     assert complete
 
-    frames, complete = await rt.bus.missed_since("rider", "rdr_1", 5)
+    frames, complete, _ = await rt.bus.missed_since("rider", "rdr_1", 5)
     assert frames == []
     assert complete
 
-    frames, _ = await rt.bus.missed_since("rider", "rdr_nobody", 0)
-    assert frames == []
+    frames, complete, _ = await rt.bus.missed_since("rider", "rdr_nobody", 0)
+    assert frames == [] and complete
+
+
+async def test_a_restarted_sequence_sends_everything_new_and_asks_for_a_resync(
+    runtime: Runtime,
+) -> None:
+    """Redis lost the sequence: a phone that saw event 40 of the old one must still get
+    the new events 1..3 (not drop them as already seen) and be told to refetch."""
+    rt = runtime
+    await rt.bus.publish([Event("rider", "rdr_1", trip_frame(n)) for n in range(1, 4)])
+    frames, complete, since = await rt.bus.missed_since("rider", "rdr_1", 40)
+    assert [json.loads(f)["event_id"] for f in frames] == [1, 2, 3]
+    assert since == 0 and not complete
+
+
+async def test_a_trimmed_log_asks_for_a_resync(runtime: Runtime) -> None:
+    rt = runtime
+    await rt.bus.publish([Event("rider", "rdr_1", trip_frame(n)) for n in range(1, 6)])
+    log = rt.keys.event_log("rider", "rdr_1")
+    await rt.redis.xtrim(log, minid="4-1", approximate=False)  # events 1..3 are gone
+    frames, complete, since = await rt.bus.missed_since("rider", "rdr_1", 0)
+    assert [json.loads(f)["event_id"] for f in frames] == [4, 5]
+    assert not complete and since == 0
+    frames, complete, _ = await rt.bus.missed_since("rider", "rdr_1", 3)
+    assert [json.loads(f)["event_id"] for f in frames] == [4, 5] and complete
 
 
 async def test_log_frames_are_the_frames_that_were_published(runtime: Runtime) -> None:
@@ -125,7 +149,7 @@ async def test_log_frames_are_the_frames_that_were_published(runtime: Runtime) -
     async with listening(rt, "rider", "rdr_1") as sub:
         await rt.bus.publish([Event("rider", "rdr_1", trip_frame(n)) for n in range(3)])
         live = [await receive(sub) for _ in range(3)]
-    logged, _ = await rt.bus.missed_since("rider", "rdr_1", 0)
+    logged, _, _ = await rt.bus.missed_since("rider", "rdr_1", 0)
     assert logged == live
 
 
@@ -153,7 +177,7 @@ async def test_ephemeral_frames_are_published_but_not_logged(runtime: Runtime) -
     assert json.loads(third)["event_id"] == 2
 
     assert await rt.bus.current_event_id("rider", "rdr_1") == 2
-    logged, _ = await rt.bus.missed_since("rider", "rdr_1", 0)
+    logged, _, _ = await rt.bus.missed_since("rider", "rdr_1", 0)
     assert [json.loads(f)["type"] for f in logged] == ["trip.updated", "trip.updated"]
     assert await rt.redis.xlen(rt.keys.event_log("rider", "rdr_1")) == 2
 
