@@ -52,6 +52,11 @@ class Keys:
         """Sorted set of live offer ids by expiry (ms): the dispatcher expires the low end."""
         return f"{self.prefix}offers:deadline"
 
+    def dispatch_log(self, driver_id: str) -> str:
+        """List of recent dispatch decisions that involved this driver, newest first:
+        why it did or did not get each trip it was a candidate for."""
+        return f"{self.prefix}dlog:{driver_id}"
+
     def leader(self, region: str) -> str:
         return f"{self.prefix}leader:{region}"
 

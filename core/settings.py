@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     token_ttl_s: int = Field(default=30 * 24 * 3600, gt=0)
 
     dispatch_batch_s: float = Field(default=2.0, gt=0)
+    # "batched": one optimal assignment per window (dispatch.solver); "greedy": each
+    # request in arrival order takes its nearest free driver (the baseline).
+    dispatch_policy: Literal["batched", "greedy"] = "batched"
     offer_timeout_s: float = Field(default=15.0, gt=0)
     driver_stale_s: float = Field(default=30.0, gt=0)
     max_pickup_eta_s: int = Field(default=900, gt=0)

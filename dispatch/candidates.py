@@ -18,6 +18,8 @@ class Candidate:
     driver_id: str
     position: LatLng
     pickup_eta_s: int
+    idle_since_ms: int | None = None
+    shift_cents: int = 0
 
 
 def max_rings(eta: EtaModel, *, max_pickup_eta_s: float, resolution: int) -> int:
@@ -50,6 +52,6 @@ async def search(
         position = LatLng(c.lat, c.lng)
         seconds = eta.seconds(position, pickup)
         if seconds <= max_pickup_eta_s:
-            ranked.append(Candidate(c.driver_id, position, seconds))
+            ranked.append(Candidate(c.driver_id, position, seconds, c.idle_since_ms, c.shift_cents))
     ranked.sort(key=lambda c: (c.pickup_eta_s, c.driver_id))
     return ranked

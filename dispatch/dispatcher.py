@@ -18,14 +18,17 @@ import logging
 import secrets
 import time
 
+import orjson
 from geoalchemy2.shape import to_shape
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
-from core.clock import now_ms
+from core import metrics
+from core.clock import now_ms, utcnow
 from core.errors import CoopError
-from dispatch import candidates, matching, offers, trips
+from dispatch import candidates, fairness, matching, offers, trips
 from dispatch.runtime import Runtime
+from fares import rules
 from geo.point import LatLng
 
 log = logging.getLogger(__name__)
@@ -39,6 +42,9 @@ CANDIDATES_PER_REQUEST = 8
 # dead leader is replaced within seconds.
 LEADER_TTL_BATCHES = 3
 MIN_LEADER_TTL_S = 2.0
+# A member can ask about the last this-many decisions that involved it, for a day.
+DISPATCH_LOG_KEEP = 200
+DISPATCH_LOG_TTL_S = 24 * 3600
 # Rebuild the queue from PostgreSQL this often (and on every new leadership).
 REQUEUE_EVERY_S = 30.0
 
@@ -128,48 +134,159 @@ class Dispatcher:
         return await self.dispatch_batch()
 
     async def dispatch_batch(self) -> int:
+        """Match the region's queue in one go and turn the matches into offers."""
         rt = self.rt
+        started = time.perf_counter()
         queue_key = rt.keys.pending(self.region)
         ids = [str(i) for i in await rt.redis.zrange(queue_key, 0, BATCH_MAX_REQUESTS - 1)]
         if not ids:
             return 0
         async with rt.sessions() as db:
             open_trips = [t for t in await trips.trips_by_ids(db, ids) if t.status == "requested"]
+            rule = await rules.current(db)
         gone = set(ids) - {t.id for t in open_trips}
         await trips.mark_stale_queue_entries(rt, self.region, sorted(gone))
         order = {trip_id: i for i, trip_id in enumerate(ids)}
         open_trips.sort(key=lambda t: order[t.id])
+        if not open_trips:
+            return 0
 
         async with rt.redis.pipeline(transaction=False) as pipe:
             for t in open_trips:
                 pipe.smembers(rt.keys.trip_excluded(t.id))
             excluded = await pipe.execute()
-        min_seen = now_ms() - int(rt.settings.driver_stale_s * 1000)
-        requests = []
-        for trip, excl in zip(open_trips, excluded, strict=True):
-            p = to_shape(trip.pickup)
-            found = await candidates.search(
-                rt.presence,
-                rt.eta,
-                LatLng(p.y, p.x),
-                want=CANDIDATES_PER_REQUEST,
-                max_pickup_eta_s=rt.settings.max_pickup_eta_s,
-                min_seen_ms=min_seen,
-                exclude=excl,
+        now = now_ms()
+        min_seen = now - int(rt.settings.driver_stale_s * 1000)
+        pickups = [to_shape(t.pickup) for t in open_trips]
+        # Gathered, so all the batch's searches go to Redis in one round trip.
+        found = await asyncio.gather(
+            *(
+                candidates.search(
+                    rt.presence,
+                    rt.eta,
+                    LatLng(p.y, p.x),
+                    want=CANDIDATES_PER_REQUEST,
+                    max_pickup_eta_s=rt.settings.max_pickup_eta_s,
+                    min_seen_ms=min_seen,
+                    exclude=excl,
+                )
+                for p, excl in zip(pickups, excluded, strict=True)
             )
-            edges = tuple(matching.Edge(c.driver_id, c.pickup_eta_s) for c in found)
-            requests.append(matching.Request(trip.id, edges))
-        made = 0
-        for a in matching.nearest_first(requests):
-            offer = await offers.make(rt, offers.Match(a.trip_id, a.driver_id, a.pickup_eta_s))
-            made += offer is not None
+        )
+        searched = time.perf_counter()
+        requests: list[matching.Request] = []
+        stats: dict[str, fairness.DriverStats] = {}
+        for trip, ranked in zip(open_trips, found, strict=True):
+            # The nearest few only: the graph stays sparse, the solve fast.
+            nearest = ranked[:CANDIDATES_PER_REQUEST]
+            requests.append(
+                matching.Request(
+                    trip.id, tuple(matching.Edge(c.driver_id, c.pickup_eta_s) for c in nearest)
+                )
+            )
+            for c in nearest:
+                idle_s = 0 if c.idle_since_ms is None else max(0, (now - c.idle_since_ms) // 1000)
+                stats[c.driver_id] = fairness.DriverStats(
+                    idle_s=idle_s, shift_earnings_cents=c.shift_cents
+                )
+        weight = float(getattr(rule, "fairness_weight", 0.0))
+        penalty = self.unmatched_penalty_s
+        if rt.settings.dispatch_policy == "greedy":
+            chosen = matching.nearest_first(requests)
+        else:
+            chosen = matching.optimal(
+                requests, unmatched_penalty=penalty, driver_stats=stats, fairness_weight=weight
+            )
+        solved = time.perf_counter()
+        made = await offers.make_batch(
+            rt,
+            [offers.Match(a.trip_id, a.driver_id, a.pickup_eta_s) for a in chosen],
+            region=self.region,
+            fence=self.lock.fence,
+        )
+        batch_id = f"{self.region}:{self.lock.fence}:{int(time.time() * 1000)}"
+        await self._explain(
+            batch_id,
+            requests,
+            chosen,
+            {o.trip_id for o in made},
+            stats,
+            weight,
+            rule.version,
+        )
+        metrics.DISPATCH_BATCH_SIZE.observe(len(requests))
+        metrics.DISPATCH_SOLVE_SECONDS.observe(solved - searched)
+        metrics.OFFERS.labels("sent").inc(len(made))
         log.info(
             "dispatch batch",
             extra={
+                "batch": batch_id,
                 "region": self.region,
                 "fence": self.lock.fence,
+                "policy": rt.settings.dispatch_policy,
+                "fairness_weight": weight,
+                "fare_rule_version": rule.version,
                 "requests": len(requests),
-                "offers": made,
+                "candidate_edges": sum(len(r.edges) for r in requests),
+                "matched": len(chosen),
+                "offers": len(made),
+                "search_ms": round((searched - started) * 1000, 2),
+                "solve_ms": round((solved - searched) * 1000, 2),
+                "total_ms": round((time.perf_counter() - started) * 1000, 2),
             },
         )
-        return made
+        return len(made)
+
+    @property
+    def unmatched_penalty_s(self) -> int:
+        """Leaving a rider unmatched this batch costs twice the longest pickup we would
+        ever offer, so the solver prefers any allowed match to none, yet never forces a
+        driver beyond the limit on a rider (such edges are not in the graph)."""
+        return 2 * int(self.rt.settings.max_pickup_eta_s)
+
+    async def _explain(
+        self,
+        batch_id: str,
+        requests: list[matching.Request],
+        chosen: list[matching.Assignment],
+        offered: set[str],
+        stats: dict[str, fairness.DriverStats],
+        weight: float,
+        rule_version: int,
+    ) -> None:
+        """Tell every candidate driver what the batch decided about each trip it could
+        have had, and why (``GET /v1/drivers/me/dispatch-log``)."""
+        winner = {a.trip_id: a for a in chosen}
+        took = {a.driver_id: a.trip_id for a in chosen}
+        bonus = fairness.bonuses(stats, weight) if weight > 0 else {}
+        at = utcnow().isoformat()
+        entries: dict[str, list[str]] = {}
+        for request in requests:
+            won = winner.get(request.trip_id)
+            for edge in request.edges:
+                if won is not None and won.driver_id == edge.driver_id:
+                    outcome = "offered" if request.trip_id in offered else "offer-not-made"
+                elif edge.driver_id in took:
+                    outcome = "matched-to-another-trip"
+                elif won is not None:
+                    outcome = "went-to-another-driver"
+                else:
+                    outcome = "left-unmatched"
+                entry = {
+                    "at": at,
+                    "batch": batch_id,
+                    "trip_id": request.trip_id,
+                    "pickup_eta_s": edge.pickup_eta_s,
+                    "fairness_bonus_s": bonus.get(edge.driver_id, 0),
+                    "outcome": outcome,
+                    "winner_pickup_eta_s": None if won is None else won.pickup_eta_s,
+                    "winner_fairness_bonus_s": None if won is None else bonus.get(won.driver_id, 0),
+                    "candidates": len(request.edges),
+                    "policy": self.rt.settings.dispatch_policy,
+                    "fairness_weight": weight,
+                    "fare_rule_version": rule_version,
+                }
+                entries.setdefault(edge.driver_id, []).append(orjson.dumps(entry).decode())
+        await self.rt.presence.append_dispatch_log(
+            entries, keep=DISPATCH_LOG_KEEP, ttl_s=DISPATCH_LOG_TTL_S
+        )

@@ -84,6 +84,19 @@ def deserving_scores(
     return {d: (idle[d] + low_earnings[d]) / 2 if d in known else 0.0 for d in ids}
 
 
+def bonuses(
+    driver_stats: Mapping[str, DriverStats],
+    weight: float,
+    driver_ids: Iterable[str] | None = None,
+) -> dict[str, int]:
+    """Each driver's fairness bonus in seconds, ``round(w × score × SCALE_S)``, ranked
+    among ``driver_ids`` (default: every driver in ``driver_stats``)."""
+    check_weight(weight)
+    ids = driver_stats.keys() if driver_ids is None else driver_ids
+    scores = deserving_scores(ids, driver_stats)
+    return {d: _round_half_up(weight * score * SCALE_S) for d, score in scores.items()}
+
+
 def check_weight(weight: float) -> None:
     if not (math.isfinite(weight) and 0.0 <= weight <= MAX_WEIGHT):
         raise ValueError(f"fairness weight must be in [0, {MAX_WEIGHT}], got {weight!r}")
@@ -101,8 +114,7 @@ def edge_costs(
     offset_s = _round_half_up(weight * SCALE_S)
     if offset_s == 0:
         return FairCosts(tuple(tuple(e.pickup_eta_s for e in r.edges) for r in requests), 0)
-    scores = deserving_scores((e.driver_id for r in requests for e in r.edges), driver_stats)
-    bonus_s = {d: _round_half_up(weight * score * SCALE_S) for d, score in scores.items()}
+    bonus_s = bonuses(driver_stats, weight, (e.driver_id for r in requests for e in r.edges))
     per_edge = tuple(
         tuple(e.pickup_eta_s + offset_s - bonus_s[e.driver_id] for e in r.edges) for r in requests
     )

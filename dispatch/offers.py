@@ -12,11 +12,12 @@ a trip never has two. PostgreSQL holds the *decision*: an offer row changes from
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.clock import iso, now_ms, utcnow
@@ -65,56 +66,93 @@ async def _requeue(rt: Runtime, *, trip: Trip, requested_at: datetime, driver_id
         await pipe.execute()
 
 
-async def make(rt: Runtime, match: Match) -> Offer | None:
-    """Reserve and record one offer, and push it to the driver. None when the driver or
-    the trip was taken in the meantime (nothing is left reserved then)."""
-    res = rt.presence
-    offer_id = new_id("ofr")
-    reserved = await res.reserve_offer(
-        offer_id=offer_id,
-        driver_id=match.driver_id,
-        trip_id=match.trip_id,
-        ttl_s=rt.settings.offer_timeout_s + RESERVATION_GRACE_S,
-        min_seen_ms=now_ms() - int(rt.settings.driver_stale_s * 1000),
+async def make_batch(
+    rt: Runtime, matches: Sequence[Match], *, region: str, fence: int | None = None
+) -> list[Offer]:
+    """Turn a batch's matches into offers and push each to its driver.
+
+    Reservations for the whole batch go to Redis in one round trip; a match whose
+    driver or trip was taken meanwhile, or every match once ``fence`` is no longer the
+    region's (another dispatcher leads now), is dropped. The offer rows for the rest are
+    written in one transaction, with their trips locked in id order; Redis bookkeeping
+    and the offer frames follow the commit. Nothing stays reserved for a match that did
+    not become an offer."""
+    if not matches:
+        return []
+    ttl_s = rt.settings.offer_timeout_s + RESERVATION_GRACE_S
+    min_seen = now_ms() - int(rt.settings.driver_stale_s * 1000)
+    ids = [new_id("ofr") for _ in matches]
+    reserved = await asyncio.gather(
+        *(
+            rt.presence.reserve_offer(
+                offer_id=offer_id,
+                driver_id=m.driver_id,
+                trip_id=m.trip_id,
+                ttl_s=ttl_s,
+                min_seen_ms=min_seen,
+                region=region,
+                fence=fence,
+            )
+            for m, offer_id in zip(matches, ids, strict=True)
+        )
     )
-    if not reserved:
-        return None
+    held = [(m, oid) for m, oid, ok in zip(matches, ids, reserved, strict=True) if ok]
+    if not held:
+        return []
+
+    async def release(pairs: Sequence[tuple[Match, str]]) -> None:
+        await asyncio.gather(
+            *(
+                rt.presence.release_offer(offer_id=oid, driver_id=m.driver_id, trip_id=m.trip_id)
+                for m, oid in pairs
+            )
+        )
+
+    made: list[tuple[Offer, Trip]] = []
     try:
         async with rt.unit_of_work() as db:
-            trip = await db.get(Trip, match.trip_id, with_for_update=True)
-            if trip is None or trip.status != "requested":
-                await res.release_offer(
-                    offer_id=offer_id, driver_id=match.driver_id, trip_id=match.trip_id
-                )
-                return None
-            expires_at = utcnow() + timedelta(seconds=rt.settings.offer_timeout_s)
-            offer = Offer(
-                id=offer_id,
-                trip_id=trip.id,
-                driver_id=match.driver_id,
-                status="pending",
-                pickup_eta_s=match.pickup_eta_s,
-                expires_at=expires_at,
+            trip_ids = sorted({m.trip_id for m, _ in held})
+            rows = await db.scalars(
+                select(Trip).where(Trip.id.in_(trip_ids)).order_by(Trip.id).with_for_update()
             )
-            db.add(offer)
+            trips = {t.id: t for t in rows}
+            expires_at = utcnow() + timedelta(seconds=rt.settings.offer_timeout_s)
+            dropped = []
+            for m, oid in held:
+                trip = trips.get(m.trip_id)
+                if trip is None or trip.status != "requested":
+                    dropped.append((m, oid))
+                    continue
+                offer = Offer(
+                    id=oid,
+                    trip_id=trip.id,
+                    driver_id=m.driver_id,
+                    status="pending",
+                    pickup_eta_s=m.pickup_eta_s,
+                    expires_at=expires_at,
+                )
+                db.add(offer)
+                made.append((offer, trip))
             await db.flush()
             deadline_ms = int(expires_at.timestamp() * 1000)
 
             async def bookkeeping() -> None:
-                async with rt.redis.pipeline(transaction=True) as pipe:
-                    pipe.zrem(rt.keys.pending(trip.region), trip.id)
-                    pipe.zadd(rt.keys.offer_deadlines(), {offer_id: deadline_ms})
+                async with rt.redis.pipeline(transaction=False) as pipe:
+                    for _, trip in made:
+                        pipe.zrem(rt.keys.pending(trip.region), trip.id)
+                    if made:
+                        pipe.zadd(rt.keys.offer_deadlines(), {o.id: deadline_ms for o, _ in made})
                     await pipe.execute()
+                await release(dropped)
 
             after_commit(db, bookkeeping)
-            emit(db, Event("driver", match.driver_id, offer_frame(offer, trip)))
-    except IntegrityError:
-        await res.release_offer(offer_id=offer_id, driver_id=match.driver_id, trip_id=match.trip_id)
-        return None
+            for offer, trip in made:
+                emit(db, Event("driver", offer.driver_id, offer_frame(offer, trip)))
     except BaseException:
-        await res.release_offer(offer_id=offer_id, driver_id=match.driver_id, trip_id=match.trip_id)
+        # Nothing was written: give every reservation back (the next batch retries).
+        await release(held)
         raise
-    return offer
+    return [offer for offer, _ in made]
 
 
 async def _locked_offer(db: AsyncSession, *, offer_id: str, driver_id: str) -> tuple[Offer, Trip]:

@@ -46,7 +46,9 @@ end
 return {'ok', status, h[3] or '', h[4] or '', h[5] or '', h[6] or ''}
 """
 
-# KEYS: driver hash, seen. ARGV: driver, new status, cell-key prefix.
+# KEYS: driver hash, seen. ARGV: driver, new status, cell-key prefix, now_ms.
+# Coming online from offline starts a shift: idle since now, nothing earned yet (the
+# fairness term of the dispatcher reads both).
 # Going online puts a driver with a known position back in its cell, scored by when that
 # position was taken (an old one stays too stale to dispatch on until the next frame);
 # offline takes it out. A driver on a trip stays on_trip (the trip decides, not the app).
@@ -54,6 +56,9 @@ _STATUS = """
 local h = redis.call('HMGET', KEYS[1], 'cell', 'status', 'seen')
 local current = h[2] or 'offline'
 if current == 'on_trip' then return current end
+if current == 'offline' and ARGV[2] == 'available' then
+  redis.call('HSET', KEYS[1], 'idle', ARGV[4], 'shift', 0, 'shift_start', ARGV[4])
+end
 redis.call('HSET', KEYS[1], 'status', ARGV[2])
 if ARGV[2] == 'offline' then
   if h[1] then redis.call('ZREM', ARGV[3] .. h[1], ARGV[1]) end
@@ -86,7 +91,7 @@ return n
 # ARGV: cell-key prefix, driver-key prefix, offer-key prefix, min_seen_ms, want,
 # ring count n, n ring sizes, then the cells ring by ring. Once a ring brings the total
 # to ``want`` it scans one ring more (a nearer driver may sit just across a cell edge in
-# the next ring) and stops. Returns id, lat, lng triples.
+# the next ring) and stops. Returns (id, lat, lng, idle-since ms, shift cents) tuples.
 _CANDIDATES = """
 local n = tonumber(ARGV[6])
 local want = tonumber(ARGV[5])
@@ -99,11 +104,13 @@ for r = 1, n do
   for i = pos, pos + size - 1 do
     local ids = redis.call('ZRANGEBYSCORE', ARGV[1] .. ARGV[i], ARGV[4], '+inf')
     for _, id in ipairs(ids) do
-      local h = redis.call('HMGET', ARGV[2] .. id, 'status', 'lat', 'lng')
+      local h = redis.call('HMGET', ARGV[2] .. id, 'status', 'lat', 'lng', 'idle', 'shift')
       if h[1] == 'available' and redis.call('EXISTS', ARGV[3] .. id) == 0 then
         found[#found + 1] = id
         found[#found + 1] = h[2]
         found[#found + 1] = h[3]
+        found[#found + 1] = h[4] or ''
+        found[#found + 1] = h[5] or '0'
         count = count + 1
       end
     end
@@ -127,14 +134,17 @@ return ids
 """
 
 # KEYS: driver hash, seen. ARGV: trip, rider, target lat, target lng (empty trip clears
-# it), driver id, cell-key prefix. The target is where the driver is heading (pickup,
-# then drop-off), so each position streamed to the rider can carry an ETA without a
-# database read. A trip that ends while none of the driver's sockets is open leaves the
-# driver offline: a driver nobody can reach must not be offered the next trip.
+# it), driver id, cell-key prefix, now_ms, cents earned by the trip that ended. The
+# target is where the driver is heading (pickup, then drop-off), so each position
+# streamed to the rider can carry an ETA without a database read. A trip that ends
+# while none of the driver's sockets is open leaves the driver offline: a driver
+# nobody can reach must not be offered the next trip.
 _TRIP = """
 if ARGV[1] == '' then
   local h = redis.call('HMGET', KEYS[1], 'status', 'conns', 'cell')
   redis.call('HDEL', KEYS[1], 'trip', 'rider', 'tlat', 'tlng')
+  redis.call('HSET', KEYS[1], 'idle', ARGV[7])
+  redis.call('HINCRBY', KEYS[1], 'shift', ARGV[8])
   if h[1] ~= 'on_trip' then return h[1] or 'offline' end
   if tonumber(h[2] or '0') > 0 then
     redis.call('HSET', KEYS[1], 'status', 'available')
@@ -150,9 +160,12 @@ redis.call('HSET', KEYS[1], 'status', 'on_trip', 'trip', ARGV[1], 'rider', ARGV[
 return 'on_trip'
 """
 
-# KEYS: driver offer key, trip offer key, driver hash. ARGV: offer id, ttl ms, min_seen_ms.
-# Both keys or neither: a driver never holds two offers and a trip never has two.
+# KEYS: driver offer key, trip offer key, driver hash, region fence. ARGV: offer id,
+# ttl ms, min_seen_ms, the caller's fence ('' for none). Both keys or neither: a driver
+# never holds two offers and a trip never has two. A dispatcher whose leadership has
+# passed to another (the fence moved on) reserves nothing.
 _RESERVE = """
+if ARGV[4] ~= '' and redis.call('GET', KEYS[4]) ~= ARGV[4] then return -1 end
 if redis.call('HGET', KEYS[3], 'status') ~= 'available' then return 0 end
 if tonumber(redis.call('HGET', KEYS[3], 'seen') or '0') < tonumber(ARGV[3]) then return 0 end
 if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
@@ -245,6 +258,8 @@ class Candidate:
     driver_id: str
     lat: float
     lng: float
+    idle_since_ms: int | None = None
+    shift_cents: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,7 +278,13 @@ class DriverState:
 
 class Presence:
     def __init__(
-        self, redis: Redis, keys: Keys, resolution: int, *, bulk: BulkScriptRunner
+        self,
+        redis: Redis,
+        keys: Keys,
+        resolution: int,
+        *,
+        bulk: BulkScriptRunner,
+        bulk_search: BulkScriptRunner,
     ) -> None:
         self.redis = redis
         self.keys = keys
@@ -271,14 +292,19 @@ class Presence:
         self._cell_prefix = keys.cell(resolution, "")
         self._driver_prefix = keys.driver("")
         self._offer_prefix = keys.driver_offer("")
+        self._runners = (bulk, bulk_search)
         self._batcher = ScriptBatcher(bulk, _LOCATION)
+        self._search_batcher = ScriptBatcher(bulk_search, _CANDIDATES)
+        self._reserve_batcher = ScriptBatcher(bulk_search, _RESERVE)
         self._status = redis.register_script(_STATUS)
-        self._candidates = redis.register_script(_CANDIDATES)
         self._reap = redis.register_script(_REAP)
         self._trip = redis.register_script(_TRIP)
         self._connections = redis.register_script(_CONNECTIONS)
-        self._reserve = redis.register_script(_RESERVE)
         self._release = redis.register_script(_RELEASE)
+
+    def close(self) -> None:
+        for runner in self._runners:
+            runner.close()
 
     async def update_location(
         self,
@@ -327,7 +353,7 @@ class Presence:
     async def set_status(self, driver_id: str, status: str, *, now_ms: int) -> str:
         result = await self._status(
             keys=[self.keys.driver(driver_id), self.keys.seen()],
-            args=[driver_id, status, self._cell_prefix],
+            args=[driver_id, status, self._cell_prefix, now_ms],
         )
         return str(result)
 
@@ -359,26 +385,44 @@ class Presence:
                 repr(target_lng),
                 driver_id,
                 self._cell_prefix,
+                0,
+                0,
             ],
         )
 
-    async def clear_trip(self, driver_id: str) -> str:
-        """The trip is over: available again if a socket is open, else offline."""
+    async def clear_trip(self, driver_id: str, *, now_ms: int, earned_cents: int = 0) -> str:
+        """The trip is over: available again if a socket is open, else offline. The
+        driver is idle from now, and ``earned_cents`` counts towards its shift."""
         result = await self._trip(
             keys=[self.keys.driver(driver_id), self.keys.seen()],
-            args=["", "", "", "", driver_id, self._cell_prefix],
+            args=["", "", "", "", driver_id, self._cell_prefix, now_ms, earned_cents],
         )
         return str(result)
 
     async def reserve_offer(
-        self, *, offer_id: str, driver_id: str, trip_id: str, ttl_s: float, min_seen_ms: int
+        self,
+        *,
+        offer_id: str,
+        driver_id: str,
+        trip_id: str,
+        ttl_s: float,
+        min_seen_ms: int,
+        region: str = "default",
+        fence: int | None = None,
     ) -> bool:
+        """Reserve the driver and the trip for one offer, both or neither. With a
+        ``fence``, only while that fence is still the region's current one."""
         k = self.keys
-        ok = await self._reserve(
-            keys=[k.driver_offer(driver_id), k.trip_offer(trip_id), k.driver(driver_id)],
-            args=[offer_id, int(ttl_s * 1000), min_seen_ms],
+        ok = await self._reserve_batcher.submit(
+            (
+                k.driver_offer(driver_id),
+                k.trip_offer(trip_id),
+                k.driver(driver_id),
+                k.fence(region),
+            ),
+            (offer_id, int(ttl_s * 1000), min_seen_ms, "" if fence is None else fence),
         )
-        return bool(ok)
+        return int(ok) == 1
 
     async def release_offer(self, *, offer_id: str, driver_id: str, trip_id: str) -> None:
         k = self.keys
@@ -394,6 +438,9 @@ class Presence:
     async def candidates(
         self, rings: list[list[str]], *, min_seen_ms: int, want: int
     ) -> list[Candidate]:
+        """Available drivers ring by ring (see ``_CANDIDATES``). Searches started in the
+        same event-loop turn (a dispatch batch gathers them) share one round trip, on a
+        connection of their own so a big batch never holds up location frames."""
         args: list[str | int] = [
             self._cell_prefix,
             self._driver_prefix,
@@ -405,11 +452,35 @@ class Presence:
         args.extend(len(r) for r in rings)
         for r in rings:
             args.extend(r)
-        flat = await self._candidates(keys=[], args=args)
+        flat = await self._search_batcher.submit((), args)
         return [
-            Candidate(flat[i], float(flat[i + 1]), float(flat[i + 2]))
-            for i in range(0, len(flat), 3)
+            Candidate(
+                flat[i],
+                float(flat[i + 1]),
+                float(flat[i + 2]),
+                int(flat[i + 3]) if flat[i + 3] else None,
+                int(flat[i + 4]),
+            )
+            for i in range(0, len(flat), 5)
         ]
+
+    async def append_dispatch_log(
+        self, entries: dict[str, list[str]], *, keep: int, ttl_s: int
+    ) -> None:
+        """Prepend each driver's new entries (JSON) to its dispatch log, keeping the
+        newest ``keep``; one round trip for the whole batch."""
+        commands = []
+        for driver_id, items in entries.items():
+            key = self.keys.dispatch_log(driver_id)
+            commands.append(pack("LPUSH", key, *items))
+            commands.append(pack("LTRIM", key, 0, keep - 1))
+            commands.append(pack("EXPIRE", key, ttl_s))
+        if commands:
+            await self._runners[1].run(commands)
+
+    async def dispatch_log(self, driver_id: str, *, limit: int) -> list[str]:
+        items = await self.redis.lrange(self.keys.dispatch_log(driver_id), 0, limit - 1)
+        return [str(i) for i in items]
 
     async def reap_stale(self, *, cutoff_ms: int, limit: int = 1000) -> list[str]:
         result = await self._reap(

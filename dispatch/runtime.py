@@ -47,7 +47,6 @@ class Runtime:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     redis: Redis
-    bulk: BulkScriptRunner
     keys: Keys
     bus: EventBus
     hub: Hub
@@ -60,18 +59,22 @@ class Runtime:
         engine = make_engine(settings.database_url)
         sessions = make_sessionmaker(engine)
         redis = make_redis(settings.redis_url)
-        bulk = BulkScriptRunner(settings.redis_url)
         keys = Keys(settings.redis_prefix)
         return cls(
             settings=settings,
             engine=engine,
             sessions=sessions,
             redis=redis,
-            bulk=bulk,
             keys=keys,
             bus=EventBus(redis, keys),
             hub=Hub(redis, settings.redis_prefix),
-            presence=Presence(redis, keys, settings.h3_resolution, bulk=bulk),
+            presence=Presence(
+                redis,
+                keys,
+                settings.h3_resolution,
+                bulk=BulkScriptRunner(settings.redis_url),
+                bulk_search=BulkScriptRunner(settings.redis_url),
+            ),
             areas=ServiceAreas(redis, keys, sessions),
             eta=DEFAULT_MODEL,
         )
@@ -82,7 +85,7 @@ class Runtime:
     async def close(self) -> None:
         await self.hub.stop()
         await self.redis.aclose()
-        self.bulk.close()
+        self.presence.close()
         await self.engine.dispose()
 
     async def flush(self, items: list[Any]) -> None:

@@ -30,7 +30,7 @@ from core.ids import new_id
 from core.models import Offer, Trip, TripEvent
 from dispatch import candidates, offers, trip_states
 from dispatch.runtime import Runtime, after_commit, emit
-from dispatch.views import point_of, trip_view
+from dispatch.views import fare_of, point_of, trip_view
 from fares import rules
 from fares.pricing import Fare, FareRuleTerms, price
 from geo.point import LatLng
@@ -217,12 +217,14 @@ async def cancel(db: AsyncSession, rt: Runtime, *, trip_id: str, who: Principal)
 def _release_after(db: AsyncSession, rt: Runtime, trip: Trip) -> None:
     """After commit: the trip leaves the queue and its driver is free again."""
     trip_id, region, driver_id = trip.id, trip.region, trip.driver_id
+    # What the member earned counts towards its shift (the dispatcher's fairness term).
+    earned = fare_of(trip).driver_earnings_cents if trip.status == "completed" else 0
 
     async def release() -> None:
         await rt.redis.zrem(rt.keys.pending(region), trip_id)
         await rt.redis.delete(rt.keys.trip_excluded(trip_id))
         if driver_id is not None:
-            await rt.presence.clear_trip(driver_id)
+            await rt.presence.clear_trip(driver_id, now_ms=now_ms(), earned_cents=earned)
 
     after_commit(db, release)
 

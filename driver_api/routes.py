@@ -10,7 +10,15 @@ from dispatch import trips
 from dispatch.deps import CurrentDriver, CurrentOperator, RuntimeDep, Session
 from dispatch.schemas import TripOut
 from dispatch.views import trip_view
-from driver_api.schemas import Credentials, DriverOut, EarningsOut, MemberAdmission, VehicleOut
+from driver_api.schemas import (
+    Credentials,
+    DispatchDecision,
+    DispatchLog,
+    DriverOut,
+    EarningsOut,
+    MemberAdmission,
+    VehicleOut,
+)
 from fares import accounts, rules
 
 router = APIRouter(tags=["drivers"])
@@ -87,3 +95,16 @@ async def earnings(
         platform_commission_cents=e.platform_commission_cents,
         currency=e.currency or rule.currency,
     )
+
+
+@router.get("/v1/drivers/me/dispatch-log")
+async def dispatch_log(
+    who: CurrentDriver,
+    rt: RuntimeDep,
+    limit: int = Query(50, ge=1, le=200),
+) -> DispatchLog:
+    """Why did I (not) get that trip? Every dispatch decision of the last day in which
+    this member was a candidate, newest first: its pickup ETA and fairness bonus, the
+    outcome, and the winner's ETA and bonus when someone else got the trip."""
+    items = await rt.presence.dispatch_log(who.subject_id, limit=limit)
+    return DispatchLog(items=[DispatchDecision.model_validate_json(i) for i in items])

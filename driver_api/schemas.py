@@ -45,3 +45,25 @@ class EarningsOut(BaseModel):
     cost_recovery_cents: int
     platform_commission_cents: int
     currency: str
+
+
+class DispatchDecision(BaseModel):
+    at: str
+    batch: str
+    trip_id: str
+    pickup_eta_s: int
+    fairness_bonus_s: int
+    outcome: str = Field(
+        description="offered | offer-not-made | matched-to-another-trip | "
+        "went-to-another-driver | left-unmatched"
+    )
+    winner_pickup_eta_s: int | None
+    winner_fairness_bonus_s: int | None
+    candidates: int
+    policy: str
+    fairness_weight: float
+    fare_rule_version: int
+
+
+class DispatchLog(BaseModel):
+    items: list[DispatchDecision]

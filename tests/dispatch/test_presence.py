@@ -283,7 +283,7 @@ async def test_driver_on_a_trip_stays_on_trip_until_cleared(runtime: Runtime) ->
     rings = cells.disk_by_ring(home_cell(rt), 2)
     assert await presence(rt).candidates(rings, min_seen_ms=t - STALE_MS, want=5) == []
 
-    await presence(rt).clear_trip("drv_a")
+    await presence(rt).clear_trip("drv_a", now_ms=t)
     state = await presence(rt).state("drv_a")
     assert state.status == "available" and state.trip_id is None
     h = await rt.redis.hgetall(rt.keys.driver("drv_a"))
@@ -303,7 +303,7 @@ async def test_clear_trip_leaves_an_offline_driver_offline(runtime: Runtime) -> 
     rt = runtime
     t = now_ms()
     await locate(rt, "drv_a", MIDTOWN, ts=t)
-    await presence(rt).clear_trip("drv_a")
+    await presence(rt).clear_trip("drv_a", now_ms=t)
     assert (await presence(rt).state("drv_a")).status == "offline"
 
 
@@ -588,7 +588,7 @@ async def test_a_trip_ending_with_no_socket_open_leaves_the_driver_offline(
     )
     assert await presence(rt).disconnected("drv_a") == 0
     assert (await presence(rt).state("drv_a")).status == "on_trip"  # the trip goes on
-    assert await presence(rt).clear_trip("drv_a") == "offline"
+    assert await presence(rt).clear_trip("drv_a", now_ms=t) == "offline"
     assert await cells_holding(rt, "drv_a") == set()
     rings = cells.disk_by_ring(home_cell(rt), 1)
     assert await presence(rt).candidates(rings, min_seen_ms=t - STALE_MS, want=1) == []

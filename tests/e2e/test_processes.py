@@ -4,12 +4,17 @@ other through Redis pub/sub. And the metrics endpoint counts what happened."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 
 from core.settings import Settings
 from tests.conftest import ROOT, Server, service_env, start_server, stop_server
@@ -79,3 +84,78 @@ async def test_metrics_count_requests_and_sockets(server: Server) -> None:
         text = (await http.get("/metrics")).text
         assert 'coop_http_requests_total{method="GET",route="/healthz",status="200"}' in text
         assert 'route="/v1/drivers",status="201"' in text
+
+
+def _dispatcher(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "server.cli", "dispatcher", "--log-level", "warning"],
+        env={**os.environ, **service_env(settings)},
+        cwd=ROOT,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+async def _wait_for(predicate: Callable[[], Awaitable[bool]], timeout_s: float) -> None:
+    async with asyncio.timeout(timeout_s):
+        # Another process changes what we poll, so there is no event to wait on.
+        while not await predicate():  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
+
+async def test_a_standby_dispatcher_takes_over_when_the_leader_dies(
+    test_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    settings = test_settings.model_copy(
+        update={"redis_prefix": f"{test_settings.redis_prefix}takeover:"}
+    )
+    logs = tmp_path_factory.mktemp("takeover")
+    redis = Redis.from_url(settings.redis_url, decode_responses=True)
+    leader_key = f"{settings.redis_prefix}leader:default"
+    fence_key = f"{settings.redis_prefix}fence:default"
+    api, server = start_server(settings, logs / "api.log", dispatcher=False)
+    first = _dispatcher(settings, logs / "first.log")
+    second = None
+    try:
+        await _wait_for(lambda: redis.exists(leader_key), 15)
+        first_token, first_fence = await redis.get(leader_key), await redis.get(fence_key)
+        second = _dispatcher(settings, logs / "second.log")
+        first.send_signal(signal.SIGKILL)  # the leader dies without letting go
+        first.wait(10)
+        # The standby takes over within one lock TTL (3 batches, at least 2 s).
+        await _wait_for(lambda: _token_changed(redis, leader_key, first_token), 10)
+        assert int(await redis.get(fence_key)) == int(first_fence) + 1
+
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
+            driver_id, token = await new_driver(http, server)
+            _, rider = await new_rider(http)
+            async with open_socket(server, "/v1/drivers/ws", token) as ws:
+                await ws.call({"type": "status", "status": "online"})
+                await ws.call({"type": "location", **NEAR_MIDTOWN})
+                trip = (
+                    await http.post(
+                        "/v1/trips", json={"pickup": MIDTOWN, "dropoff": CHELSEA}, headers=rider
+                    )
+                ).json()
+                try:
+                    offer = await ws.expect("offer", trip_id=trip["id"])
+                    await ws.call({"type": "accept", "offer_id": offer["offer_id"]})
+                    assigned = await ws.expect("trip.assigned")
+                    assert assigned["trip"]["driver_id"] == driver_id
+                    # Exactly one offer for the trip, ever.
+                    assert [f for f in ws.frames if f.get("type") == "offer"] == [offer]
+                finally:
+                    await http.post(f"/v1/trips/{trip['id']}/cancel", headers=rider)
+        assert second.poll() is None, (logs / "second.log").read_text()
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                proc.wait(15)
+        stop_server(api)
+        await redis.aclose()
+
+
+async def _token_changed(redis: Redis, key: str, old: str | None) -> bool:
+    current = await redis.get(key)
+    return current is not None and current != old
