@@ -29,6 +29,18 @@ def pack(*parts: Any) -> bytes:
     return b"*%d\r\n" % len(parts) + b"".join(_bulk(p) for p in parts)
 
 
+def pack_args(*parts: Any) -> bytes:
+    """The argument bulks alone, to append after a ``pack_with_tail`` head."""
+    return b"".join(_bulk(p) for p in parts)
+
+
+def pack_with_tail(parts: Sequence[Any], tail: bytes, tail_count: int) -> bytes:
+    """A command whose last ``tail_count`` arguments are already packed (``pack_args``):
+    the constant part of a hot command is packed once and reused."""
+    head = b"".join(_bulk(p) for p in parts)
+    return b"*%d\r\n" % (len(parts) + tail_count) + head + tail
+
+
 class BulkScriptRunner:
     def __init__(self, url: str, *, timeout_s: float = 5.0) -> None:
         parts = urlsplit(url)

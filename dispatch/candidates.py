@@ -44,6 +44,8 @@ async def search(
         cells.disk_by_ring(centre, k_max),
         min_seen_ms=min_seen_ms,
         want=want + len(exclude),
+        pickup=pickup,
+        radius_m=eta.reach_m(max_pickup_eta_s),
     )
     ranked = []
     for c in found:

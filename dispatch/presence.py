@@ -22,8 +22,10 @@ import hiredis
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from core.bulk_redis import BulkScriptRunner, pack
+from core.bulk_redis import BulkScriptRunner, pack, pack_args, pack_with_tail
 from core.keys import Keys
+from geo import cells
+from geo.point import LatLng
 
 # KEYS: driver hash, seen. ARGV: driver, lat, lng, ts_ms, acc, heading, speed, cell,
 # cell-key prefix, now_ms, status to assume if none is stored.
@@ -39,9 +41,15 @@ redis.call('HSET', KEYS[1], 'lat', ARGV[2], 'lng', ARGV[3], 'ts', ARGV[4], 'acc'
            'hdg', ARGV[6], 'spd', ARGV[7], 'cell', ARGV[8], 'seen', ARGV[10],
            'status', status)
 if status ~= 'offline' then
-  if h[1] and h[1] ~= ARGV[8] then redis.call('ZREM', ARGV[9] .. h[1], ARGV[1]) end
+  if h[1] and h[1] ~= ARGV[8] then
+    redis.call('ZREM', ARGV[9] .. h[1], ARGV[1])
+    redis.call('ZREM', ARGV[9] .. h[1] .. ':g', ARGV[1])
+  end
   redis.call('ZADD', ARGV[9] .. ARGV[8], ARGV[10], ARGV[1])
   redis.call('ZADD', KEYS[2], ARGV[10], ARGV[1])
+  if status == 'available' and math.abs(tonumber(ARGV[2])) <= 85 then
+    redis.call('GEOADD', ARGV[9] .. ARGV[8] .. ':g', ARGV[3], ARGV[2], ARGV[1])
+  end
 end
 return {'ok', status, h[3] or '', h[4] or '', h[5] or '', h[6] or ''}
 """
@@ -53,7 +61,7 @@ return {'ok', status, h[3] or '', h[4] or '', h[5] or '', h[6] or ''}
 # position was taken (an old one stays too stale to dispatch on until the next frame);
 # offline takes it out. A driver on a trip stays on_trip (the trip decides, not the app).
 _STATUS = """
-local h = redis.call('HMGET', KEYS[1], 'cell', 'status', 'seen')
+local h = redis.call('HMGET', KEYS[1], 'cell', 'status', 'seen', 'lat', 'lng')
 local current = h[2] or 'offline'
 if current == 'on_trip' then return current end
 if current == 'offline' and ARGV[2] == 'available' then
@@ -61,11 +69,17 @@ if current == 'offline' and ARGV[2] == 'available' then
 end
 redis.call('HSET', KEYS[1], 'status', ARGV[2])
 if ARGV[2] == 'offline' then
-  if h[1] then redis.call('ZREM', ARGV[3] .. h[1], ARGV[1]) end
+  if h[1] then
+    redis.call('ZREM', ARGV[3] .. h[1], ARGV[1])
+    redis.call('ZREM', ARGV[3] .. h[1] .. ':g', ARGV[1])
+  end
   redis.call('ZREM', KEYS[2], ARGV[1])
 elseif h[1] and h[3] then
   redis.call('ZADD', ARGV[3] .. h[1], h[3], ARGV[1])
   redis.call('ZADD', KEYS[2], h[3], ARGV[1])
+  if math.abs(tonumber(h[4])) <= 85 then
+    redis.call('GEOADD', ARGV[3] .. h[1] .. ':g', h[5], h[4], ARGV[1])
+  end
 end
 return ARGV[2]
 """
@@ -81,7 +95,10 @@ if n == 0 and tonumber(ARGV[1]) < 0 then
   local h = redis.call('HMGET', KEYS[1], 'status', 'cell')
   if h[1] ~= 'on_trip' then
     redis.call('HSET', KEYS[1], 'status', 'offline')
-    if h[2] then redis.call('ZREM', ARGV[3] .. h[2], ARGV[2]) end
+    if h[2] then
+      redis.call('ZREM', ARGV[3] .. h[2], ARGV[2])
+      redis.call('ZREM', ARGV[3] .. h[2] .. ':g', ARGV[2])
+    end
     redis.call('ZREM', KEYS[2], ARGV[2])
   end
 end
@@ -89,37 +106,79 @@ return n
 """
 
 # ARGV: cell-key prefix, driver-key prefix, offer-key prefix, min_seen_ms, want,
-# ring count n, n ring sizes, then the cells ring by ring. Once a ring brings the total
-# to ``want`` it scans one ring more (a nearer driver may sit just across a cell edge in
-# the next ring) and stops. Returns (id, lat, lng, idle-since ms, shift cents) tuples.
+# pickup lat, pickup lng, cell circumradius (m), radius cap (m), cell count n, then n
+# triples (cell, centre lat, centre lng) ordered ring by ring outwards.
+# Returns the ``want`` available drivers nearest the pickup in straight line, nearest
+# first, as (id, lat, lng, idle-since ms, shift cents, distance m) tuples.
+#
+# Each cell has, beside its sorted set of online drivers, a GEO set of its *available*
+# ones (``<cell key>:g``), kept in step by every script that changes a driver's status.
+# A cell is skipped when even its nearest possible point (centre distance minus
+# circumradius) is farther than the current ``want``-th best or than the cap; otherwise
+# GEOSEARCH (C, sorted by distance) yields its nearest few within that bound, and only
+# those are read to check freshness and held offers. In dense Midtown (hundreds of
+# drivers per cell) a search reads a few dozen drivers instead of thousands.
 _CANDIDATES = """
-local n = tonumber(ARGV[6])
 local want = tonumber(ARGV[5])
-local found = {}
-local count = 0
-local stop_after = nil
-local pos = 7 + n
-for r = 1, n do
-  local size = tonumber(ARGV[6 + r])
-  for i = pos, pos + size - 1 do
-    local ids = redis.call('ZRANGEBYSCORE', ARGV[1] .. ARGV[i], ARGV[4], '+inf')
-    for _, id in ipairs(ids) do
-      local h = redis.call('HMGET', ARGV[2] .. id, 'status', 'lat', 'lng', 'idle', 'shift')
-      if h[1] == 'available' and redis.call('EXISTS', ARGV[3] .. id) == 0 then
-        found[#found + 1] = id
-        found[#found + 1] = h[2]
-        found[#found + 1] = h[3]
-        found[#found + 1] = h[4] or ''
-        found[#found + 1] = h[5] or '0'
-        count = count + 1
+local min_seen = tonumber(ARGV[4])
+local plat, plng = tonumber(ARGV[6]), tonumber(ARGV[7])
+local circum, cap = tonumber(ARGV[8]), tonumber(ARGV[9])
+local n = tonumber(ARGV[10])
+local kx = math.cos(math.rad(plat)) * 111195.0
+local function dist(lat, lng)
+  local x = (lng - plng) * kx
+  local y = (lat - plat) * 111195.0
+  return math.sqrt(x * x + y * y)
+end
+local best = {}
+local function worst()
+  if #best < want then return cap end
+  return best[#best][6]
+end
+for c = 0, n - 1 do
+  local base = 11 + c * 3
+  local bound = dist(tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2])) - circum
+  if bound <= worst() then
+    local geo = ARGV[1] .. ARGV[base] .. ':g'
+    local count = want + 2
+    local done = 0
+    while true do
+      local radius = math.max(worst(), 1)
+      local found = redis.call('GEOSEARCH', geo, 'FROMLONLAT', plng, plat,
+                               'BYRADIUS', radius, 'm', 'ASC', 'COUNT', count, 'WITHCOORD')
+      for i = done + 1, #found do
+        local id = found[i][1]
+        local lng, lat = tonumber(found[i][2][1]), tonumber(found[i][2][2])
+        local d = dist(lat, lng)
+        if d <= worst() and (#best < want or d < best[#best][6]) then
+          local h = redis.call('HMGET', ARGV[2] .. id, 'status', 'seen', 'idle', 'shift',
+                               'lat', 'lng')
+          if h[1] == 'available' and tonumber(h[2] or '0') >= min_seen
+             and redis.call('EXISTS', ARGV[3] .. id) == 0 then
+            local pos = #best + 1
+            while pos > 1 and best[pos - 1][6] > d do pos = pos - 1 end
+            table.insert(best, pos, {id, h[5], h[6], h[3] or '', h[4] or '0', d})
+            if #best > want then table.remove(best) end
+          end
+        end
       end
+      -- Fewer than asked for: the cell has nothing more within the bound. A full page
+      -- whose last driver is no nearer than the current worst: nothing further in this
+      -- cell can make the cut. Otherwise (the nearest were busy or stale) read on.
+      if #found < count then break end
+      local last = found[#found][2]
+      if dist(tonumber(last[2]), tonumber(last[1])) >= worst() then break end
+      done = #found
+      count = count * 4
     end
   end
-  pos = pos + size
-  if stop_after == nil and count >= want then stop_after = r + 1 end
-  if stop_after ~= nil and r >= stop_after then break end
 end
-return found
+local out = {}
+for _, b in ipairs(best) do
+  for k = 1, 5 do out[#out + 1] = b[k] end
+  out[#out + 1] = tostring(b[6])
+end
+return out
 """
 
 # KEYS: seen. ARGV: cutoff_ms, limit, driver-key prefix, cell-key prefix.
@@ -127,7 +186,10 @@ _REAP = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
 for _, id in ipairs(ids) do
   local cell = redis.call('HGET', ARGV[3] .. id, 'cell')
-  if cell then redis.call('ZREM', ARGV[4] .. cell, id) end
+  if cell then
+    redis.call('ZREM', ARGV[4] .. cell, id)
+    redis.call('ZREM', ARGV[4] .. cell .. ':g', id)
+  end
   redis.call('ZREM', KEYS[1], id)
 end
 return ids
@@ -141,20 +203,28 @@ return ids
 # nobody can reach must not be offered the next trip.
 _TRIP = """
 if ARGV[1] == '' then
-  local h = redis.call('HMGET', KEYS[1], 'status', 'conns', 'cell')
+  local h = redis.call('HMGET', KEYS[1], 'status', 'conns', 'cell', 'lat', 'lng')
   redis.call('HDEL', KEYS[1], 'trip', 'rider', 'tlat', 'tlng')
   redis.call('HSET', KEYS[1], 'idle', ARGV[7])
   redis.call('HINCRBY', KEYS[1], 'shift', ARGV[8])
   if h[1] ~= 'on_trip' then return h[1] or 'offline' end
   if tonumber(h[2] or '0') > 0 then
     redis.call('HSET', KEYS[1], 'status', 'available')
+    if h[3] and h[4] and math.abs(tonumber(h[4])) <= 85 then
+      redis.call('GEOADD', ARGV[6] .. h[3] .. ':g', h[5], h[4], ARGV[5])
+    end
     return 'available'
   end
   redis.call('HSET', KEYS[1], 'status', 'offline')
-  if h[3] then redis.call('ZREM', ARGV[6] .. h[3], ARGV[5]) end
+  if h[3] then
+    redis.call('ZREM', ARGV[6] .. h[3], ARGV[5])
+    redis.call('ZREM', ARGV[6] .. h[3] .. ':g', ARGV[5])
+  end
   redis.call('ZREM', KEYS[2], ARGV[5])
   return 'offline'
 end
+local cell = redis.call('HGET', KEYS[1], 'cell')
+if cell then redis.call('ZREM', ARGV[6] .. cell .. ':g', ARGV[5]) end
 redis.call('HSET', KEYS[1], 'status', 'on_trip', 'trip', ARGV[1], 'rider', ARGV[2],
            'tlat', ARGV[3], 'tlng', ARGV[4])
 return 'on_trip'
@@ -184,6 +254,9 @@ return 1
 """
 
 
+CELL_ARGS_CACHE = 50_000
+
+
 class ScriptBatcher:
     """Runs one Lua script for many callers, one pipeline per event-loop turn.
 
@@ -202,9 +275,15 @@ class ScriptBatcher:
         self._pending: list[tuple[bytes, asyncio.Future[Any]]] = []
         self._running = False
 
-    async def submit(self, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    async def submit(
+        self, keys: Sequence[str], args: Sequence[Any], *, tail: tuple[bytes, int] | None = None
+    ) -> Any:
+        """Run the script with ``keys`` and ``args`` (followed by ``tail``, arguments
+        already packed with ``core.bulk_redis.pack_args``, and their count)."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append((pack("EVALSHA", self._sha, len(keys), *keys, *args), future))
+        head = ("EVALSHA", self._sha, len(keys), *keys, *args)
+        command = pack(*head) if tail is None else pack_with_tail(head, *tail)
+        self._pending.append((command, future))
         if not self._running:
             self._running = True
             asyncio.get_running_loop().create_task(self._drain())
@@ -293,6 +372,11 @@ class Presence:
         self._driver_prefix = keys.driver("")
         self._offer_prefix = keys.driver_offer("")
         self._runners = (bulk, bulk_search)
+        # A hexagon's circumradius is its edge length; 2% for H3's size variation.
+        self._circumradius_m = round(cells.edge_length_m(resolution) * 1.02, 1)
+        # Per disk of rings: its cells and their centres, packed once (a city has a few
+        # thousand pickup cells; each disk is reused by every search from that cell).
+        self._cell_args: dict[tuple[tuple[str, ...], ...], tuple[bytes, int, str]] = {}
         self._batcher = ScriptBatcher(bulk, _LOCATION)
         self._search_batcher = ScriptBatcher(bulk_search, _CANDIDATES)
         self._reserve_batcher = ScriptBatcher(bulk_search, _RESERVE)
@@ -436,23 +520,53 @@ class Presence:
         return str(value) if value else None
 
     async def candidates(
-        self, rings: list[list[str]], *, min_seen_ms: int, want: int
+        self,
+        rings: list[list[str]],
+        *,
+        min_seen_ms: int,
+        want: int,
+        pickup: LatLng | None = None,
+        radius_m: float | None = None,
     ) -> list[Candidate]:
-        """Available drivers ring by ring (see ``_CANDIDATES``). Searches started in the
-        same event-loop turn (a dispatch batch gathers them) share one round trip, on a
-        connection of their own so a big batch never holds up location frames."""
-        args: list[str | int] = [
+        """The ``want`` available, fresh drivers nearest ``pickup`` in straight line
+        among the cells of ``rings`` (nearest first), within ``radius_m``. Without a
+        pickup the centre of the first ring's cell stands in for it. Searches started
+        in the same event-loop turn (a dispatch batch gathers them) share one round
+        trip, on a connection of their own so a big batch never holds up location
+        frames."""
+        key = tuple(tuple(ring) for ring in rings)
+        tail = self._cell_args.get(key)
+        if tail is None:
+            flat_cells = [c for ring in rings for c in ring]
+            packed = b"".join(
+                pack_args(c, repr(centre.lat), repr(centre.lng))
+                for c in flat_cells
+                for centre in (cells.center(c),)
+            )
+            if len(self._cell_args) > CELL_ARGS_CACHE:
+                self._cell_args.clear()
+            tail = self._cell_args[key] = (
+                packed,
+                3 * len(flat_cells),
+                flat_cells[0] if flat_cells else "",
+            )
+        packed, count, first = tail
+        if not count or want <= 0:
+            return []
+        origin = pickup or cells.center(first)
+        args: list[str | int | float] = [
             self._cell_prefix,
             self._driver_prefix,
             self._offer_prefix,
             min_seen_ms,
             want,
-            len(rings),
+            repr(origin.lat),
+            repr(origin.lng),
+            self._circumradius_m,
+            repr(radius_m if radius_m is not None else 1e9),
+            count // 3,
         ]
-        args.extend(len(r) for r in rings)
-        for r in rings:
-            args.extend(r)
-        flat = await self._search_batcher.submit((), args)
+        flat = await self._search_batcher.submit((), args, tail=(packed, count))
         return [
             Candidate(
                 flat[i],
@@ -461,7 +575,7 @@ class Presence:
                 int(flat[i + 3]) if flat[i + 3] else None,
                 int(flat[i + 4]),
             )
-            for i in range(0, len(flat), 5)
+            for i in range(0, len(flat), 6)
         ]
 
     async def append_dispatch_log(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import h3
@@ -20,7 +21,12 @@ def ring(cell: str, k: int) -> list[str]:
 
 def disk_by_ring(cell: str, k_max: int) -> list[list[str]]:
     """Rings 0..k_max around ``cell``: ring k lists the cells at grid distance k."""
-    return [ring(cell, k) for k in range(k_max + 1)]
+    return [list(r) for r in _disk_by_ring(cell, k_max)]
+
+
+@functools.lru_cache(maxsize=20_000)
+def _disk_by_ring(cell: str, k_max: int) -> tuple[tuple[str, ...], ...]:
+    return tuple(tuple(ring(cell, k)) for k in range(k_max + 1))
 
 
 def parent(cell: str, resolution: int) -> str:

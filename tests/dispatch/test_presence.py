@@ -9,7 +9,7 @@ from core.clock import now_ms
 from dispatch.presence import LocationResult, Presence
 from dispatch.runtime import Runtime
 from geo import cells
-from geo.point import LatLng
+from geo.point import LatLng, haversine_m
 
 MIDTOWN = LatLng(40.7549, -73.9840)  # near Bryant Park
 STALE_MS = 30_000
@@ -55,8 +55,20 @@ async def cells_holding(rt: Runtime, driver_id: str) -> set[str]:
     prefix = rt.keys.cell(res(rt), "")
     found = set()
     async for key in rt.redis.scan_iter(match=f"{prefix}*", count=1000):
+        if key.endswith(":g"):
+            continue  # the cell's GEO set of available drivers, checked below
         if await rt.redis.zscore(key, driver_id) is not None:
             found.add(key[len(prefix) :])
+    return found
+
+
+async def available_cells_holding(rt: Runtime, driver_id: str) -> set[str]:
+    """Every cell whose GEO set of available drivers has the driver."""
+    prefix = rt.keys.cell(res(rt), "")
+    found = set()
+    async for key in rt.redis.scan_iter(match=f"{prefix}*:g", count=1000):
+        if await rt.redis.zscore(key, driver_id) is not None:
+            found.add(key[len(prefix) : -2])
     return found
 
 
@@ -349,7 +361,7 @@ async def test_candidates_are_only_available_fresh_unreserved_drivers(runtime: R
     assert {c.driver_id for c in again} == {"drv_free", "drv_offered"}
 
 
-async def test_candidates_stop_one_ring_after_want_is_reached(runtime: Runtime) -> None:
+async def test_candidates_are_the_want_nearest_within_the_rings(runtime: Runtime) -> None:
     rt = runtime
     t = now_ms()
     await online_at(rt, "drv_r0", MIDTOWN, ts=t)
@@ -358,28 +370,58 @@ async def test_candidates_stop_one_ring_after_want_is_reached(runtime: Runtime) 
     rings = cells.disk_by_ring(home_cell(rt), 3)
     fresh = t - STALE_MS
 
-    async def ids(want: int, rs: list[list[str]] = rings) -> set[str]:
-        return {
-            c.driver_id for c in await presence(rt).candidates(rs, min_seen_ms=fresh, want=want)
-        }
+    async def ids(want: int, rs: list[list[str]] = rings) -> list[str]:
+        found = await presence(rt).candidates(rs, min_seen_ms=fresh, want=want, pickup=MIDTOWN)
+        return [c.driver_id for c in found]
 
-    # Once a ring reaches ``want``, exactly one more ring is scanned (a nearer driver may
-    # sit just across a cell edge) and the search stops.
-    assert await ids(1) == {"drv_r0", "drv_r1"}
-    assert await ids(2) == {"drv_r0", "drv_r1", "drv_r2"}
-    assert await ids(3) == {"drv_r0", "drv_r1", "drv_r2"}
-    assert await ids(10) == {"drv_r0", "drv_r1", "drv_r2"}
-    # Only rings that are passed in are searched.
-    assert await ids(10, rings[:2]) == {"drv_r0", "drv_r1"}
+    # Exactly the ``want`` nearest, nearest first, whatever ring they sit in.
+    assert await ids(1) == ["drv_r0"]
+    assert await ids(2) == ["drv_r0", "drv_r1"]
+    assert await ids(3) == ["drv_r0", "drv_r1", "drv_r2"]
+    assert await ids(10) == ["drv_r0", "drv_r1", "drv_r2"]
+    # Only cells that are passed in are searched.
+    assert await ids(10, rings[:2]) == ["drv_r0", "drv_r1"]
+    # A busy nearest driver is passed over for the next one.
+    await presence(rt).set_trip(
+        "drv_r0",
+        trip_id="trp_1",
+        rider_id="rdr_1",
+        target_lat=MIDTOWN.lat,
+        target_lng=MIDTOWN.lng,
+    )
+    assert await ids(1) == ["drv_r1"]
+    # A driver just across the cell edge beats a farther one in the pickup's own cell.
+    far_in_cell = point_in_ring(rt, 0)
+    await online_at(rt, "drv_far_in_cell", far_in_cell, ts=t)
+    pickup_near_edge = nearest_point_to(far_in_cell, rt)
+    found = await presence(rt).candidates(rings, min_seen_ms=fresh, want=1, pickup=pickup_near_edge)
+    dist = {c.driver_id: haversine_m(pickup_near_edge, LatLng(c.lat, c.lng)) for c in found}
+    everyone = {
+        "drv_r1": point_in_ring(rt, 1, 2),
+        "drv_r2": point_in_ring(rt, 2, 7),
+        "drv_far_in_cell": far_in_cell,
+    }
+    nearest = min(everyone, key=lambda d: haversine_m(pickup_near_edge, everyone[d]))
+    assert list(dist) == [nearest]
 
-    # A ring is taken whole: two in ring 0 with want 1 gives both, plus the next ring.
-    await online_at(rt, "drv_r0b", point_in_ring(rt, 0), ts=t)
-    assert await ids(1) == {"drv_r0", "drv_r0b", "drv_r1"}
 
-    # With ring 0 empty, want 1 is reached in ring 1 and the search stops after ring 2.
-    await presence(rt).set_status("drv_r0", "offline", now_ms=t)
-    await presence(rt).set_status("drv_r0b", "offline", now_ms=t)
-    assert await ids(1) == {"drv_r1", "drv_r2"}
+def nearest_point_to(point: LatLng, rt: Runtime) -> LatLng:
+    """A pickup a few metres from ``point``, in the same cell as MIDTOWN when possible."""
+    return LatLng(point.lat + 0.00005, point.lng)
+
+
+async def test_a_crowded_cell_gives_its_eight_nearest_in_order(runtime: Runtime) -> None:
+    """Forty drivers in the pickup's own cell and one three rings out: exactly the
+    eight nearest come back, nearest first (the GEO set pages through the crowd)."""
+    rt = runtime
+    t = now_ms()
+    for k in range(40):
+        await online_at(rt, f"drv_{k:02d}", LatLng(MIDTOWN.lat + k * 1e-5, MIDTOWN.lng), ts=t)
+    await online_at(rt, "drv_ring3", point_in_ring(rt, 3), ts=t)
+    found = await presence(rt).candidates(
+        cells.disk_by_ring(home_cell(rt), 3), min_seen_ms=t - STALE_MS, want=8, pickup=MIDTOWN
+    )
+    assert [c.driver_id for c in found] == [f"drv_{k:02d}" for k in range(8)]
 
 
 async def test_candidates_with_nobody_around(runtime: Runtime) -> None:
@@ -617,3 +659,40 @@ async def test_a_driver_forgotten_by_redis_comes_back_with_its_next_frame(
     rings = cells.disk_by_ring(home_cell(rt), 1)
     found = await presence(rt).candidates(rings, min_seen_ms=t - STALE_MS, want=1)
     assert [c.driver_id for c in found] == ["drv_a"]
+
+
+async def test_the_geo_set_of_a_cell_holds_exactly_its_available_drivers(
+    runtime: Runtime,
+) -> None:
+    """Candidate search reads a cell's GEO set; every transition keeps it in step."""
+    rt = runtime
+    t = now_ms()
+    here, there = point_in_ring(rt, 0), point_in_ring(rt, 2)
+    cell_here, cell_there = cells.cell_of(here, res(rt)), cells.cell_of(there, res(rt))
+    await presence(rt).connected("drv_a")
+    assert (await locate(rt, "drv_a", here, ts=t)).accepted  # offline: in no set
+    assert await available_cells_holding(rt, "drv_a") == set()
+    await presence(rt).set_status("drv_a", "available", now_ms=t)
+    assert await available_cells_holding(rt, "drv_a") == {cell_here}
+    assert (await locate(rt, "drv_a", there, ts=t + 1)).accepted  # moved cells
+    assert await available_cells_holding(rt, "drv_a") == {cell_there}
+    await presence(rt).set_trip(
+        "drv_a", trip_id="trp_1", rider_id="rdr_1", target_lat=here.lat, target_lng=here.lng
+    )
+    assert await available_cells_holding(rt, "drv_a") == set()  # on a trip
+    assert (await locate(rt, "drv_a", here, ts=t + 2)).accepted  # driving, still busy
+    assert await available_cells_holding(rt, "drv_a") == set()
+    assert await cells_holding(rt, "drv_a") == {cell_here}
+    await presence(rt).clear_trip("drv_a", now_ms=t + 3)
+    assert await available_cells_holding(rt, "drv_a") == {cell_here}
+    await presence(rt).set_status("drv_a", "offline", now_ms=t + 4)
+    assert await available_cells_holding(rt, "drv_a") == set()
+    await presence(rt).set_status("drv_a", "available", now_ms=t + 5)
+    assert await available_cells_holding(rt, "drv_a") == {cell_here}
+    assert await presence(rt).disconnected("drv_a") == 0  # last socket gone: offline
+    assert await available_cells_holding(rt, "drv_a") == set()
+    await presence(rt).connected("drv_a")
+    await presence(rt).set_status("drv_a", "available", now_ms=t + 6)
+    assert await presence(rt).reap_stale(cutoff_ms=t + 10) == ["drv_a"]
+    assert await available_cells_holding(rt, "drv_a") == set()
+    assert await cells_holding(rt, "drv_a") == set()
