@@ -29,6 +29,13 @@ def pack(*parts: Any) -> bytes:
     return b"*%d\r\n" % len(parts) + b"".join(_bulk(p) for p in parts)
 
 
+def pack_ascii_args(parts: Sequence[str]) -> bytes | None:
+    """The argument bulks for ASCII strings in one pass (a str's length is its byte
+    length only when ASCII); None when some part is not ASCII."""
+    text = "".join(f"${len(p)}\r\n{p}\r\n" for p in parts)
+    return text.encode() if text.isascii() else None
+
+
 def pack_args(*parts: Any) -> bytes:
     """The argument bulks alone, to append after a ``pack_with_tail`` head."""
     return b"".join(_bulk(p) for p in parts)

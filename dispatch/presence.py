@@ -22,7 +22,13 @@ import hiredis
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from core.bulk_redis import BulkScriptRunner, pack, pack_args, pack_with_tail
+from core.bulk_redis import (
+    BulkScriptRunner,
+    pack,
+    pack_args,
+    pack_ascii_args,
+    pack_with_tail,
+)
 from core.keys import Keys
 from geo import cells
 from geo.point import LatLng
@@ -274,6 +280,7 @@ class ScriptBatcher:
         self._sha = hashlib.sha1(script.encode()).hexdigest()
         self._pending: list[tuple[bytes, asyncio.Future[Any]]] = []
         self._running = False
+        self._heads: dict[tuple[int, int], bytes] = {}
 
     async def submit(
         self, keys: Sequence[str], args: Sequence[Any], *, tail: tuple[bytes, int] | None = None
@@ -281,13 +288,29 @@ class ScriptBatcher:
         """Run the script with ``keys`` and ``args`` (followed by ``tail``, arguments
         already packed with ``core.bulk_redis.pack_args``, and their count)."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        head = ("EVALSHA", self._sha, len(keys), *keys, *args)
-        command = pack(*head) if tail is None else pack_with_tail(head, *tail)
+        if tail is None:
+            # The hot path (a location frame): EVALSHA, the sha and the key count are the
+            # same for every call of this script and size; only the rest is packed here.
+            variable = pack_ascii_args([*keys, *(str(a) for a in args)])
+            if variable is None:
+                command = pack("EVALSHA", self._sha, len(keys), *keys, *args)
+            else:
+                command = self._head(len(keys), len(keys) + len(args)) + variable
+        else:
+            command = pack_with_tail(("EVALSHA", self._sha, len(keys), *keys, *args), *tail)
         self._pending.append((command, future))
         if not self._running:
             self._running = True
             asyncio.get_running_loop().create_task(self._drain())
         return await future
+
+    def _head(self, key_count: int, arg_count: int) -> bytes:
+        head = self._heads.get((key_count, arg_count))
+        if head is None:
+            head = self._heads[(key_count, arg_count)] = b"*%d\r\n" % (3 + arg_count) + pack_args(
+                "EVALSHA", self._sha, key_count
+            )
+        return head
 
     async def _drain(self) -> None:
         try:

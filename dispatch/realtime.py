@@ -186,7 +186,7 @@ async def _read(rt: Runtime, ws: WebSocket, *, audience: str, ident: str, handle
         try:
             frame = parse_frame(data)
             ref = frame.get("id")
-            metrics.SOCKET_FRAMES.labels(audience, _type_label(frame["type"])).inc()
+            _frames_counter(audience, frame["type"]).inc()
             if frame["type"] == "ack":
                 await _ack(rt, audience, ident, frame)
                 reply = None
@@ -211,6 +211,16 @@ async def _read(rt: Runtime, ws: WebSocket, *, audience: str, ident: str, handle
 
 
 KNOWN_TYPES = frozenset({"status", "location", "accept", "decline", "ack"})
+_FRAME_COUNTERS: dict[tuple[str, str], Any] = {}
+
+
+def _frames_counter(audience: str, frame_type: str) -> Any:
+    """The labelled counter child, looked up once per (audience, type), not per frame."""
+    label = _type_label(frame_type)
+    counter = _FRAME_COUNTERS.get((audience, label))
+    if counter is None:
+        counter = _FRAME_COUNTERS[(audience, label)] = metrics.SOCKET_FRAMES.labels(audience, label)
+    return counter
 
 
 def _type_label(frame_type: str) -> str:
