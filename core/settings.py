@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     vote_quorum: float = Field(default=0.25, ge=0, le=1)
     trip_request_timeout_s: float = Field(default=300.0, gt=0)
 
+    # How pickup ETAs and trip legs are estimated (geo/eta.py, docs/eta.md): "calibrated"
+    # (detour and pace fitted per cell and hour), "road" (routes on the Midtown OSM
+    # graph where it covers both ends), or "straight" (one detour factor and speed).
+    eta_model: Literal["calibrated", "road", "straight"] = "calibrated"
+
     h3_resolution: int = Field(default=8, ge=0, le=15)
     # A fix worse than this is too vague to dispatch on (a phone indoors can report
     # kilometres); the frame is refused rather than silently moving the driver.

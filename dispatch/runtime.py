@@ -25,7 +25,7 @@ from core.redis import make_redis
 from core.settings import Settings
 from dispatch.presence import Presence
 from geo.areas import ServiceAreas
-from geo.eta import DEFAULT_MODEL, EtaModel
+from geo.eta import EtaModel, load_eta_model
 
 AfterCommit = Callable[[], Awaitable[Any]]
 
@@ -76,7 +76,7 @@ class Runtime:
                 bulk_search=BulkScriptRunner(settings.redis_url),
             ),
             areas=ServiceAreas(redis, keys, sessions),
-            eta=DEFAULT_MODEL,
+            eta=load_eta_model(settings.eta_model),
         )
 
     async def start(self) -> None:

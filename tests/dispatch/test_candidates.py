@@ -5,13 +5,26 @@ from __future__ import annotations
 import asyncio
 import math
 
+import pytest
+
 from core.clock import now_ms
 from dispatch import candidates
 from dispatch.runtime import Runtime
 from geo import cells
+from geo.eta import DEFAULT_MODEL, load_eta_model
 from geo.point import LatLng, haversine_m
 
 MIDTOWN = LatLng(40.7549, -73.9840)
+
+
+@pytest.fixture(autouse=True)
+def straight_line_eta(runtime: Runtime) -> None:
+    """These tests place drivers by geometry, so they use the straight-line model, whose
+    ETA is a function of distance alone (the calibrated one also depends on cell, hour
+    and direction: see test_calibrated_model_finds_every_driver_within_the_cap)."""
+    runtime.eta = DEFAULT_MODEL
+
+
 JFK = LatLng(40.6413, -73.7781)  # ~21 km away
 
 
@@ -263,3 +276,26 @@ async def test_every_driver_within_max_pickup_eta_is_found(runtime: Runtime) -> 
             )
         )
         assert {c.driver_id for c in found} == expected
+
+
+async def test_calibrated_model_finds_every_driver_within_the_cap(runtime: Runtime) -> None:
+    """With the calibrated model (the default), reach_m is an upper bound: every driver
+    whose calibrated pickup ETA is within the cap is found, wherever it stands."""
+    rt = runtime
+    rt.eta = load_eta_model("calibrated")
+    cap = rt.settings.max_pickup_eta_s
+    reach_m = rt.eta.reach_m(cap)
+    spots = {
+        f"drv_{f}_{b}": destination(MIDTOWN, reach_m * f, b)
+        for f in (0.2, 0.5, 0.7, 0.85, 0.95, 1.0)
+        for b in range(0, 360, 15)
+    }
+    t = now_ms()
+    placed = list(spots.items())
+    for i in range(0, len(placed), 100):
+        await asyncio.gather(*(online_at(rt, d, spot, ts=t) for d, spot in placed[i : i + 100]))
+    expected = {d for d, spot in spots.items() if rt.eta.seconds(spot, MIDTOWN) <= cap}
+    assert 24 <= len(expected) < len(spots)  # some in, some out: the test can fail
+    found = await search(rt, MIDTOWN, want=10_000)
+    assert {c.driver_id for c in found} == expected
+    assert all(c.pickup_eta_s <= cap for c in found)
