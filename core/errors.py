@@ -178,3 +178,31 @@ class NotOnline(Conflict):
 class MemberRemoved(NotAuthenticated):
     slug = "member-removed"
     title = "This member is no longer in good standing"
+
+
+# -- governance (fares.governance) and quotes ------------------------------------------
+
+
+class ClosesTooSoon(InvalidInput):
+    slug = "closes-too-soon"
+    title = "A vote must stay open at least the bylaws' minimum window"
+
+
+class QuoteInvalid(InvalidInput):
+    slug = "quote-invalid"
+    title = "The quote is expired, someone else's, or for other points"
+
+
+class NotEligible(Forbidden):
+    slug = "not-eligible"
+    title = "Only members in good standing when the proposal opened may vote on it"
+
+
+class ProposalNotFound(NotFound):
+    slug = "proposal-not-found"
+    title = "No such proposal"
+
+
+class VotingClosed(Conflict):
+    slug = "voting-closed"
+    title = "Voting on this proposal has closed"

@@ -28,7 +28,7 @@ from core.clock import now_ms, utcnow
 from core.errors import CoopError
 from dispatch import candidates, fairness, matching, offers, trips
 from dispatch.runtime import Runtime
-from fares import rules
+from fares import governance, rules
 from geo.point import LatLng
 
 log = logging.getLogger(__name__)
@@ -131,6 +131,7 @@ class Dispatcher:
         await offers.expire_due(rt)
         await trips.expire_unmatched(rt)
         await rt.presence.reap_stale(cutoff_ms=now_ms() - int(rt.settings.driver_stale_s * 1000))
+        await governance.close_due_proposals(rt.sessions, publish=rt.flush)
         return await self.dispatch_batch()
 
     async def dispatch_batch(self) -> int:

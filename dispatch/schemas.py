@@ -86,3 +86,8 @@ class QuoteOut(BaseModel):
     duration_s: int
     pickup_eta_s: int | None
     fare_rule_version: int
+    quote_id: str = Field(
+        description="Send it with POST /v1/trips to be charged this quote's fare rule "
+        "version, even if members adopt a new one meanwhile."
+    )
+    quote_expires_at: datetime = Field(description="After this, quote_id is refused.")

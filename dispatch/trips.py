@@ -7,7 +7,7 @@ records it in ``trip_events``; events to the phones go out after the commit.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from geoalchemy2 import WKTElement
@@ -31,7 +31,7 @@ from core.models import Offer, Trip, TripEvent
 from dispatch import candidates, offers, trip_states
 from dispatch.runtime import Runtime, after_commit, emit
 from dispatch.views import fare_of, point_of, trip_view
-from fares import rules
+from fares import quotes, rules
 from fares.pricing import Fare, FareRuleTerms, price
 from geo.point import LatLng
 
@@ -45,6 +45,10 @@ class Quote:
     distance_m: int
     duration_s: int
     pickup_eta_s: int | None
+    # With a rider: the token that pins this quote's rule version and fee for the trip
+    # requested on it (``fares.quotes``), and when it stops doing so.
+    quote_id: str | None = None
+    quote_expires_at: datetime | None = None
 
 
 def _wkt(point: LatLng) -> WKTElement:
@@ -69,17 +73,41 @@ async def nearest_pickup_eta_s(rt: Runtime, pickup: LatLng) -> int | None:
     return found[0].pickup_eta_s if found else None
 
 
-async def quote(db: AsyncSession, rt: Runtime, *, pickup: LatLng, dropoff: LatLng) -> Quote:
+async def quote(
+    db: AsyncSession,
+    rt: Runtime,
+    *,
+    pickup: LatLng,
+    dropoff: LatLng,
+    rider_id: str | None = None,
+    pinned: quotes.PinnedQuote | None = None,
+) -> Quote:
+    """Price a ride with the current rule, or with the rule version and fee ``pinned`` by
+    an earlier quote. For a ``rider_id``, the quote carries a ``quote_id`` pinning them."""
     if not await rt.areas.contains(pickup):
         raise OutsideServiceArea()
-    rule = await rules.current(db)
+    if pinned is None:
+        rule = await rules.current(db)
+        fee = await cost_recovery_fee_cents(db, rule=rule)
+    else:
+        rule = await rules.by_version(db, version=pinned.fare_rule_version)
+        fee = pinned.cost_recovery_fee_cents
     leg = rt.eta.leg(pickup, dropoff)
-    fee = await cost_recovery_fee_cents(db, rule=rule)
     fare = price(
         rule, distance_m=leg.distance_m, duration_s=leg.duration_s, cost_recovery_fee_cents=fee
     )
     eta = await nearest_pickup_eta_s(rt, pickup)
-    return Quote(fare, rule, leg.distance_m, leg.duration_s, eta)
+    q = Quote(fare, rule, leg.distance_m, leg.duration_s, eta)
+    if rider_id is not None:
+        token, expires_at = quotes.sign_quote(
+            secret=rt.settings.jwt_secret,
+            rider_id=rider_id,
+            pickup=pickup,
+            dropoff=dropoff,
+            pinned=quotes.PinnedQuote(rule.version, fee),
+        )
+        q = replace(q, quote_id=token, quote_expires_at=expires_at)
+    return q
 
 
 def _fingerprint(pickup: LatLng, dropoff: LatLng) -> str:
@@ -108,15 +136,26 @@ async def request(
     pickup: LatLng,
     dropoff: LatLng,
     idempotency_key: str | None,
+    quote_id: str | None = None,
 ) -> tuple[Trip, bool]:
     """A new trip in ``requested``, queued for dispatch; or, for a repeated
-    Idempotency-Key, the trip that key already made (``created`` is False)."""
+    Idempotency-Key, the trip that key already made (``created`` is False). With a
+    ``quote_id`` from this rider's quote for these points, priced as that quote was."""
     fingerprint = _fingerprint(pickup, dropoff)
     if idempotency_key is not None:
         existing = await _by_idempotency_key(db, rider_id=rider_id, key=idempotency_key)
         if existing is not None:
             return _replay(existing, fingerprint), False
-    q = await quote(db, rt, pickup=pickup, dropoff=dropoff)
+    pinned = None
+    if quote_id is not None:
+        pinned = quotes.read_quote(
+            quote_id,
+            secret=rt.settings.jwt_secret,
+            rider_id=rider_id,
+            pickup=pickup,
+            dropoff=dropoff,
+        )
+    q = await quote(db, rt, pickup=pickup, dropoff=dropoff, pinned=pinned)
     trip = Trip(
         id=new_id("trp"),
         rider_id=rider_id,

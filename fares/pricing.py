@@ -28,6 +28,14 @@ class FareRuleTerms:
     cost_recovery_mode: CostRecoveryMode
     adopted_at: datetime | None = None
     proposal_id: str | None = None
+    # A bylaw voted with the fare: the dispatcher's fairness weight in [0, 1], kept in
+    # per-mille so that the rule stays integers. Pricing does not read it.
+    fairness_weight_permille: int = 0
+
+    @property
+    def fairness_weight(self) -> float:
+        """The dispatcher's fairness weight in [0, 1] (``dispatch.fairness``)."""
+        return self.fairness_weight_permille / 1000
 
 
 @dataclass(frozen=True, slots=True)

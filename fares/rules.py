@@ -24,6 +24,7 @@ def terms_of(row: FareRule) -> FareRuleTerms:
         cost_recovery_mode=cast(CostRecoveryMode, row.cost_recovery_mode),
         adopted_at=row.adopted_at,
         proposal_id=row.proposal_id,
+        fairness_weight_permille=row.fairness_weight_permille,
     )
 
 

@@ -12,7 +12,7 @@ from dispatch.deps import CurrentPrincipal, CurrentRider, RuntimeDep, Session
 from dispatch.schemas import QuoteOut, ReceiptOut, TripOut, TripPage
 from dispatch.views import fare_view, receipt_view, trip_view
 from geo.point import LatLng
-from rider_api.schemas import Credentials, RiderOut, RiderSignUp, TripRequest
+from rider_api.schemas import Credentials, RiderOut, RiderSignUp, TripOrder, TripRequest
 
 router = APIRouter(tags=["riders"])
 
@@ -41,7 +41,7 @@ async def me(who: CurrentRider, db: Session) -> RiderOut:
 @router.post("/v1/quotes")
 async def quote(body: TripRequest, who: CurrentRider, db: Session, rt: RuntimeDep) -> QuoteOut:
     pickup, dropoff = _points(body)
-    q = await trips.quote(db, rt, pickup=pickup, dropoff=dropoff)
+    q = await trips.quote(db, rt, pickup=pickup, dropoff=dropoff, rider_id=who.subject_id)
     return QuoteOut.model_validate(
         {
             "fare": fare_view(q.fare),
@@ -49,13 +49,15 @@ async def quote(body: TripRequest, who: CurrentRider, db: Session, rt: RuntimeDe
             "duration_s": q.duration_s,
             "pickup_eta_s": q.pickup_eta_s,
             "fare_rule_version": q.rule.version,
+            "quote_id": q.quote_id,
+            "quote_expires_at": q.quote_expires_at,
         }
     )
 
 
 @router.post("/v1/trips", status_code=status.HTTP_201_CREATED)
 async def request_trip(
-    body: TripRequest,
+    body: TripOrder,
     who: CurrentRider,
     db: Session,
     rt: RuntimeDep,
@@ -70,6 +72,7 @@ async def request_trip(
         pickup=pickup,
         dropoff=dropoff,
         idempotency_key=idempotency_key,
+        quote_id=body.quote_id,
     )
     if not created:
         response.headers["Idempotent-Replayed"] = "true"

@@ -26,3 +26,15 @@ class TripRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     pickup: Point
     dropoff: Point
+
+
+class TripOrder(TripRequest):
+    """``POST /v1/trips``: the points, and optionally the quote they were priced at."""
+
+    quote_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=2048,
+        description="From POST /v1/quotes: price the trip as that quote was (its fare "
+        "rule version), if it is yours, for these points, and not expired.",
+    )

@@ -16,11 +16,12 @@ from core import metrics
 from core.settings import Settings, get_settings
 from dispatch.dispatcher import Dispatcher
 from dispatch.runtime import Runtime
+from driver_api import governance as governance_routes
 from driver_api import routes as driver_routes
 from driver_api import socket as driver_socket
 from rider_api import routes as rider_routes
 from rider_api import socket as rider_socket
-from server import fares_routes, health, operator, problems
+from server import coop, fares_routes, health, operator, problems
 
 
 class MetricsMiddleware:
@@ -88,7 +89,15 @@ def create_app(settings: Settings | None = None, *, run_dispatcher: bool = True)
     )
     problems.install(app)
     app.add_middleware(MetricsMiddleware)
-    for module in (health, rider_routes, driver_routes, operator, fares_routes):
+    for module in (
+        health,
+        rider_routes,
+        driver_routes,
+        operator,
+        fares_routes,
+        governance_routes,
+        coop,
+    ):
         app.include_router(module.router)
     app.include_router(rider_socket.router)
     app.include_router(driver_socket.router)

@@ -11,6 +11,14 @@ from pathlib import Path
 
 from core.settings import get_settings
 
+# The real demand the demo replays, beside the project (see ../shared/data/README.md).
+DEMO_DEMAND = (
+    Path(__file__).resolve().parent.parent.parent
+    / "shared"
+    / "data"
+    / ("nyc_uber_pickups_2014-04.csv.gz")
+)
+
 
 def _alembic_config() -> object:
     from alembic.config import Config
@@ -97,6 +105,18 @@ def run_dispatcher(log_level: str) -> None:
     asyncio.run(main())
 
 
+def audit_verify() -> int:
+    """Recompute the audit log's hash chain from the database; 1 at the first break."""
+    from fares.audit import ChainBreak, verify_database
+
+    result = asyncio.run(verify_database(get_settings().database_url))
+    if isinstance(result, ChainBreak):
+        print(f"[audit] chain broken at seq {result.seq}: {result.reason}", flush=True)
+        return 1
+    print(f"[audit] chain ok: {result.count} entries, head {result.head}", flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="coopride", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -114,6 +134,41 @@ def main(argv: list[str] | None = None) -> int:
     p_serve.add_argument("--log-level", default="info")
     p_disp = sub.add_parser("dispatcher", help="run the dispatcher only")
     p_disp.add_argument("--log-level", default="info")
+    p_audit = sub.add_parser("audit", help="the co-op's hash-chained audit log")
+    audit_sub = p_audit.add_subparsers(dest="audit_command", required=True)
+    audit_sub.add_parser("verify", help="recompute the chain; exit 1 at the first break")
+    # Defaults left as None are the live service's (see dispatch/simulation.py).
+    p_sim = sub.add_parser("simulate", help="replay a demand file through the dispatcher")
+    p_sim.add_argument("--demand", required=True, help="CSV (gzip or plain) of pickups")
+    p_sim.add_argument("--drivers", type=int, required=True)
+    p_sim.add_argument("--policy", choices=("greedy", "batched"), required=True)
+    p_sim.add_argument("--fairness", type=float, help="fairness weight in [0, 1]")
+    p_sim.add_argument("--speedup", type=float, help="no effect: the clock is simulated")
+    p_sim.add_argument("--seed", type=int)
+    p_sim.add_argument("--start", help="local time; default: the busiest two hours")
+    p_sim.add_argument("--end", help="local time, exclusive")
+    p_sim.add_argument("--batch-s", type=float)
+    p_sim.add_argument("--offer-accept-s", type=float)
+    p_sim.add_argument("--decline-rate", type=float)
+    p_sim.add_argument("--max-pickup-eta-s", type=int)
+    p_sim.add_argument("--request-timeout-s", type=float)
+    p_sim.add_argument("--fare", help="BASE,PER_KM,PER_MINUTE,MINIMUM cents (250,120,35,800)")
+    p_sim.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p_demo = sub.add_parser("demo", help="serve the backend with a living demo city")
+    p_demo.add_argument("--host", default="127.0.0.1")
+    p_demo.add_argument("--port", type=int, default=8000)
+    p_demo.add_argument("--drivers", type=int, default=30)
+    p_demo.add_argument(
+        "--speedup",
+        type=float,
+        default=20.0,
+        help="replay demand and drive this many times faster than real",
+    )
+    p_demo.add_argument("--riders-per-minute", type=float, default=20.0)
+    p_demo.add_argument("--seed", type=int, default=2014)
+    p_demo.add_argument("--duration", type=float, help="stop after this many seconds")
+    p_demo.add_argument("--report-every", type=float, default=10.0)
+    p_demo.add_argument("--demand", default=str(DEMO_DEMAND))
     args = parser.parse_args(argv)
 
     if args.command == "migrate":
@@ -128,6 +183,21 @@ def main(argv: list[str] | None = None) -> int:
         )
     elif args.command == "dispatcher":
         run_dispatcher(args.log_level)
+    elif args.command == "audit" and args.audit_command == "verify":
+        return audit_verify()
+    elif args.command == "simulate":
+        from dispatch.simulation import run_cli
+
+        return run_cli(args)
+    elif args.command == "demo":
+        from server.demo import main as demo_main
+        from server.logs import configure
+
+        configure("WARNING")
+        try:
+            return demo_main(args)
+        except KeyboardInterrupt:
+            print("[demo] stopped", flush=True)
     return 0
 
 

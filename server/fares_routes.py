@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from fastapi import APIRouter
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from dispatch.deps import Session
 from fares import rules
@@ -23,6 +23,9 @@ class FareRuleOut(BaseModel):
     cancellation_fee_cents: int
     currency: str
     cost_recovery_mode: str
+    fairness_weight: float = Field(
+        ge=0, le=1, description="The dispatcher's fairness weight, a bylaw set by vote."
+    )
     adopted_at: datetime | None
     proposal_id: str | None
 
@@ -37,6 +40,7 @@ def _out(t: FareRuleTerms) -> FareRuleOut:
         cancellation_fee_cents=t.cancellation_fee_cents,
         currency=t.currency,
         cost_recovery_mode=t.cost_recovery_mode,
+        fairness_weight=t.fairness_weight,
         adopted_at=t.adopted_at,
         proposal_id=t.proposal_id,
     )

@@ -157,6 +157,8 @@ def service_env(settings: Settings) -> dict[str, str]:
         "COOP_OFFER_TIMEOUT_S": str(settings.offer_timeout_s),
         "COOP_DRIVER_STALE_S": str(settings.driver_stale_s),
         "COOP_TRIP_REQUEST_TIMEOUT_S": str(settings.trip_request_timeout_s),
+        "COOP_VOTE_MIN_WINDOW_S": str(settings.vote_min_window_s),
+        "COOP_VOTE_QUORUM": str(settings.vote_quorum),
     }
 
 

@@ -1,8 +1,10 @@
 """Every ORM table, one file each. Importing this package registers them all on
 ``Base.metadata`` (Alembic's env.py reads it)."""
 
+from core.models.audit import AuditEntry
 from core.models.base import Base
 from core.models.fare_rule import FareRule
+from core.models.governance import Ballot, Proposal, ProposalVoter
 from core.models.member import Member, Vehicle
 from core.models.offer import Offer
 from core.models.rider import Rider
@@ -10,10 +12,14 @@ from core.models.service_area import ServiceArea
 from core.models.trip import Trip, TripEvent
 
 __all__ = [
+    "AuditEntry",
+    "Ballot",
     "Base",
     "FareRule",
     "Member",
     "Offer",
+    "Proposal",
+    "ProposalVoter",
     "Rider",
     "ServiceArea",
     "Trip",

@@ -1,0 +1,392 @@
+"""dispatch.simulation: the replay is deterministic, conserves riders, drivers and money,
+matches as the live dispatcher would, and its CLI prints one JSON object.
+
+Pure and fast: demand files are written to ``tmp_path``; no service is needed."""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import json
+import math
+import subprocess
+import sys
+from collections import defaultdict
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dispatch import candidates, dispatcher, simulation
+from dispatch.simulation import RideRequest, SimConfig, simulate
+from fares.pricing import price
+from geo import cells
+from geo.eta import DEFAULT_MODEL
+from geo.point import LatLng
+
+ROOT = Path(__file__).resolve().parents[2]
+MIDTOWN = LatLng(40.7549, -73.9840)
+DOWNTOWN = LatLng(40.7075, -74.0113)
+BRONX = LatLng(40.8600, -73.8900)
+NYC_BOUNDS = (40.633, 40.862, -74.178, -73.777)  # the README's 99% box
+KPI_KEYS = {
+    "requests",
+    "matched",
+    "expired",
+    "still_open",
+    "match_rate",
+    "pickup_eta_mean_s",
+    "pickup_eta_p50_s",
+    "pickup_eta_p95_s",
+    "rider_wait_mean_s",
+    "driver_utilisation",
+    "earnings_gini",
+    "earnings_per_online_hour_p10_cents",
+    "earnings_per_online_hour_p90_cents",
+}
+
+
+def moved(p: LatLng, *, east_m: float = 0.0, north_m: float = 0.0) -> LatLng:
+    lat = p.lat + north_m / simulation.METRES_PER_DEGREE_LAT
+    per_deg_lng = simulation.METRES_PER_DEGREE_LAT * math.cos(math.radians(p.lat))
+    return LatLng(lat, p.lng + east_m / per_deg_lng)
+
+
+def write_csv(path: Path, rows: list[tuple[str, LatLng, LatLng | None]]) -> Path:
+    lines = ["pickup_datetime,lat,lon,base,dropoff_lat,dropoff_lon"]
+    for when, pickup, dropoff in rows:
+        # repr: floats survive the round trip exactly.
+        drop = f"{dropoff.lat!r},{dropoff.lng!r}" if dropoff else ","
+        lines.append(f"{when},{pickup.lat!r},{pickup.lng!r},B02598,{drop}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def random_demand_csv(path: Path, *, n: int, minutes: int, seed: int) -> Path:
+    """``n`` pickups over ``minutes`` minutes from 17:00, spread over Manhattan below
+    Central Park, with no drop-offs (the simulator draws them)."""
+    rng = np.random.default_rng(seed)
+    minute = np.sort(rng.integers(0, minutes, size=n))
+    lat = rng.uniform(40.70, 40.78, size=n)
+    lng = rng.uniform(-74.01, -73.95, size=n)
+    rows: list[tuple[str, LatLng, LatLng | None]] = [
+        (f"2014-04-30 {17 + m // 60:02d}:{m % 60:02d}:00", LatLng(la, lo), None)
+        for m, la, lo in zip(minute.tolist(), lat.tolist(), lng.tolist(), strict=True)
+    ]
+    return write_csv(path, rows)
+
+
+def replay(csv_path: Path, drivers: int, config: SimConfig) -> simulation.SimResult:
+    """The file replayed as ``coopride simulate`` does, with ``config``'s seed."""
+    rows = simulation.read_demand(csv_path)
+    requests = simulation.build_requests(rows, seed=config.seed)
+    starts = simulation.driver_starts(requests, drivers, seed=config.seed)
+    window_s = (rows.end - rows.start).total_seconds()
+    return simulate(requests, starts, replace(config, shift_end_s=window_s))
+
+
+def check_conservation(result: simulation.SimResult, config: SimConfig) -> None:
+    k = result.kpis
+    assert k.matched + k.expired + k.still_open == k.requests == len(result.trips)
+    assert k.offers >= k.matched + k.declined
+    by_driver: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for t in result.trips:
+        if t.status == "matched":
+            assert t.driver_id is not None and t.accepted_s is not None
+            assert t.pickup_s is not None and t.dropoff_s is not None
+            assert t.requested_s <= t.accepted_s <= t.pickup_s <= t.dropoff_s
+            assert t.pickup_eta_s is not None and t.pickup_eta_s <= config.max_pickup_eta_s
+            assert t.distance_m is not None and t.duration_s is not None
+            fare = price(config.fare, distance_m=t.distance_m, duration_s=t.duration_s)
+            assert t.driver_earnings_cents == fare.driver_earnings_cents
+            by_driver[t.driver_id].append((t.accepted_s, t.dropoff_s))
+        elif t.status == "expired":
+            assert t.expired_s is not None
+            waited = t.expired_s - t.requested_s
+            assert config.request_timeout_s < waited <= config.request_timeout_s + config.batch_s
+    # A driver never serves two trips at once.
+    for intervals in by_driver.values():
+        intervals.sort()
+        for (_, end), (start, _) in itertools.pairwise(intervals):
+            assert start >= end
+    # Earnings: what drivers were paid is what the matched trips earned.
+    matched_earnings = sum(t.driver_earnings_cents for t in result.trips if t.status == "matched")
+    assert sum(d.earnings_cents for d in result.drivers) == matched_earnings
+    assert k.driver_earnings_total_cents == matched_earnings
+    assert sum(d.trips for d in result.drivers) == k.matched
+    assert 0.0 <= k.driver_utilisation <= 1.0
+    assert 0.0 <= k.earnings_gini < 1.0
+
+
+def test_the_live_dispatchers_constants() -> None:
+    assert simulation.CANDIDATES_PER_REQUEST == dispatcher.CANDIDATES_PER_REQUEST
+    assert simulation.BATCH_MAX_REQUESTS == dispatcher.BATCH_MAX_REQUESTS
+    assert SimConfig(max_pickup_eta_s=900).unmatched_penalty_s == 1800
+
+
+def test_same_seed_same_kpis(tmp_path: Path) -> None:
+    demand = random_demand_csv(tmp_path / "demand.csv", n=300, minutes=30, seed=1)
+    config = SimConfig(policy="batched", fairness_weight=0.5, decline_rate=0.1, seed=7)
+    first = replay(demand, 25, config)
+    again = replay(demand, 25, config)
+    assert asdict(first.kpis) == asdict(again.kpis)
+    assert first.trips == again.trips
+    other = replay(demand, 25, replace(config, seed=8))
+    assert [t.requested_s for t in other.trips] != [t.requested_s for t in first.trips]
+
+
+@pytest.mark.parametrize(
+    ("policy", "weight", "decline_rate"),
+    [("greedy", 0.0, 0.0), ("batched", 0.0, 0.2), ("batched", 1.0, 0.2)],
+)
+def test_conservation(
+    tmp_path: Path, policy: simulation.Policy, weight: float, decline_rate: float
+) -> None:
+    demand = random_demand_csv(tmp_path / "demand.csv", n=400, minutes=40, seed=2)
+    config = SimConfig(policy=policy, fairness_weight=weight, decline_rate=decline_rate)
+    result = replay(demand, 20, config)
+    check_conservation(result, config)
+    k = result.kpis
+    assert k.matched > 0 and k.expired > 0  # 20 drivers for 10 rides a minute: tight
+    assert (k.declined > 0) == (decline_rate > 0)
+    assert k.still_open == 0  # the replay runs on until every request is resolved
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    n_requests=st.integers(0, 40),
+    n_drivers=st.integers(1, 6),
+    policy=st.sampled_from(["greedy", "batched"]),
+    weight=st.sampled_from([0.0, 1.0]),
+    decline_rate=st.sampled_from([0.0, 0.5]),
+)
+def test_conservation_holds_for_any_small_replay(
+    seed: int,
+    n_requests: int,
+    n_drivers: int,
+    policy: simulation.Policy,
+    weight: float,
+    decline_rate: float,
+) -> None:
+    rng = np.random.default_rng(seed)
+    times = np.sort(rng.uniform(0, 900, size=n_requests))
+    pickups = [moved(MIDTOWN, east_m=x, north_m=y) for x, y in rng.normal(0, 1500, (n_requests, 2))]
+    dropoffs = [
+        moved(p, east_m=x, north_m=y)
+        for p, (x, y) in zip(pickups, rng.normal(0, 2000, (n_requests, 2)), strict=True)
+    ]
+    requests = [
+        RideRequest(f"trp_{i:03d}", float(t), p, d)
+        for i, (t, p, d) in enumerate(zip(times, pickups, dropoffs, strict=True))
+    ]
+    starts = [moved(MIDTOWN, east_m=x, north_m=y) for x, y in rng.normal(0, 1500, (n_drivers, 2))]
+    config = SimConfig(
+        policy=policy,
+        fairness_weight=weight,
+        decline_rate=decline_rate,
+        seed=seed,
+        shift_end_s=900,
+    )
+    check_conservation(simulate(requests, starts, config), config)
+
+
+def test_hand_made_demand_file(tmp_path: Path) -> None:
+    """Two drivers, one in Midtown and one Downtown (~5.6 km apart: farther than a
+    900 s pickup). Each nearby rider gets the nearby driver; a rider in the Bronx has
+    nobody within reach and expires; a later rider near the first downtown drop-off gets
+    the driver who made it."""
+    r0_pickup, r0_dropoff = moved(MIDTOWN, east_m=-80, north_m=120), moved(MIDTOWN, north_m=1100)
+    r1_pickup, r1_dropoff = moved(DOWNTOWN, east_m=100, north_m=60), moved(DOWNTOWN, north_m=900)
+    r3_pickup = moved(r1_dropoff, east_m=150)
+    demand = write_csv(
+        tmp_path / "hand.csv",
+        [
+            ("2014-04-30 17:00:00", r0_pickup, r0_dropoff),
+            ("2014-04-30 17:01:00", r1_pickup, r1_dropoff),
+            ("2014-04-30 17:02:00", BRONX, MIDTOWN),
+            ("2014-04-30 17:30:00", r3_pickup, DOWNTOWN),
+        ],
+    )
+    eta = DEFAULT_MODEL
+    assert eta.seconds(MIDTOWN, DOWNTOWN) > 900 and eta.seconds(r0_dropoff, r3_pickup) > 900
+    assert min(eta.seconds(p, BRONX) for p in (MIDTOWN, DOWNTOWN, r0_dropoff, r1_dropoff)) > 900
+
+    rows = simulation.read_demand(demand)
+    assert len(rows) == 4 and rows.minute_resolution
+    assert rows.start.hour == 17 and (rows.end - rows.start).total_seconds() == 2 * 3600
+    requests = simulation.build_requests(rows, seed=3)
+    assert [r.dropoff for r in requests] == [r0_dropoff, r1_dropoff, MIDTOWN, DOWNTOWN]
+    for r, minute in zip(requests, (0, 1, 2, 30), strict=True):
+        assert minute * 60 <= r.requested_s < (minute + 1) * 60
+
+    config = SimConfig(policy="batched", seed=3, offer_accept_s=4.0)
+    result = simulate(requests, [MIDTOWN, DOWNTOWN], config)
+    check_conservation(result, config)
+    t0, t1, t2, t3 = result.trips
+    assert (t0.status, t0.driver_id, t0.pickup_eta_s) == (
+        "matched",
+        "drv_00000",
+        eta.seconds(MIDTOWN, r0_pickup),
+    )
+    assert (t1.status, t1.driver_id, t1.pickup_eta_s) == (
+        "matched",
+        "drv_00001",
+        eta.seconds(DOWNTOWN, r1_pickup),
+    )
+    assert t2.status == "expired" and t2.driver_id is None
+    assert (t3.status, t3.driver_id, t3.pickup_eta_s) == (
+        "matched",
+        "drv_00001",
+        eta.seconds(r1_dropoff, r3_pickup),
+    )
+    # Offered at the first tick after the request, accepted offer_accept_s later.
+    assert t0.accepted_s == math.ceil(requests[0].requested_s / 2) * 2 + 4.0
+    leg = eta.leg(r0_pickup, r0_dropoff)
+    assert t0.accepted_s is not None and t0.pickup_eta_s is not None
+    assert t0.dropoff_s == t0.accepted_s + t0.pickup_eta_s + leg.duration_s
+    assert (
+        t0.driver_earnings_cents
+        == price(
+            simulation.SEEDED_FARE_RULE, distance_m=leg.distance_m, duration_s=leg.duration_s
+        ).total_cents
+    )
+    k = result.kpis
+    assert (k.requests, k.matched, k.expired, k.still_open) == (4, 3, 1, 0)
+    assert k.rider_wait_mean_s == pytest.approx(
+        np.mean([t.pickup_s - t.requested_s for t in (t0, t1, t3)])  # type: ignore[operator]
+    )
+
+
+def test_batched_serves_the_rider_greedy_strands() -> None:
+    """Two riders in one batch. Driver a is nearest to both; driver b can reach only
+    rider 1 (877 s). Greedy gives a to rider 1, and rider 2, whom only a can reach,
+    waits until expiry while a drives rider 1 far away. Batched sends b to rider 1 and a
+    to rider 2 (the example of docs/dispatch-algorithm.md, on a map)."""
+    a = MIDTOWN
+    rider1 = moved(a, east_m=-100)
+    rider2 = moved(a, east_m=150)
+    b = moved(rider1, east_m=-3_900)
+    eta = DEFAULT_MODEL
+    assert eta.seconds(b, rider1) <= 900 < eta.seconds(b, rider2)
+    requests = [
+        RideRequest("trp_1", 0.5, rider1, moved(rider1, north_m=-8_000)),
+        RideRequest("trp_2", 1.0, rider2, moved(rider2, north_m=1_000)),
+    ]
+    greedy = simulate(requests, [a, b], SimConfig(policy="greedy"))
+    batched = simulate(requests, [a, b], SimConfig(policy="batched"))
+    assert [(t.status, t.driver_id) for t in greedy.trips] == [
+        ("matched", "drv_00000"),
+        ("expired", None),
+    ]
+    assert [(t.status, t.driver_id) for t in batched.trips] == [
+        ("matched", "drv_00001"),
+        ("matched", "drv_00000"),
+    ]
+
+
+def test_candidate_search_is_the_live_rule() -> None:
+    """The in-memory index finds, for any pickup, exactly the drivers the live Redis
+    script would: ring by ring over ``disk_by_ring`` up to ``max_rings``, one ring past
+    the ring that brings ``want``, whether few or many cells are occupied."""
+    rng = np.random.default_rng(5)
+    config = SimConfig()
+    k_max = candidates.max_rings(
+        config.eta, max_pickup_eta_s=config.max_pickup_eta_s, resolution=config.resolution
+    )
+    disk_cells = 1 + 3 * k_max * (k_max + 1)
+    for n_drivers, spread_m in ((3, 3_000), (40, 3_000), (3_000, 6_000)):
+        offsets = rng.normal(0, spread_m, (n_drivers, 2))
+        starts = [moved(MIDTOWN, east_m=x, north_m=y) for x, y in offsets]
+        sim = simulation._Simulation([], starts, config)
+        # Both ways of walking the index are exercised: few and many occupied cells.
+        assert (len(sim.index) < disk_cells) == (n_drivers < 1_000)
+        for x, y in rng.normal(0, 3000, (30, 2)):
+            centre = cells.cell_of(moved(MIDTOWN, east_m=x, north_m=y), config.resolution)
+            rings = cells.disk_by_ring(centre, k_max)
+            ring_of = {c: k for k, ring in enumerate(rings) for c in ring}
+            by_ring: list[list[int]] = [[] for _ in rings]
+            for d in range(n_drivers):
+                if sim.cell[d] in ring_of:
+                    by_ring[ring_of[sim.cell[d]]].append(d)
+            for want in (1, 8, 10):
+                expected: list[int] = []
+                stop_after = None
+                for k in range(len(rings)):
+                    expected += by_ring[k]
+                    if stop_after is None and len(expected) >= want:
+                        stop_after = k + 1
+                    if stop_after is not None and k >= stop_after:
+                        break
+                assert sorted(sim._found(centre, want)) == sorted(expected)
+
+
+def test_drawn_dropoffs_look_like_nyc_trips() -> None:
+    rng = np.random.default_rng(11)
+    lat = rng.uniform(40.70, 40.80, size=5_000)
+    lng = rng.uniform(-74.01, -73.94, size=5_000)
+    d_lat, d_lng = simulation.draw_dropoffs(np.random.default_rng(12), lat, lng, bounds=NYC_BOUNDS)
+    road_m = np.array(
+        [
+            DEFAULT_MODEL.leg(LatLng(a, b), LatLng(c, d)).distance_m
+            for a, b, c, d in zip(lat, lng, d_lat, d_lng, strict=True)
+        ]
+    )
+    assert 2_500 <= np.median(road_m) <= 4_500
+    assert 7_000 <= np.percentile(road_m, 90) <= 13_000
+    inside = (d_lat >= NYC_BOUNDS[0]) & (d_lat <= NYC_BOUNDS[1])
+    inside &= (d_lng >= NYC_BOUNDS[2]) & (d_lng <= NYC_BOUNDS[3])
+    assert inside.all()
+
+
+def test_default_window_is_the_busiest_hours(tmp_path: Path) -> None:
+    rows: list[tuple[str, LatLng, LatLng | None]] = []
+    for hour, count in ((8, 3), (17, 5), (18, 6), (19, 2), (22, 9)):
+        rows += [(f"2014-04-30 {hour:02d}:{i:02d}:00", MIDTOWN, None) for i in range(count)]
+    demand = simulation.read_demand(write_csv(tmp_path / "d.csv", rows))
+    assert (demand.start.hour, demand.end.hour, len(demand)) == (17, 19, 11)
+    assert demand.start.utcoffset() is not None  # local NYC time, never naive
+
+
+def test_gini() -> None:
+    assert simulation.gini([5, 5, 5, 5]) == 0.0
+    assert simulation.gini([0, 0, 0]) == 0.0
+    assert simulation.gini([0, 0, 0, 10]) == pytest.approx(0.75)
+    assert simulation.gini([1, 2, 3, 4]) == pytest.approx(0.25)
+
+
+def test_cli_prints_one_json_object(tmp_path: Path) -> None:
+    demand = random_demand_csv(tmp_path / "demand.csv", n=60, minutes=20, seed=4)
+    gz = tmp_path / "demand.csv.gz"
+    gz.write_bytes(gzip.compress(demand.read_bytes()))
+    for path in (demand, gz):
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "server.cli",
+                "simulate",
+                "--demand",
+                str(path),
+                "--drivers",
+                "3",
+                "--policy",
+                "batched",
+                "--json",
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        out = json.loads(done.stdout)
+        assert isinstance(out, dict) and out.keys() >= KPI_KEYS
+        assert out["requests"] == 60
+        assert out["matched"] + out["expired"] + out["still_open"] == 60
+        assert out["scenario"]["policy"] == "batched"
+        assert "[simulate]" in done.stderr  # progress on stderr, not stdout
