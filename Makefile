@@ -18,9 +18,9 @@ PYTEST_STATUS_FILE ?=
 setup:
 	bash scripts/setup.sh
 
-# TODO: switch to `coopride demo` (serve + seeded demo city) once it exists.
+# The backend with a living demo city (Ctrl-C stops it). `coopride serve` for an empty one.
 run: setup
-	$(BIN)/coopride serve --host $(HOST) --port $(PORT)
+	$(BIN)/coopride demo --host $(HOST) --port $(PORT)
 
 test: setup
 ifneq ($(strip $(PYTEST_STATUS_FILE)),)

@@ -1,0 +1,59 @@
+"""`coopride demo`, the README's first command, plays a city through the real API."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from core.settings import Settings
+from tests.conftest import ROOT, _free_port, service_env
+
+pytestmark = pytest.mark.e2e
+
+
+def test_the_demo_city_completes_trips_and_keeps_no_commission(test_settings: Settings) -> None:
+    settings = test_settings.model_copy(
+        update={"redis_prefix": f"{test_settings.redis_prefix}demo:"}
+    )
+    port = _free_port()
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "server.cli",
+            "demo",
+            "--port",
+            str(port),
+            "--duration",
+            "40",
+            "--drivers",
+            "6",
+            "--speedup",
+            "60",
+            "--riders-per-minute",
+            "24",
+            "--report-every",
+            "10",
+        ],
+        env={**os.environ, **service_env(settings)},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
+    lines = [line for line in result.stdout.splitlines() if line.startswith("[demo] {")]
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert lines, result.stdout[-3000:]
+    summary = json.loads(lines[-1][len("[demo] ") :])
+    assert summary["requested"] >= 3
+    assert summary["completed"] >= 1
+    assert summary["platform_commission_cents"] == 0
+    assert (
+        summary["fares_cents"] == summary["driver_earnings_cents"] + summary["cost_recovery_cents"]
+    )
+    assert summary["errors"] == {}, summary
+    assert f"http://127.0.0.1:{port}" in result.stdout
