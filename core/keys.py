@@ -52,6 +52,11 @@ class Keys:
         """Sorted set of live offer ids by expiry (ms): the dispatcher expires the low end."""
         return f"{self.prefix}offers:deadline"
 
+    def trace(self, trip_id: str) -> str:
+        """List of "ts_ms,lat,lng" positions sampled during a trip, written to PostgreSQL
+        (trip_trace) when the trip ends."""
+        return f"{self.prefix}trace:{trip_id}"
+
     def dispatch_log(self, driver_id: str) -> str:
         """List of recent dispatch decisions that involved this driver, newest first:
         why it did or did not get each trip it was a candidate for."""

@@ -33,13 +33,21 @@ from core.keys import Keys
 from geo import cells
 from geo.point import LatLng
 
+# A trip's trace keeps one position per 10 s of the driver's clock (enough to draw the
+# route on a receipt and to settle a dispute), at most 5,000 (14 hours).
+TRACE_EVERY_MS = 10_000
+TRACE_MAX = 5_000
+
 # KEYS: driver hash, seen. ARGV: driver, lat, lng, ts_ms, acc, heading, speed, cell,
-# cell-key prefix, now_ms, status to assume if none is stored.
+# cell-key prefix, now_ms, status to assume if none is stored, trace-key prefix, trace
+# sampling interval (ms). While the driver is on a trip, one position per interval is
+# appended to the trip's trace (PostgreSQL gets it when the trip ends).
 _LOCATION = """
 local prev_ts = tonumber(redis.call('HGET', KEYS[1], 'ts') or '0')
 local ts = tonumber(ARGV[4])
 if ts <= prev_ts then return {'stale', tostring(prev_ts), '', '', '', ''} end
-local h = redis.call('HMGET', KEYS[1], 'cell', 'status', 'trip', 'rider', 'tlat', 'tlng')
+local h = redis.call('HMGET', KEYS[1], 'cell', 'status', 'trip', 'rider', 'tlat', 'tlng',
+                     'trace_ts')
 -- No status at all means Redis lost the driver (a restart): take the status the
 -- driver's socket last asked for, so the next frame restores it.
 local status = h[2] or ARGV[11]
@@ -56,6 +64,13 @@ if status ~= 'offline' then
   if status == 'available' and math.abs(tonumber(ARGV[2])) <= 85 then
     redis.call('GEOADD', ARGV[9] .. ARGV[8] .. ':g', ARGV[3], ARGV[2], ARGV[1])
   end
+end
+if h[3] and ts - tonumber(h[7] or '0') >= tonumber(ARGV[13]) then
+  local trace = ARGV[12] .. h[3]
+  redis.call('RPUSH', trace, ARGV[4] .. ',' .. ARGV[2] .. ',' .. ARGV[3])
+  redis.call('LTRIM', trace, -""" + str(TRACE_MAX) + """, -1)
+  redis.call('EXPIRE', trace, 86400)
+  redis.call('HSET', KEYS[1], 'trace_ts', ARGV[4])
 end
 return {'ok', status, h[3] or '', h[4] or '', h[5] or '', h[6] or ''}
 """
@@ -395,6 +410,7 @@ class Presence:
         self._driver_prefix = keys.driver("")
         self._offer_prefix = keys.driver_offer("")
         self._runners = (bulk, bulk_search)
+        self._trace_prefix = keys.trace("")
         # A hexagon's circumradius is its edge length; 2% for H3's size variation.
         self._circumradius_m = round(cells.edge_length_m(resolution) * 1.02, 1)
         # Per disk of rings: its cells and their centres, packed once (a city has a few
@@ -443,6 +459,8 @@ class Presence:
             self._cell_prefix,
             now_ms,
             assumed_status,
+            self._trace_prefix,
+            TRACE_EVERY_MS,
         )
         result = await self._batcher.submit((self.keys.driver(driver_id), self.keys.seen()), args)
         kind, status, trip, rider, tlat, tlng = result
@@ -600,6 +618,18 @@ class Presence:
             )
             for i in range(0, len(flat), 6)
         ]
+
+    async def take_trace(self, trip_id: str) -> list[tuple[int, float, float]]:
+        """The positions sampled during a trip so far: (ts_ms, lat, lng), oldest first."""
+        raw = await self.redis.lrange(self.keys.trace(trip_id), 0, -1)
+        points = []
+        for item in raw:
+            ts, lat, lng = str(item).split(",")
+            points.append((int(ts), float(lat), float(lng)))
+        return points
+
+    async def drop_trace(self, trip_id: str) -> None:
+        await self.redis.delete(self.keys.trace(trip_id))
 
     async def append_dispatch_log(
         self, entries: dict[str, list[str]], *, keep: int, ttl_s: int

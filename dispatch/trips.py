@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from geoalchemy2 import WKTElement
 from sqlalchemy import select
@@ -27,7 +27,7 @@ from core.errors import (
 )
 from core.events import Event
 from core.ids import new_id
-from core.models import Offer, Trip, TripEvent
+from core.models import Offer, Trip, TripEvent, TripTracePoint
 from dispatch import candidates, offers, trip_states
 from dispatch.runtime import Runtime, after_commit, emit
 from dispatch.views import fare_of, point_of, trip_view
@@ -244,6 +244,8 @@ async def cancel(db: AsyncSession, rt: Runtime, *, trip_id: str, who: Principal)
         TripEvent(trip_id=trip.id, status="cancelled", actor_role=who.role, actor_id=who.subject_id)
     )
     await offers.withdraw_for_trip(db, rt, trip=trip)
+    if trip.driver_id is not None:
+        await _record_trace(db, rt, trip=trip, kind="cancelled", final=True)
     await db.flush()
     _release_after(db, rt, trip)
     view = trip_view(trip)
@@ -251,6 +253,55 @@ async def cancel(db: AsyncSession, rt: Runtime, *, trip_id: str, who: Principal)
     if trip.driver_id is not None:
         emit(db, Event("driver", trip.driver_id, {"type": "trip.cancelled", "trip": view}))
     return trip
+
+
+TRACE_KIND = {"arrived": "arrived", "in_progress": "started", "completed": "completed"}
+
+
+async def _record_trace(
+    db: AsyncSession, rt: Runtime, *, trip: Trip, kind: str, final: bool
+) -> None:
+    """Where the driver stands now (from the live index), and, when the trip ends, the
+    positions sampled along the way: in the trip's own transaction, so the trace is in
+    PostgreSQL exactly when the trip's end is. Live positions never are."""
+    assert trip.driver_id is not None
+    now = utcnow()
+    state = await rt.presence.state(trip.driver_id)
+    if state.lat is not None and state.lng is not None:
+        db.add(
+            TripTracePoint(
+                trip_id=trip.id, at=now, kind=kind, position=_wkt(LatLng(state.lat, state.lng))
+            )
+        )
+    if not final:
+        return
+    for ts_ms, lat, lng in await rt.presence.take_trace(trip.id):
+        db.add(
+            TripTracePoint(
+                trip_id=trip.id,
+                at=datetime.fromtimestamp(ts_ms / 1000, UTC),
+                kind="track",
+                position=_wkt(LatLng(lat, lng)),
+            )
+        )
+    trip_id = trip.id
+
+    async def forget() -> None:
+        await rt.presence.drop_trace(trip_id)
+
+    after_commit(db, forget)
+
+
+async def trace_of(db: AsyncSession, *, trip_id: str, who: Principal) -> list[TripTracePoint]:
+    """A finished trip's recorded positions, oldest first (who may see the trip may see
+    where it went)."""
+    await get(db, trip_id=trip_id, who=who)
+    rows = await db.scalars(
+        select(TripTracePoint)
+        .where(TripTracePoint.trip_id == trip_id)
+        .order_by(TripTracePoint.at, TripTracePoint.id)
+    )
+    return list(rows.all())
 
 
 def _release_after(db: AsyncSession, rt: Runtime, trip: Trip) -> None:
@@ -279,6 +330,7 @@ async def advance(
         raise NotYourTrip(f"trip {trip_id} is not assigned to you")
     _stamp(trip, target, utcnow())
     db.add(TripEvent(trip_id=trip.id, status=target, actor_role="driver", actor_id=driver_id))
+    await _record_trace(db, rt, trip=trip, kind=TRACE_KIND[target], final=target == "completed")
     await db.flush()
     if target == "completed":
         _release_after(db, rt, trip)

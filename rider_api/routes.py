@@ -10,9 +10,17 @@ from core import identity
 from dispatch import trips
 from dispatch.deps import CurrentPrincipal, CurrentRider, RuntimeDep, Session
 from dispatch.schemas import QuoteOut, ReceiptOut, TripOut, TripPage
-from dispatch.views import fare_view, receipt_view, trip_view
+from dispatch.views import fare_view, point_of, receipt_view, trip_view
 from geo.point import LatLng
-from rider_api.schemas import Credentials, RiderOut, RiderSignUp, TripOrder, TripRequest
+from rider_api.schemas import (
+    Credentials,
+    RiderOut,
+    RiderSignUp,
+    TracePoint,
+    TripOrder,
+    TripRequest,
+    TripTrace,
+)
 
 router = APIRouter(tags=["riders"])
 
@@ -110,4 +118,15 @@ async def my_trips(
     )
     return TripPage(
         items=[TripOut.model_validate(trip_view(t)) for t in rows], next_cursor=next_cursor
+    )
+
+
+@router.get("/v1/trips/{trip_id}/trace")
+async def trip_trace(trip_id: str, who: CurrentPrincipal, db: Session) -> TripTrace:
+    """Where the car went: positions sampled during the trip (about one per 10 s) and
+    where it stood on arrival, start and completion. Recorded when the trip ends."""
+    points = await trips.trace_of(db, trip_id=trip_id, who=who)
+    return TripTrace(
+        trip_id=trip_id,
+        points=[TracePoint(at=p.at, kind=p.kind, **point_of(p.position)) for p in points],
     )

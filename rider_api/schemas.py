@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from datetime import datetime
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from dispatch.schemas import Point
@@ -38,3 +40,15 @@ class TripOrder(TripRequest):
         description="From POST /v1/quotes: price the trip as that quote was (its fare "
         "rule version), if it is yours, for these points, and not expired.",
     )
+
+
+class TracePoint(BaseModel):
+    at: datetime
+    kind: str = Field(description="track | arrived | started | completed | cancelled")
+    lat: float
+    lng: float
+
+
+class TripTrace(BaseModel):
+    trip_id: str
+    points: list[TracePoint]

@@ -10,6 +10,7 @@ from core.models.offer import Offer
 from core.models.rider import Rider
 from core.models.service_area import ServiceArea
 from core.models.trip import Trip, TripEvent
+from core.models.trip_trace import TripTracePoint
 
 __all__ = [
     "AuditEntry",
@@ -24,5 +25,6 @@ __all__ = [
     "ServiceArea",
     "Trip",
     "TripEvent",
+    "TripTracePoint",
     "Vehicle",
 ]

@@ -696,3 +696,27 @@ async def test_the_geo_set_of_a_cell_holds_exactly_its_available_drivers(
     assert await presence(rt).reap_stale(cutoff_ms=t + 10) == ["drv_a"]
     assert await available_cells_holding(rt, "drv_a") == set()
     assert await cells_holding(rt, "drv_a") == set()
+
+
+async def test_a_trip_trace_samples_one_position_per_interval_and_only_on_a_trip(
+    runtime: Runtime,
+) -> None:
+    from dispatch.presence import TRACE_EVERY_MS
+
+    rt = runtime
+    t = now_ms()
+    await online_at(rt, "drv_a", MIDTOWN, ts=t)
+    assert await presence(rt).take_trace("trp_1") == []  # not on a trip: nothing traced
+    await presence(rt).set_trip(
+        "drv_a", trip_id="trp_1", rider_id="rdr_1", target_lat=MIDTOWN.lat, target_lng=MIDTOWN.lng
+    )
+    here = point_in_ring(rt, 1)
+    frames = [t + 1, t + 2, t + TRACE_EVERY_MS + 1, t + TRACE_EVERY_MS + 5, t + 3 * TRACE_EVERY_MS]
+    for ts in frames:
+        assert (await locate(rt, "drv_a", here, ts=ts)).accepted
+    assert not (await locate(rt, "drv_a", here, ts=t + 3)).accepted  # out of order: ignored
+    trace = await presence(rt).take_trace("trp_1")
+    assert [ts for ts, _, _ in trace] == [t + 1, t + TRACE_EVERY_MS + 1, t + 3 * TRACE_EVERY_MS]
+    assert all((lat, lng) == (here.lat, here.lng) for _, lat, lng in trace)
+    await presence(rt).drop_trace("trp_1")
+    assert await presence(rt).take_trace("trp_1") == []

@@ -173,6 +173,15 @@ async def test_a_whole_trip(server: Server) -> None:
             driver_types = [f["type"] for f in driver.frames if "event_id" in f]
             assert driver_types == ["offer", "trip.assigned"]
 
+            # Where the car went: recorded when the trip ended, never from live frames.
+            trace = (await http.get(f"/v1/trips/{trip_id}/trace", headers=rider_auth)).json()
+            kinds = [p["kind"] for p in trace["points"]]
+            assert {"arrived", "started", "completed"} <= set(kinds)
+            assert kinds.count("track") >= 1
+            assert {"lat": 40.7555, "lng": -73.9850} in [
+                {"lat": p["lat"], "lng": p["lng"]} for p in trace["points"]
+            ]
+
             # History for the rider.
             page = (await http.get("/v1/riders/me/trips", headers=rider_auth)).json()
             assert [t["id"] for t in page["items"]] == [trip_id]
