@@ -42,7 +42,8 @@ TRACE_MAX = 5_000
 # cell-key prefix, now_ms, status to assume if none is stored, trace-key prefix, trace
 # sampling interval (ms). While the driver is on a trip, one position per interval is
 # appended to the trip's trace (PostgreSQL gets it when the trip ends).
-_LOCATION = """
+_LOCATION = (
+    """
 local prev_ts = tonumber(redis.call('HGET', KEYS[1], 'ts') or '0')
 local ts = tonumber(ARGV[4])
 if ts <= prev_ts then return {'stale', tostring(prev_ts), '', '', '', ''} end
@@ -68,12 +69,15 @@ end
 if h[3] and ts - tonumber(h[7] or '0') >= tonumber(ARGV[13]) then
   local trace = ARGV[12] .. h[3]
   redis.call('RPUSH', trace, ARGV[4] .. ',' .. ARGV[2] .. ',' .. ARGV[3])
-  redis.call('LTRIM', trace, -""" + str(TRACE_MAX) + """, -1)
+  redis.call('LTRIM', trace, -"""
+    + str(TRACE_MAX)
+    + """, -1)
   redis.call('EXPIRE', trace, 86400)
   redis.call('HSET', KEYS[1], 'trace_ts', ARGV[4])
 end
 return {'ok', status, h[3] or '', h[4] or '', h[5] or '', h[6] or ''}
 """
+)
 
 # KEYS: driver hash, seen. ARGV: driver, new status, cell-key prefix, now_ms.
 # Coming online from offline starts a shift: idle since now, nothing earned yet (the
