@@ -38,36 +38,38 @@ from geo.point import LatLng
 TRACE_EVERY_MS = 10_000
 TRACE_MAX = 5_000
 
-# KEYS: driver hash, seen. ARGV: driver, lat, lng, ts_ms, acc, heading, speed, cell,
-# cell-key prefix, now_ms, status to assume if none is stored, trace-key prefix, trace
-# sampling interval (ms). While the driver is on a trip, one position per interval is
-# appended to the trip's trace (PostgreSQL gets it when the trip ends).
+# KEYS: driver hash. ARGV: driver, lat, lng, ts_ms, acc, heading, speed, cell, now_ms,
+# status to assume if none is stored; then the same for every call: cell-key prefix,
+# trace-key prefix, trace sampling interval (ms), seen key (so they are packed once).
+# While the driver is on a trip, one position per interval is appended to the trip's
+# trace (PostgreSQL gets it when the trip ends).
 _LOCATION = (
     """
-local prev_ts = tonumber(redis.call('HGET', KEYS[1], 'ts') or '0')
+local h = redis.call('HMGET', KEYS[1], 'ts', 'cell', 'status', 'trip', 'rider', 'tlat',
+                     'tlng', 'trace_ts')
+local prev_ts = tonumber(h[1] or '0')
 local ts = tonumber(ARGV[4])
 if ts <= prev_ts then return {'stale', tostring(prev_ts), '', '', '', ''} end
-local h = redis.call('HMGET', KEYS[1], 'cell', 'status', 'trip', 'rider', 'tlat', 'tlng',
-                     'trace_ts')
 -- No status at all means Redis lost the driver (a restart): take the status the
 -- driver's socket last asked for, so the next frame restores it.
-local status = h[2] or ARGV[11]
+local status = h[3] or ARGV[10]
+local cp = ARGV[11]
 redis.call('HSET', KEYS[1], 'lat', ARGV[2], 'lng', ARGV[3], 'ts', ARGV[4], 'acc', ARGV[5],
-           'hdg', ARGV[6], 'spd', ARGV[7], 'cell', ARGV[8], 'seen', ARGV[10],
+           'hdg', ARGV[6], 'spd', ARGV[7], 'cell', ARGV[8], 'seen', ARGV[9],
            'status', status)
 if status ~= 'offline' then
-  if h[1] and h[1] ~= ARGV[8] then
-    redis.call('ZREM', ARGV[9] .. h[1], ARGV[1])
-    redis.call('ZREM', ARGV[9] .. h[1] .. ':g', ARGV[1])
+  if h[2] and h[2] ~= ARGV[8] then
+    redis.call('ZREM', cp .. h[2], ARGV[1])
+    redis.call('ZREM', cp .. h[2] .. ':g', ARGV[1])
   end
-  redis.call('ZADD', ARGV[9] .. ARGV[8], ARGV[10], ARGV[1])
-  redis.call('ZADD', KEYS[2], ARGV[10], ARGV[1])
+  redis.call('ZADD', cp .. ARGV[8], ARGV[9], ARGV[1])
+  redis.call('ZADD', ARGV[14], ARGV[9], ARGV[1])
   if status == 'available' and math.abs(tonumber(ARGV[2])) <= 85 then
-    redis.call('GEOADD', ARGV[9] .. ARGV[8] .. ':g', ARGV[3], ARGV[2], ARGV[1])
+    redis.call('GEOADD', cp .. ARGV[8] .. ':g', ARGV[3], ARGV[2], ARGV[1])
   end
 end
-if h[3] and ts - tonumber(h[7] or '0') >= tonumber(ARGV[13]) then
-  local trace = ARGV[12] .. h[3]
+if h[4] and ts - tonumber(h[8] or '0') >= tonumber(ARGV[13]) then
+  local trace = ARGV[12] .. h[4]
   redis.call('RPUSH', trace, ARGV[4] .. ',' .. ARGV[2] .. ',' .. ARGV[3])
   redis.call('LTRIM', trace, -"""
     + str(TRACE_MAX)
@@ -75,7 +77,7 @@ if h[3] and ts - tonumber(h[7] or '0') >= tonumber(ARGV[13]) then
   redis.call('EXPIRE', trace, 86400)
   redis.call('HSET', KEYS[1], 'trace_ts', ARGV[4])
 end
-return {'ok', status, h[3] or '', h[4] or '', h[5] or '', h[6] or ''}
+return {'ok', status, h[4] or '', h[5] or '', h[6] or '', h[7] or ''}
 """
 )
 
@@ -296,7 +298,7 @@ class ScriptBatcher:
     def __init__(self, runner: BulkScriptRunner, script: str) -> None:
         self._runner = runner
         self._script = script
-        self._sha = hashlib.sha1(script.encode()).hexdigest()
+        self.sha = hashlib.sha1(script.encode()).hexdigest()
         self._pending: list[tuple[bytes, asyncio.Future[Any]]] = []
         self._running = False
         self._heads: dict[tuple[int, int], bytes] = {}
@@ -312,11 +314,20 @@ class ScriptBatcher:
             # same for every call of this script and size; only the rest is packed here.
             variable = pack_ascii_args([*keys, *(str(a) for a in args)])
             if variable is None:
-                command = pack("EVALSHA", self._sha, len(keys), *keys, *args)
+                command = pack("EVALSHA", self.sha, len(keys), *keys, *args)
             else:
                 command = self._head(len(keys), len(keys) + len(args)) + variable
         else:
-            command = pack_with_tail(("EVALSHA", self._sha, len(keys), *keys, *args), *tail)
+            command = pack_with_tail(("EVALSHA", self.sha, len(keys), *keys, *args), *tail)
+        self._pending.append((command, future))
+        if not self._running:
+            self._running = True
+            asyncio.get_running_loop().create_task(self._drain())
+        return await future
+
+    async def submit_command(self, command: bytes) -> Any:
+        """Run an ``EVALSHA`` of this script that the caller packed itself."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append((command, future))
         if not self._running:
             self._running = True
@@ -327,7 +338,7 @@ class ScriptBatcher:
         head = self._heads.get((key_count, arg_count))
         if head is None:
             head = self._heads[(key_count, arg_count)] = b"*%d\r\n" % (3 + arg_count) + pack_args(
-                "EVALSHA", self._sha, key_count
+                "EVALSHA", self.sha, key_count
             )
         return head
 
@@ -414,13 +425,21 @@ class Presence:
         self._driver_prefix = keys.driver("")
         self._offer_prefix = keys.driver_offer("")
         self._runners = (bulk, bulk_search)
-        self._trace_prefix = keys.trace("")
         # A hexagon's circumradius is its edge length; 2% for H3's size variation.
         self._circumradius_m = round(cells.edge_length_m(resolution) * 1.02, 1)
         # Per disk of rings: its cells and their centres, packed once (a city has a few
         # thousand pickup cells; each disk is reused by every search from that cell).
         self._cell_args: dict[tuple[tuple[str, ...], ...], tuple[bytes, int, str]] = {}
         self._batcher = ScriptBatcher(bulk, _LOCATION)
+        self._location_constants = (
+            self._cell_prefix,
+            keys.trace(""),
+            TRACE_EVERY_MS,
+            keys.seen(),
+        )
+        # EVALSHA sha 1 <key> <10 args> <4 constants>: 18 parts.
+        self._location_head = b"*18\r\n" + pack_args("EVALSHA", self._batcher.sha, 1)
+        self._location_tail = pack_args(*self._location_constants)
         self._search_batcher = ScriptBatcher(bulk_search, _CANDIDATES)
         self._reserve_batcher = ScriptBatcher(bulk_search, _RESERVE)
         self._status = redis.register_script(_STATUS)
@@ -451,22 +470,26 @@ class Presence:
         process that arrive in the same event-loop turn go to Redis in one pipeline.
         ``assumed_status`` is what the driver's socket last asked for; it is used only
         when Redis holds no status for the driver (after Redis lost its data)."""
-        args = (
+        variable = (
+            self._driver_prefix + driver_id,
             driver_id,
             repr(lat),
             repr(lng),
-            ts_ms,
+            str(ts_ms),
             "" if accuracy_m is None else repr(accuracy_m),
             "" if heading is None else repr(heading),
             "" if speed_mps is None else repr(speed_mps),
             cell,
-            self._cell_prefix,
-            now_ms,
+            str(now_ms),
             assumed_status,
-            self._trace_prefix,
-            TRACE_EVERY_MS,
         )
-        result = await self._batcher.submit((self.keys.driver(driver_id), self.keys.seen()), args)
+        # The hot path: one string for the parts that change, the rest packed once.
+        body = "".join([f"${len(p)}\r\n{p}\r\n" for p in variable])
+        if body.isascii():
+            command = self._location_head + body.encode() + self._location_tail
+        else:
+            command = pack("EVALSHA", self._batcher.sha, 1, *variable, *self._location_constants)
+        result = await self._batcher.submit_command(command)
         kind, status, trip, rider, tlat, tlng = result
         if kind == "stale":
             return LocationResult(False, "", None, None, last_ts_ms=int(status))
