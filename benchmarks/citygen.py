@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import math
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -142,6 +143,49 @@ def _found_in_rings(
         if k >= stop_at:
             break
     return found
+
+
+def exact_candidate_graph(
+    city: City,
+    *,
+    eta: EtaModel,
+    want: int,
+    max_pickup_eta_s: int,
+) -> list[Request]:
+    """The live rule (``dispatch.presence`` since its GEO-set search): each request's
+    exact ``want`` nearest drivers in straight line within the radius a driver covers in
+    ``max_pickup_eta_s``, ranked by (ETA, driver id). Computed here with a KD-tree on
+    the same equirectangular metres the Lua script uses."""
+    from scipy.spatial import cKDTree
+
+    lat0 = float(np.mean(city.request_lat))
+    kx = METRES_PER_DEGREE_LAT * math.cos(math.radians(lat0))
+    drivers = np.column_stack((city.driver_lng * kx, city.driver_lat * METRES_PER_DEGREE_LAT))
+    riders = np.column_stack((city.request_lng * kx, city.request_lat * METRES_PER_DEGREE_LAT))
+    tree = cKDTree(drivers)
+    _, idx = tree.query(riders, k=want, distance_upper_bound=eta.reach_m(max_pickup_eta_s))
+    ids = city.driver_ids
+    n = len(ids)
+    out = []
+    for i, row in enumerate(np.atleast_2d(idx)):
+        found = row[row < n]
+        if len(found) == 0:
+            out.append(Request(city.request_ids[i], ()))
+            continue
+        seconds = eta_s(
+            eta,
+            city.driver_lat[found],
+            city.driver_lng[found],
+            np.full(len(found), city.request_lat[i]),
+            np.full(len(found), city.request_lng[i]),
+        )
+        edges = sorted(
+            (int(s_), ids[int(d)])
+            for s_, d in zip(seconds, found, strict=True)
+            if s_ <= max_pickup_eta_s
+        )
+        out.append(Request(city.request_ids[i], tuple(Edge(d, s_) for s_, d in edges)))
+    return out
 
 
 def candidate_graph(
