@@ -428,3 +428,32 @@ async def trips_by_ids(db: AsyncSession, ids: list[str]) -> list[Trip]:
 async def mark_stale_queue_entries(rt: Runtime, region: str, ids: list[str]) -> None:
     if ids:
         await rt.redis.zrem(rt.keys.pending(region), *ids)
+
+
+async def active_for_driver(db: AsyncSession, *, driver_id: str) -> Trip | None:
+    """The trip a driver is on (assigned, arrived or in progress), if any."""
+    trip: Trip | None = await db.scalar(
+        select(Trip).where(Trip.driver_id == driver_id, Trip.status.in_(trip_states.DRIVER_ACTIVE))
+    )
+    return trip
+
+
+async def sync_presence(db: AsyncSession, rt: Runtime, *, driver_id: str) -> Trip | None:
+    """Make the live index agree with PostgreSQL about the driver's trip: on its active
+    trip (heading for the pickup, or the drop-off once started), or free. Run when a
+    driver's socket connects, so a lost or stale Redis state (a crash between a commit
+    and its bookkeeping, a Redis restart) heals itself instead of stranding the driver
+    as on a trip that has ended."""
+    trip = await active_for_driver(db, driver_id=driver_id)
+    if trip is not None:
+        target = point_of(trip.dropoff if trip.status == "in_progress" else trip.pickup)
+        await rt.presence.set_trip(
+            driver_id,
+            trip_id=trip.id,
+            rider_id=trip.rider_id,
+            target_lat=target["lat"],
+            target_lng=target["lng"],
+        )
+    elif (await rt.presence.state(driver_id)).status == "on_trip":
+        await rt.presence.clear_trip(driver_id, now_ms=now_ms())
+    return trip

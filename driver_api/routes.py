@@ -44,6 +44,7 @@ async def me(who: CurrentDriver, db: Session, rt: RuntimeDep) -> DriverOut:
     member = await identity.get_member(db, member_id=who.subject_id)
     live = await rt.presence.state(member.id)
     offer = await rt.presence.offer_held_by(member.id)
+    active = await trips.active_for_driver(db, driver_id=member.id)
     return DriverOut(
         id=member.id,
         name=member.name,
@@ -52,6 +53,7 @@ async def me(who: CurrentDriver, db: Session, rt: RuntimeDep) -> DriverOut:
         vehicles=[VehicleOut(id=v.id, plate=v.plate, seats=v.seats) for v in member.vehicles],
         live_status=live.status,
         holds_offer=offer is not None,
+        active_trip=None if active is None else TripOut.model_validate(trip_view(active)),
     )
 
 

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from dispatch.schemas import TripOut
+
 
 class VehicleIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -35,6 +37,9 @@ class DriverOut(BaseModel):
     vehicles: list[VehicleOut]
     live_status: str = Field(description="offline | available | on_trip, from the live index")
     holds_offer: bool
+    active_trip: TripOut | None = Field(
+        None, description="The trip the member is on (assigned, arrived or in progress)"
+    )
 
 
 class EarningsOut(BaseModel):

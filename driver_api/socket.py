@@ -26,7 +26,7 @@ from core.errors import (
     UnknownFrameType,
 )
 from core.events import Event
-from dispatch import offers
+from dispatch import offers, trips
 from dispatch.realtime import (
     CLOSE_FORBIDDEN,
     authenticate_socket,
@@ -136,6 +136,7 @@ async def driver_socket(ws: WebSocket) -> None:
     try:
         async with rt.sessions() as db:
             await identity.get_member(db, member_id=driver_id)
+            await trips.sync_presence(db, rt, driver_id=driver_id)
     except CoopError as exc:
         await send(ws, error_frame(exc))
         await ws.close(CLOSE_FORBIDDEN, exc.slug)

@@ -20,9 +20,11 @@ import itertools
 import logging
 import math
 import random
+import signal
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,9 +147,16 @@ class DemoCity:
         self.demand = demand
         self.tally = Tally()
         self.online = 0
+        # Once stopping, riders cancel and sockets close: what fails then is the stop
+        # itself, not the city, and is not counted.
+        self.stopping = False
+        self.server_exiting: Callable[[], bool] = lambda: False
         self.operator = {"Authorization": f"Bearer {settings.operator_token}"}
         # Straight-line speed on the road: what the ETA model assumes, compressed.
         self.metres_per_real_s = DEFAULT_MODEL.speed_mps / DEFAULT_MODEL.detour_factor * speedup
+
+    def is_stopping(self) -> bool:
+        return self.stopping or self.server_exiting()
 
     # -- seeding -----------------------------------------------------------------------
 
@@ -230,6 +239,11 @@ class DemoCity:
         ):
             frames: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
             reader = asyncio.create_task(self._read(ws, frames))
+            # A trip left over from a run that was killed: finish or give it up first.
+            left = (await http.get("/v1/drivers/me")).json().get("active_trip")
+            if left is not None:
+                step = "complete" if left["status"] == "in_progress" else "cancel"
+                await http.post(f"/v1/trips/{left['id']}/{step}")
             self.online += 1
             try:
                 await ws.send(orjson.dumps({"type": "status", "status": "online"}).decode())
@@ -304,7 +318,8 @@ class DemoCity:
                     return position
                 r = await http.post(f"/v1/trips/{trip['id']}/{step}")
                 if r.status_code != 200:
-                    self.tally.errors[f"{step}:{r.status_code}"] += 1
+                    if not self.is_stopping():
+                        self.tally.errors[f"{step}:{r.status_code}"] += 1
                     return position
                 if step == "arrived":
                     await asyncio.sleep(self.rng.uniform(1.0, 3.0))  # the rider gets in
@@ -397,8 +412,11 @@ class DemoCity:
         try:
             await job
         except (TimeoutError, OSError, httpx.HTTPError) as exc:
-            self.tally.errors[type(exc).__name__] += 1
+            if not self.is_stopping():
+                self.tally.errors[type(exc).__name__] += 1
         except Exception as exc:  # a demo phone's bug must not stop the city
+            if self.is_stopping():
+                return
             self.tally.errors[type(exc).__name__] += 1
             log.warning("demo phone failed: %r", exc, exc_info=exc)
 
@@ -426,6 +444,7 @@ class DemoCity:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), report_every_s)
             print(f"[demo] {self.tally.line(self.online)}", flush=True)
+        self.stopping = True
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -483,6 +502,13 @@ async def run_demo(
         log_level="warning",
     )
     server = uvicorn.Server(config)
+    # Ctrl-C (or SIGTERM) asks the server to exit and the city to stop, then the summary
+    # prints; uvicorn's own handler would re-raise the signal after shutting down.
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
     serving = asyncio.create_task(server.serve())
     while not server.started:
         if serving.done():
@@ -505,6 +531,7 @@ async def run_demo(
         seed=seed,
         demand=demand,
     )
+    city.server_exiting = lambda: bool(server.should_exit)  # Ctrl-C reached uvicorn
     stop = asyncio.Event()
     playing = asyncio.create_task(city.run(stop, report_every_s=report_every_s))
     try:

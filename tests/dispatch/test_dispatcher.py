@@ -144,3 +144,34 @@ async def test_members_can_see_why_they_did_not_get_a_trip(world: Runtime) -> No
     assert lost["winner_pickup_eta_s"] == won["pickup_eta_s"] < lost["pickup_eta_s"]
     assert lost["candidates"] == 2 and lost["batch"] == won["batch"]
     assert lost["fare_rule_version"] >= 1 and lost["policy"] == rt.settings.dispatch_policy
+
+
+async def test_a_connecting_driver_is_reconciled_with_postgresql(world: Runtime) -> None:
+    """Redis says the driver is on a trip that PostgreSQL says has ended (a crash between
+    a commit and its bookkeeping): connecting frees it. And the other way round: a driver
+    whose live state was lost is put back on its active trip."""
+    rt = world
+    t = now_ms()
+    driver = await member(rt)  # one socket open
+    await online_at(rt, driver, east(100), ts=t)
+    await rt.presence.set_trip(
+        driver, trip_id="trp_gone", rider_id="rdr_x", target_lat=0.0, target_lng=0.0
+    )
+    async with rt.sessions() as db:
+        assert await trips.sync_presence(db, rt, driver_id=driver) is None
+    assert (await rt.presence.state(driver)).status == "available"
+
+    trip_id = await request(rt, east(0))
+    assert await lead(rt) is not None
+    [offer] = await offers.make_batch(
+        rt, [offers.Match(trip_id, driver, 60)], region="default", fence=None
+    )
+    async with rt.unit_of_work() as db:
+        await offers.accept(db, rt, offer_id=offer.id, driver_id=driver)
+    await rt.presence.clear_trip(driver, now_ms=t)  # Redis forgets the trip
+    assert (await rt.presence.state(driver)).status == "available"
+    async with rt.sessions() as db:
+        active = await trips.sync_presence(db, rt, driver_id=driver)
+    assert active is not None and active.id == trip_id
+    state = await rt.presence.state(driver)
+    assert state.status == "on_trip" and state.trip_id == trip_id
