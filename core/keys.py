@@ -26,6 +26,11 @@ class Keys:
         """Sorted set of online drivers in one H3 cell, scored by last update (ms)."""
         return f"{self.prefix}cell:{resolution}:{cell}"
 
+    def available_cells(self, resolution: int) -> str:
+        """Set of the cells at ``resolution`` whose GEO set holds any available driver
+        (kept by dispatch.presence's scripts; candidate search skips the rest)."""
+        return f"{self.prefix}cell:{resolution}#avail"
+
     def seen(self) -> str:
         """Sorted set of every indexed driver by last update: stale drivers come off the
         low end without scanning the rest."""

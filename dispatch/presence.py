@@ -33,6 +33,23 @@ from core.keys import Keys
 from geo import cells
 from geo.point import LatLng
 
+# Shared by every script that changes whether a driver is available in a cell: its
+# GEO set (candidate search reads it), and the set of cells that have any available
+# driver (``<cell prefix without the colon>#avail``), so a search skips empty cells
+# without a call. Prepended to the scripts below.
+_GEO_HELPERS = """
+local function geo_add(cp, cell, lng, lat, id)
+  redis.call('GEOADD', cp .. cell .. ':g', lng, lat, id)
+  redis.call('SADD', string.sub(cp, 1, -2) .. '#avail', cell)
+end
+local function geo_rem(cp, cell, id)
+  local key = cp .. cell .. ':g'
+  if redis.call('ZREM', key, id) == 1 and redis.call('ZCARD', key) == 0 then
+    redis.call('SREM', string.sub(cp, 1, -2) .. '#avail', cell)
+  end
+end
+"""
+
 # A trip's trace keeps one position per 10 s of the driver's clock (enough to draw the
 # route on a receipt and to settle a dispute), at most 5,000 (14 hours).
 TRACE_EVERY_MS = 10_000
@@ -44,7 +61,8 @@ TRACE_MAX = 5_000
 # While the driver is on a trip, one position per interval is appended to the trip's
 # trace (PostgreSQL gets it when the trip ends).
 _LOCATION = (
-    """
+    _GEO_HELPERS
+    + """
 local h = redis.call('HMGET', KEYS[1], 'ts', 'cell', 'status', 'trip', 'rider', 'tlat',
                      'tlng', 'trace_ts')
 local prev_ts = tonumber(h[1] or '0')
@@ -60,12 +78,12 @@ redis.call('HSET', KEYS[1], 'lat', ARGV[2], 'lng', ARGV[3], 'ts', ARGV[4], 'acc'
 if status ~= 'offline' then
   if h[2] and h[2] ~= ARGV[8] then
     redis.call('ZREM', cp .. h[2], ARGV[1])
-    redis.call('ZREM', cp .. h[2] .. ':g', ARGV[1])
+    geo_rem(cp, h[2], ARGV[1])
   end
   redis.call('ZADD', cp .. ARGV[8], ARGV[9], ARGV[1])
   redis.call('ZADD', ARGV[14], ARGV[9], ARGV[1])
   if status == 'available' and math.abs(tonumber(ARGV[2])) <= 85 then
-    redis.call('GEOADD', cp .. ARGV[8] .. ':g', ARGV[3], ARGV[2], ARGV[1])
+    geo_add(cp, ARGV[8], ARGV[3], ARGV[2], ARGV[1])
   end
 end
 if h[4] and ts - tonumber(h[8] or '0') >= tonumber(ARGV[13]) then
@@ -87,7 +105,9 @@ return {'ok', status, h[4] or '', h[5] or '', h[6] or '', h[7] or ''}
 # Going online puts a driver with a known position back in its cell, scored by when that
 # position was taken (an old one stays too stale to dispatch on until the next frame);
 # offline takes it out. A driver on a trip stays on_trip (the trip decides, not the app).
-_STATUS = """
+_STATUS = (
+    _GEO_HELPERS
+    + """
 local h = redis.call('HMGET', KEYS[1], 'cell', 'status', 'seen', 'lat', 'lng')
 local current = h[2] or 'offline'
 if current == 'on_trip' then return current end
@@ -98,24 +118,27 @@ redis.call('HSET', KEYS[1], 'status', ARGV[2])
 if ARGV[2] == 'offline' then
   if h[1] then
     redis.call('ZREM', ARGV[3] .. h[1], ARGV[1])
-    redis.call('ZREM', ARGV[3] .. h[1] .. ':g', ARGV[1])
+    geo_rem(ARGV[3], h[1], ARGV[1])
   end
   redis.call('ZREM', KEYS[2], ARGV[1])
 elseif h[1] and h[3] then
   redis.call('ZADD', ARGV[3] .. h[1], h[3], ARGV[1])
   redis.call('ZADD', KEYS[2], h[3], ARGV[1])
   if math.abs(tonumber(h[4])) <= 85 then
-    redis.call('GEOADD', ARGV[3] .. h[1] .. ':g', h[5], h[4], ARGV[1])
+    geo_add(ARGV[3], h[1], h[5], h[4], ARGV[1])
   end
 end
 return ARGV[2]
 """
+)
 
 # KEYS: driver hash, seen. ARGV: +1 or -1, driver, cell-key prefix. Counts the driver's
 # open sockets (a phone and a tablet, or an old socket a reconnect has not closed yet);
 # the last one closing takes the driver offline, unless on a trip, in the same step.
 # Returns the new count.
-_CONNECTIONS = """
+_CONNECTIONS = (
+    _GEO_HELPERS
+    + """
 local n = redis.call('HINCRBY', KEYS[1], 'conns', ARGV[1])
 if n < 0 then redis.call('HSET', KEYS[1], 'conns', 0); n = 0 end
 if n == 0 and tonumber(ARGV[1]) < 0 then
@@ -124,13 +147,14 @@ if n == 0 and tonumber(ARGV[1]) < 0 then
     redis.call('HSET', KEYS[1], 'status', 'offline')
     if h[2] then
       redis.call('ZREM', ARGV[3] .. h[2], ARGV[2])
-      redis.call('ZREM', ARGV[3] .. h[2] .. ':g', ARGV[2])
+      geo_rem(ARGV[3], h[2], ARGV[2])
     end
     redis.call('ZREM', KEYS[2], ARGV[2])
   end
 end
 return n
 """
+)
 
 # ARGV: cell-key prefix, driver-key prefix, offer-key prefix, min_seen_ms, want,
 # pickup lat, pickup lng, cell circumradius (m), radius cap (m), cell count n, then n
@@ -162,10 +186,15 @@ local function worst()
   if #best < want then return cap end
   return best[#best][6]
 end
+-- One call says which cells have any available driver; the others cost nothing.
+local names = {}
+for c = 0, n - 1 do names[c + 1] = ARGV[11 + c * 3] end
+local occupied = redis.call('SMISMEMBER', string.sub(ARGV[1], 1, -2) .. '#avail',
+                            unpack(names))
 for c = 0, n - 1 do
   local base = 11 + c * 3
   local bound = dist(tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2])) - circum
-  if bound <= worst() then
+  if occupied[c + 1] == 1 and bound <= worst() then
     local geo = ARGV[1] .. ARGV[base] .. ':g'
     local count = want + 2
     local done = 0
@@ -209,18 +238,21 @@ return out
 """
 
 # KEYS: seen. ARGV: cutoff_ms, limit, driver-key prefix, cell-key prefix.
-_REAP = """
+_REAP = (
+    _GEO_HELPERS
+    + """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
 for _, id in ipairs(ids) do
   local cell = redis.call('HGET', ARGV[3] .. id, 'cell')
   if cell then
     redis.call('ZREM', ARGV[4] .. cell, id)
-    redis.call('ZREM', ARGV[4] .. cell .. ':g', id)
+    geo_rem(ARGV[4], cell, id)
   end
   redis.call('ZREM', KEYS[1], id)
 end
 return ids
 """
+)
 
 # KEYS: driver hash, seen. ARGV: trip, rider, target lat, target lng (empty trip clears
 # it), driver id, cell-key prefix, now_ms, cents earned by the trip that ended. The
@@ -228,7 +260,9 @@ return ids
 # streamed to the rider can carry an ETA without a database read. A trip that ends
 # while none of the driver's sockets is open leaves the driver offline: a driver
 # nobody can reach must not be offered the next trip.
-_TRIP = """
+_TRIP = (
+    _GEO_HELPERS
+    + """
 if ARGV[1] == '' then
   local h = redis.call('HMGET', KEYS[1], 'status', 'conns', 'cell', 'lat', 'lng')
   redis.call('HDEL', KEYS[1], 'trip', 'rider', 'tlat', 'tlng')
@@ -238,24 +272,25 @@ if ARGV[1] == '' then
   if tonumber(h[2] or '0') > 0 then
     redis.call('HSET', KEYS[1], 'status', 'available')
     if h[3] and h[4] and math.abs(tonumber(h[4])) <= 85 then
-      redis.call('GEOADD', ARGV[6] .. h[3] .. ':g', h[5], h[4], ARGV[5])
+      geo_add(ARGV[6], h[3], h[5], h[4], ARGV[5])
     end
     return 'available'
   end
   redis.call('HSET', KEYS[1], 'status', 'offline')
   if h[3] then
     redis.call('ZREM', ARGV[6] .. h[3], ARGV[5])
-    redis.call('ZREM', ARGV[6] .. h[3] .. ':g', ARGV[5])
+    geo_rem(ARGV[6], h[3], ARGV[5])
   end
   redis.call('ZREM', KEYS[2], ARGV[5])
   return 'offline'
 end
 local cell = redis.call('HGET', KEYS[1], 'cell')
-if cell then redis.call('ZREM', ARGV[6] .. cell .. ':g', ARGV[5]) end
+if cell then geo_rem(ARGV[6], cell, ARGV[5]) end
 redis.call('HSET', KEYS[1], 'status', 'on_trip', 'trip', ARGV[1], 'rider', ARGV[2],
            'tlat', ARGV[3], 'tlng', ARGV[4])
 return 'on_trip'
 """
+)
 
 # KEYS: driver offer key, trip offer key, driver hash, region fence. ARGV: offer id,
 # ttl ms, min_seen_ms, the caller's fence ('' for none). Both keys or neither: a driver

@@ -685,7 +685,10 @@ async def test_the_geo_set_of_a_cell_holds_exactly_its_available_drivers(
     assert await cells_holding(rt, "drv_a") == {cell_here}
     await presence(rt).clear_trip("drv_a", now_ms=t + 3)
     assert await available_cells_holding(rt, "drv_a") == {cell_here}
+    occupied = rt.keys.available_cells(res(rt))
+    assert await rt.redis.smembers(occupied) == {cell_here}  # the cell it left is empty
     await presence(rt).set_status("drv_a", "offline", now_ms=t + 4)
+    assert await rt.redis.smembers(occupied) == set()
     assert await available_cells_holding(rt, "drv_a") == set()
     await presence(rt).set_status("drv_a", "available", now_ms=t + 5)
     assert await available_cells_holding(rt, "drv_a") == {cell_here}
