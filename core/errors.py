@@ -206,3 +206,21 @@ class ProposalNotFound(NotFound):
 class VotingClosed(Conflict):
     slug = "voting-closed"
     title = "Voting on this proposal has closed"
+
+
+# -- co-op accounts (fares.ledger) -------------------------------------------------------
+
+
+class PeriodClosed(Conflict):
+    slug = "period-closed"
+    title = "The period is closed; its books cannot change"
+
+
+class BudgetNotFound(NotFound):
+    slug = "budget-not-found"
+    title = "No budget has been published for this period"
+
+
+class PeriodNotStarted(Conflict):
+    slug = "period-not-started"
+    title = "A period cannot be closed before it has begun"

@@ -31,7 +31,7 @@ from core.models import Offer, Trip, TripEvent, TripTracePoint
 from dispatch import candidates, offers, trip_states
 from dispatch.runtime import Runtime, after_commit, emit
 from dispatch.views import fare_of, point_of, trip_view
-from fares import quotes, rules
+from fares import ledger, quotes, rules
 from fares.pricing import Fare, FareRuleTerms, price
 from geo.point import LatLng
 
@@ -56,9 +56,10 @@ def _wkt(point: LatLng) -> WKTElement:
 
 
 async def cost_recovery_fee_cents(db: AsyncSession, *, rule: FareRuleTerms) -> int:
-    """The per-trip cost-recovery fee. Until the co-op publishes a budget for the
-    period there are no costs to recover, so the fee is zero."""
-    return 0
+    """The per-trip cost-recovery fee: the published budget of the period the trip is
+    requested in over its expected trips (``fares.ledger``); zero under ``dues`` or
+    until the co-op publishes a budget for the period."""
+    return await ledger.current_fee_cents(db, mode=rule.cost_recovery_mode, at=utcnow())
 
 
 async def nearest_pickup_eta_s(rt: Runtime, pickup: LatLng) -> int | None:
@@ -333,6 +334,15 @@ async def advance(
     await _record_trace(db, rt, trip=trip, kind=TRACE_KIND[target], final=target == "completed")
     await db.flush()
     if target == "completed":
+        await ledger.post_trip_completion(
+            db,
+            trip_id=trip.id,
+            rider_id=trip.rider_id,
+            driver_id=driver_id,
+            total_cents=trip.fare_total_cents,
+            cost_recovery_cents=trip.cost_recovery_cents,
+            completed_at=trip.completed_at or utcnow(),
+        )
         _release_after(db, rt, trip)
     elif target == "in_progress":
         dropoff = point_of(trip.dropoff)

@@ -17,9 +17,11 @@ from driver_api.schemas import (
     DriverOut,
     EarningsOut,
     MemberAdmission,
+    StatementLineOut,
+    StatementOut,
     VehicleOut,
 )
-from fares import accounts, rules
+from fares import accounts, ledger, rules
 
 router = APIRouter(tags=["drivers"])
 
@@ -96,6 +98,31 @@ async def earnings(
         cost_recovery_cents=e.cost_recovery_cents,
         platform_commission_cents=e.platform_commission_cents,
         currency=e.currency or rule.currency,
+    )
+
+
+@router.get("/v1/drivers/me/statement")
+async def statement(
+    who: CurrentDriver,
+    db: Session,
+    period: str | None = Query(None, description="YYYY-MM; defaults to this month (UTC)"),
+) -> StatementOut:
+    """The member's lines for a period from the ledger: trips, fees, dues, patronage."""
+    p = accounts.Period.parse(period) if period is not None else accounts.Period.of(utcnow())
+    st = await ledger.statement(db, member_id=who.subject_id, period=p)
+    rule = await rules.current(db)
+    return StatementOut(
+        period=st.period,
+        status=st.status,
+        currency=rule.currency,
+        lines=[StatementLineOut.model_validate(line, from_attributes=True) for line in st.lines],
+        trips=st.trips,
+        fares_cents=st.fares_cents,
+        driver_earnings_cents=st.driver_earnings_cents,
+        cost_recovery_cents=st.cost_recovery_cents,
+        dues_cents=st.dues_cents,
+        patronage_cents=st.patronage_cents,
+        net_cents=st.net_cents,
     )
 
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from datetime import datetime
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from dispatch.schemas import TripOut
@@ -50,6 +52,30 @@ class EarningsOut(BaseModel):
     cost_recovery_cents: int
     platform_commission_cents: int
     currency: str
+
+
+class StatementLineOut(BaseModel):
+    kind: str = Field(description="trip | dues | patronage")
+    journal_id: int
+    trip_id: str | None
+    fare_cents: int
+    cost_recovery_cents: int
+    amount_cents: int = Field(description="The member's account: + earned/paid back, - owed")
+    posted_at: datetime
+
+
+class StatementOut(BaseModel):
+    period: str
+    status: str = Field(description="open | closed")
+    currency: str
+    lines: list[StatementLineOut]
+    trips: int
+    fares_cents: int
+    driver_earnings_cents: int
+    cost_recovery_cents: int
+    dues_cents: int
+    patronage_cents: int
+    net_cents: int = Field(description="earnings - dues + patronage")
 
 
 class DispatchDecision(BaseModel):

@@ -1,7 +1,7 @@
-"""The co-op's books, as far as they go today: a member's earnings for a period.
+"""Periods and a member's earnings for one, read from the ledger (``fares.ledger``).
 
 A period is a calendar month in UTC (``YYYY-MM``); a trip belongs to the period in
-which it completed.
+which it completed, or to the next open one if that period was already closed.
 """
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.errors import InvalidPeriod
-from core.models import Trip
+from core.models import LedgerJournal, LedgerPosting, Trip
 
 _PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 
@@ -61,29 +61,33 @@ class Earnings:
 
 
 async def driver_earnings(db: AsyncSession, *, driver_id: str, period: Period) -> Earnings:
-    row = (
+    """Read from the ledger (``fares.ledger``): the member's trip journals posted into
+    the period, so the figures reconcile with the books to the cent."""
+    rows = (
         await db.execute(
             select(
-                func.count(Trip.id),
-                func.coalesce(func.sum(Trip.fare_total_cents), 0),
-                func.coalesce(func.sum(Trip.cost_recovery_cents), 0),
-                func.coalesce(func.sum(Trip.platform_commission_cents), 0),
-                func.min(Trip.currency),
-            ).where(
-                Trip.driver_id == driver_id,
-                Trip.status == "completed",
-                Trip.completed_at >= period.starts_at,
-                Trip.completed_at < period.ends_at,
+                LedgerJournal.id,
+                LedgerPosting.account,
+                LedgerPosting.amount_cents,
+                Trip.currency,
+            )
+            .join(LedgerPosting, LedgerPosting.journal_id == LedgerJournal.id)
+            .join(Trip, Trip.id == LedgerJournal.trip_id)
+            .where(
+                LedgerJournal.kind == "trip",
+                LedgerJournal.member_id == driver_id,
+                LedgerJournal.period == str(period),
             )
         )
-    ).one()
-    trips, fares, recovery, commission = (int(v) for v in row[:4])
+    ).all()
+    fares = sum(int(c) for _, a, c, _ in rows if a.startswith("rider:"))
+    earnings = -sum(int(c) for _, a, c, _ in rows if a == f"member:{driver_id}")
     return Earnings(
         period=str(period),
-        trips=trips,
+        trips=len({j for j, *_ in rows}),
         fares_cents=fares,
-        driver_earnings_cents=fares - recovery - commission,
-        cost_recovery_cents=recovery,
-        platform_commission_cents=commission,
-        currency=row[4],
+        driver_earnings_cents=earnings,
+        cost_recovery_cents=fares - earnings,
+        platform_commission_cents=0,
+        currency=min((str(c) for *_, c in rows), default=None),
     )

@@ -1,15 +1,19 @@
 """The co-op's public record: the hash-chained audit log, readable by anyone signed in
-(``fares.audit``; how to verify it is in ``docs/governance.md``)."""
+(``fares.audit``; how to verify it is in ``docs/governance.md``), and its accounts:
+budgets, period closes and patronage (``fares.ledger``, ``docs/accounts.md``)."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from dispatch.deps import CurrentPrincipal, Session
-from fares import audit
+from core.clock import utcnow
+from dispatch.deps import CurrentOperator, CurrentPrincipal, Session
+from fares import audit, ledger
+from fares.accounts import Period
 
 router = APIRouter(tags=["coop"])
 
@@ -49,3 +53,140 @@ async def audit_log(
     ]
     next_after = entries[-1].seq if len(entries) == limit else None
     return AuditPage(items=items, next_after=next_after)
+
+
+# -- accounts ------------------------------------------------------------------------------
+
+
+class BudgetLineIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    label: str = Field(min_length=1, max_length=200)
+    amount_cents: int = Field(ge=0, le=10**12)
+
+
+class BudgetIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    lines: list[BudgetLineIn] = Field(max_length=200)
+    expected_trips: int = Field(ge=1, le=10**9)
+
+
+class BudgetLineOut(BaseModel):
+    label: str
+    amount_cents: int
+    carried_from: str | None = Field(
+        description="The closed period whose deficit (or undistributed surplus) this carries."
+    )
+
+
+class DuesShare(BaseModel):
+    driver_id: str
+    amount_cents: int
+
+
+class BudgetOut(BaseModel):
+    period: str
+    status: str = Field(description="open | closed (a closed period's budget is immutable)")
+    lines: list[BudgetLineOut]
+    expected_trips: int
+    total_cents: int
+    cost_recovery_mode: str = Field(description="The current fare rule's: per_trip | dues")
+    per_trip_fee_cents: int | None = Field(
+        description="per_trip: total over expected trips, rounded up to the cent"
+    )
+    dues: list[DuesShare] | None = Field(
+        description="dues: an equal share per active member; the shares sum to the total"
+    )
+    published_at: datetime
+
+    @classmethod
+    def of(cls, view: ledger.BudgetView) -> BudgetOut:
+        return cls(
+            period=view.period,
+            status=view.status,
+            lines=[
+                BudgetLineOut(
+                    label=x.label, amount_cents=x.amount_cents, carried_from=x.carried_from
+                )
+                for x in view.lines
+            ],
+            expected_trips=view.expected_trips,
+            total_cents=view.total_cents,
+            cost_recovery_mode=view.cost_recovery_mode,
+            per_trip_fee_cents=view.per_trip_fee_cents,
+            dues=None
+            if view.dues is None
+            else [DuesShare(driver_id=m, amount_cents=c) for m, c in view.dues.items()],
+            published_at=view.published_at,
+        )
+
+
+class PatronageOut(BaseModel):
+    driver_id: str
+    trips: int
+    amount_cents: int
+
+
+class PeriodOut(BaseModel):
+    period: str
+    status: str = Field(description="open | closed")
+    cost_recovery_mode: str | None = Field(description="The mode it was closed under")
+    trips: int
+    fares_cents: int
+    driver_earnings_cents: int
+    cost_recovery_cents: int = Field(description="Per-trip fees collected")
+    dues_cents: int
+    costs_cents: int
+    surplus_cents: int = Field(description="cost recovery + dues - costs; negative: deficit")
+    carried_cents: int = Field(description="Carried into the next period's budget as a line")
+    carried_to: str | None
+    patronage: list[PatronageOut]
+
+    @classmethod
+    def of(cls, r: ledger.PeriodReport) -> PeriodOut:
+        return cls(
+            period=r.period,
+            status=r.status,
+            cost_recovery_mode=r.cost_recovery_mode,
+            trips=r.trips,
+            fares_cents=r.fares_cents,
+            driver_earnings_cents=r.driver_earnings_cents,
+            cost_recovery_cents=r.cost_recovery_cents,
+            dues_cents=r.dues_cents,
+            costs_cents=r.costs_cents,
+            surplus_cents=r.surplus_cents,
+            carried_cents=r.carried_cents,
+            carried_to=r.carried_to,
+            patronage=[
+                PatronageOut(driver_id=p.driver_id, trips=p.trips, amount_cents=p.amount_cents)
+                for p in r.patronage
+            ],
+        )
+
+
+@router.put("/v1/coop/budgets/{period}")
+async def publish_budget(
+    period: str, body: BudgetIn, who: CurrentOperator, db: Session
+) -> BudgetOut:
+    view = await ledger.publish_budget(
+        db,
+        period=Period.parse(period),
+        lines=[(x.label, x.amount_cents) for x in body.lines],
+        expected_trips=body.expected_trips,
+    )
+    return BudgetOut.of(view)
+
+
+@router.get("/v1/coop/budgets/{period}")
+async def get_budget(period: str, who: CurrentPrincipal, db: Session) -> BudgetOut:
+    return BudgetOut.of(await ledger.budget(db, period=Period.parse(period)))
+
+
+@router.post("/v1/coop/periods/{period}/close")
+async def close_period(period: str, who: CurrentOperator, db: Session) -> PeriodOut:
+    report = await ledger.close_period(db, period=Period.parse(period), now=utcnow())
+    return PeriodOut.of(report)
+
+
+@router.get("/v1/coop/periods/{period}")
+async def get_period(period: str, who: CurrentPrincipal, db: Session) -> PeriodOut:
+    return PeriodOut.of(await ledger.period_report(db, period=Period.parse(period)))

@@ -5,6 +5,14 @@ from core.models.audit import AuditEntry
 from core.models.base import Base
 from core.models.fare_rule import FareRule
 from core.models.governance import Ballot, Proposal, ProposalVoter
+from core.models.ledger import (
+    Budget,
+    BudgetLine,
+    ClosedPeriod,
+    LedgerJournal,
+    LedgerPosting,
+    PatronageShare,
+)
 from core.models.member import Member, Vehicle
 from core.models.offer import Offer
 from core.models.rider import Rider
@@ -16,9 +24,15 @@ __all__ = [
     "AuditEntry",
     "Ballot",
     "Base",
+    "Budget",
+    "BudgetLine",
+    "ClosedPeriod",
     "FareRule",
+    "LedgerJournal",
+    "LedgerPosting",
     "Member",
     "Offer",
+    "PatronageShare",
     "Proposal",
     "ProposalVoter",
     "Rider",
