@@ -26,6 +26,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -255,16 +256,21 @@ class DemoCity:
                         position = _toward(position, _wander(position, self.rng), 30.0)
                         await self._report(ws, position)
                         continue
-                    if frame.get("type") == "offer":
+                    if frame.get("type") == "offer" and not _expired(frame["expires_at"]):
                         self.tally.offers += 1
                         await asyncio.sleep(self.rng.uniform(*HUMAN_DELAY_S))
                         await ws.send(
                             orjson.dumps({"type": "accept", "offer_id": frame["offer_id"]}).decode()
                         )
                     elif frame.get("type") == "trip.assigned":
-                        position = await self._drive(
-                            http, ws, frames, frame["trip"], position, stop
-                        )
+                        # A reconnecting phone is sent the events it never acked, so an
+                        # assignment may be from an earlier run: drive it only if it is
+                        # still this driver's trip, as a real app would check.
+                        current = await http.get(f"/v1/trips/{frame['trip']['id']}")
+                        if current.status_code == 200 and current.json()["status"] == "assigned":
+                            position = await self._drive(
+                                http, ws, frames, current.json(), position, stop
+                            )
                     if "event_id" in frame:
                         await ws.send(
                             orjson.dumps({"type": "ack", "event_id": frame["event_id"]}).decode()
@@ -459,6 +465,11 @@ def _in_demo_area(p: LatLng) -> bool:
     west = -74.02 + (p.lat - 40.75) / (40.815 - 40.75) * 0.06 if p.lat > 40.75 else -74.02
     east = -73.97 + (p.lat - 40.70) / (40.79 - 40.70) * 0.04 if p.lat < 40.79 else -73.93
     return west <= p.lng <= east
+
+
+def _expired(expires_at: str) -> bool:
+    """An offer replayed from before a reconnect may have run out already."""
+    return datetime.fromisoformat(expires_at) <= datetime.now(UTC)
 
 
 def _wander(p: LatLng, rng: random.Random) -> LatLng:
