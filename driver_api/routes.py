@@ -81,13 +81,18 @@ async def complete(trip_id: str, who: CurrentDriver, db: Session, rt: RuntimeDep
     return await _advance(trip_id, who, db, rt, "completed")
 
 
+def _period(text: str | None) -> accounts.Period:
+    """The ``period`` query parameter, this month (UTC) when absent."""
+    return accounts.Period.parse(text) if text is not None else accounts.Period.of(utcnow())
+
+
 @router.get("/v1/drivers/me/earnings")
 async def earnings(
     who: CurrentDriver,
     db: Session,
     period: str | None = Query(None, description="YYYY-MM; defaults to this month (UTC)"),
 ) -> EarningsOut:
-    p = accounts.Period.parse(period) if period is not None else accounts.Period.of(utcnow())
+    p = _period(period)
     e = await accounts.driver_earnings(db, driver_id=who.subject_id, period=p)
     rule = await rules.current(db)
     return EarningsOut(
@@ -108,7 +113,7 @@ async def statement(
     period: str | None = Query(None, description="YYYY-MM; defaults to this month (UTC)"),
 ) -> StatementOut:
     """The member's lines for a period from the ledger: trips, fees, dues, patronage."""
-    p = accounts.Period.parse(period) if period is not None else accounts.Period.of(utcnow())
+    p = _period(period)
     st = await ledger.statement(db, member_id=who.subject_id, period=p)
     rule = await rules.current(db)
     return StatementOut(

@@ -31,32 +31,9 @@ async def test_api_and_dispatcher_in_separate_processes(
     )
     logs = tmp_path_factory.mktemp("split")
     api, server = start_server(settings, logs / "api.log", dispatcher=False)
-    dispatcher = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "dispatcher", "--log-level", "warning"],
-        env={**os.environ, **service_env(settings)},
-        cwd=ROOT,
-        stdout=(logs / "dispatcher.log").open("wb"),
-        stderr=subprocess.STDOUT,
-    )
+    dispatcher = _dispatcher(settings, logs / "dispatcher.log")
     try:
-        async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
-            driver_id, token = await new_driver(http, server)
-            _, rider = await new_rider(http)
-            async with open_socket(server, "/v1/drivers/ws", token) as ws:
-                await ws.call({"type": "status", "status": "online"})
-                await ws.call({"type": "location", **NEAR_MIDTOWN})
-                trip = (
-                    await http.post(
-                        "/v1/trips", json={"pickup": MIDTOWN, "dropoff": CHELSEA}, headers=rider
-                    )
-                ).json()
-                try:
-                    offer = await ws.expect("offer", trip_id=trip["id"])
-                    await ws.call({"type": "accept", "offer_id": offer["offer_id"]})
-                    assigned = await ws.expect("trip.assigned")
-                    assert assigned["trip"]["driver_id"] == driver_id
-                finally:
-                    await http.post(f"/v1/trips/{trip['id']}/cancel", headers=rider)
+        await _one_trip_is_offered_and_accepted(server)
         assert dispatcher.poll() is None, (logs / "dispatcher.log").read_text()
     finally:
         dispatcher.terminate()
@@ -126,26 +103,7 @@ async def test_a_standby_dispatcher_takes_over_when_the_leader_dies(
         await _wait_for(lambda: _token_changed(redis, leader_key, first_token), 10)
         assert int(await redis.get(fence_key)) == int(first_fence) + 1
 
-        async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
-            driver_id, token = await new_driver(http, server)
-            _, rider = await new_rider(http)
-            async with open_socket(server, "/v1/drivers/ws", token) as ws:
-                await ws.call({"type": "status", "status": "online"})
-                await ws.call({"type": "location", **NEAR_MIDTOWN})
-                trip = (
-                    await http.post(
-                        "/v1/trips", json={"pickup": MIDTOWN, "dropoff": CHELSEA}, headers=rider
-                    )
-                ).json()
-                try:
-                    offer = await ws.expect("offer", trip_id=trip["id"])
-                    await ws.call({"type": "accept", "offer_id": offer["offer_id"]})
-                    assigned = await ws.expect("trip.assigned")
-                    assert assigned["trip"]["driver_id"] == driver_id
-                    # Exactly one offer for the trip, ever.
-                    assert [f for f in ws.frames if f.get("type") == "offer"] == [offer]
-                finally:
-                    await http.post(f"/v1/trips/{trip['id']}/cancel", headers=rider)
+        await _one_trip_is_offered_and_accepted(server)
         assert second.poll() is None, (logs / "second.log").read_text()
     finally:
         for proc in (first, second):
@@ -159,3 +117,28 @@ async def test_a_standby_dispatcher_takes_over_when_the_leader_dies(
 async def _token_changed(redis: Redis, key: str, old: str | None) -> bool:
     current = await redis.get(key)
     return current is not None and current != old
+
+
+async def _one_trip_is_offered_and_accepted(server: Server) -> None:
+    """A driver online near Times Square gets exactly one offer for a new trip, accepts it
+    and is assigned; the trip is cancelled afterwards so no other test sees it."""
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
+        driver_id, token = await new_driver(http, server)
+        _, rider = await new_rider(http)
+        async with open_socket(server, "/v1/drivers/ws", token) as ws:
+            await ws.call({"type": "status", "status": "online"})
+            await ws.call({"type": "location", **NEAR_MIDTOWN})
+            trip = (
+                await http.post(
+                    "/v1/trips", json={"pickup": MIDTOWN, "dropoff": CHELSEA}, headers=rider
+                )
+            ).json()
+            try:
+                offer = await ws.expect("offer", trip_id=trip["id"])
+                await ws.call({"type": "accept", "offer_id": offer["offer_id"]})
+                assigned = await ws.expect("trip.assigned")
+                assert assigned["trip"]["driver_id"] == driver_id
+                # Exactly one offer for the trip, ever.
+                assert [f for f in ws.frames if f.get("type") == "offer"] == [offer]
+            finally:
+                await http.post(f"/v1/trips/{trip['id']}/cancel", headers=rider)
