@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     vote_min_window_s: int = Field(default=86400, ge=0)
     vote_quorum: float = Field(default=0.25, ge=0, le=1)
     trip_request_timeout_s: float = Field(default=300.0, gt=0)
+    # A rider may cancel free of charge this long after a driver accepted; later, or once
+    # the driver has arrived, the fare rule's cancellation fee goes to the driver.
+    cancellation_grace_s: float = Field(default=120.0, ge=0)
 
     # How pickup ETAs and trip legs are estimated (geo/eta.py, docs/eta.md): "calibrated"
     # (detour and pace fitted per cell and hour), "road" (routes on the Midtown OSM

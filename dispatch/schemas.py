@@ -32,6 +32,12 @@ class FareBreakdown(BaseModel):
     )
 
 
+class ReceiptBreakdown(FareBreakdown):
+    cancellation_fee_cents: int = Field(
+        0, description="On a cancellation's receipt: the fee, all of it the driver's."
+    )
+
+
 class FareOut(BaseModel):
     total_cents: int
     currency: str
@@ -53,6 +59,9 @@ class TripOut(BaseModel):
     cancelled_at: datetime | None
     expired_at: datetime | None = None
     cancelled_by: str | None = None
+    cancellation_fee_cents: int = Field(
+        0, description="Charged to the rider for a late cancellation, paid to the driver."
+    )
     fare: FareOut | None
     fare_rule_version: int
     pickup_eta_s: int | None
@@ -75,9 +84,11 @@ class ReceiptOut(BaseModel):
     distance_m: int
     duration_s: int
     fare_rule_version: int
-    breakdown: FareBreakdown
+    breakdown: ReceiptBreakdown
     driver_id: str | None
     completed_at: datetime | None
+    kind: str = Field("trip", description="trip | cancellation (a late cancellation's fee)")
+    cancelled_at: datetime | None = None
 
 
 class QuoteOut(BaseModel):

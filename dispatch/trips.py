@@ -32,7 +32,7 @@ from dispatch import candidates, offers, trip_states
 from dispatch.runtime import Runtime, after_commit, emit
 from dispatch.views import fare_of, point_of, trip_view
 from fares import ledger, quotes, rules
-from fares.pricing import Fare, FareRuleTerms, price
+from fares.pricing import Fare, FareRuleTerms, cancellation_fee, price
 from geo.point import LatLng
 
 DEFAULT_REGION = "default"
@@ -236,10 +236,14 @@ def _stamp(trip: Trip, target: str, at: datetime) -> None:
 
 
 async def cancel(db: AsyncSession, rt: Runtime, *, trip_id: str, who: Principal) -> Trip:
+    """Cancel a trip. A rider who cancels after the grace period, or once the driver has
+    arrived, pays the trip's rule's cancellation fee to that driver, posted to the ledger
+    in this same transaction (``fares.pricing.cancellation_fee``)."""
     trip = await get(db, trip_id=trip_id, who=who, lock=True)
     if who.role == "driver" and trip.driver_id != who.subject_id:
         raise NotYourTrip("only the assigned driver may cancel")
-    _stamp(trip, "cancelled", utcnow())
+    was, now = trip.status, utcnow()
+    _stamp(trip, "cancelled", now)
     trip.cancelled_by = who.role
     db.add(
         TripEvent(trip_id=trip.id, status="cancelled", actor_role=who.role, actor_id=who.subject_id)
@@ -247,7 +251,25 @@ async def cancel(db: AsyncSession, rt: Runtime, *, trip_id: str, who: Principal)
     await offers.withdraw_for_trip(db, rt, trip=trip)
     if trip.driver_id is not None:
         await _record_trace(db, rt, trip=trip, kind="cancelled", final=True)
+        rule = await rules.by_version(db, version=trip.fare_rule_version)
+        trip.cancellation_fee_cents = cancellation_fee(
+            rule,
+            status=was,
+            cancelled_by=who.role,
+            assigned_at=trip.assigned_at,
+            now=now,
+            grace_s=rt.settings.cancellation_grace_s,
+        )
     await db.flush()
+    if trip.cancellation_fee_cents and trip.driver_id is not None:
+        await ledger.post_cancellation_fee(
+            db,
+            trip_id=trip.id,
+            rider_id=trip.rider_id,
+            driver_id=trip.driver_id,
+            fee_cents=trip.cancellation_fee_cents,
+            cancelled_at=now,
+        )
     _release_after(db, rt, trip)
     view = trip_view(trip)
     emit(db, Event("rider", trip.rider_id, {"type": "trip.updated", "trip": view}))
@@ -362,8 +384,10 @@ async def advance(
 
 
 async def receipt_trip(db: AsyncSession, *, trip_id: str, who: Principal) -> Trip:
+    """A completed trip, or a cancelled one that cost the rider a fee: both moved money."""
     trip = await get(db, trip_id=trip_id, who=who)
-    if trip.status != "completed":
+    charged = trip.status == "cancelled" and trip.cancellation_fee_cents > 0
+    if trip.status != "completed" and not charged:
         raise ReceiptNotReady(f"trip {trip_id} is {trip.status}")
     return trip
 

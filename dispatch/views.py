@@ -60,6 +60,7 @@ def trip_view(trip: Trip) -> dict[str, Any]:
         "cancelled_at": iso(trip.cancelled_at),
         "expired_at": iso(trip.expired_at),
         "cancelled_by": trip.cancelled_by,
+        "cancellation_fee_cents": trip.cancellation_fee_cents,
         "fare": fare_view(fare_of(trip)),
         "fare_rule_version": trip.fare_rule_version,
         "pickup_eta_s": trip.pickup_eta_s,
@@ -69,9 +70,14 @@ def trip_view(trip: Trip) -> dict[str, Any]:
 
 
 def receipt_view(trip: Trip) -> dict[str, Any]:
+    """What the rider paid and where each cent went. A completed trip's fare; or, for a
+    late cancellation, its fee, which goes to the driver whole."""
+    if trip.status == "cancelled":
+        return _cancellation_receipt(trip)
     fare = fare_of(trip)
     return {
         "trip_id": trip.id,
+        "kind": "trip",
         "total_cents": fare.total_cents,
         "currency": fare.currency,
         "driver_earnings_cents": fare.driver_earnings_cents,
@@ -83,4 +89,33 @@ def receipt_view(trip: Trip) -> dict[str, Any]:
         "breakdown": fare_view(fare)["breakdown"],
         "driver_id": trip.driver_id,
         "completed_at": iso(trip.completed_at),
+        "cancelled_at": None,
+    }
+
+
+def _cancellation_receipt(trip: Trip) -> dict[str, Any]:
+    fee = trip.cancellation_fee_cents
+    return {
+        "trip_id": trip.id,
+        "kind": "cancellation",
+        "total_cents": fee,
+        "currency": trip.currency,
+        "driver_earnings_cents": fee,
+        "cost_recovery_cents": 0,
+        "platform_commission_cents": 0,
+        "distance_m": 0,
+        "duration_s": 0,
+        "fare_rule_version": trip.fare_rule_version,
+        "breakdown": {
+            "base_cents": 0,
+            "distance_cents": 0,
+            "time_cents": 0,
+            "cost_recovery_cents": 0,
+            "platform_commission_cents": 0,
+            "minimum_topup_cents": 0,
+            "cancellation_fee_cents": fee,
+        },
+        "driver_id": trip.driver_id,
+        "completed_at": None,
+        "cancelled_at": iso(trip.cancelled_at),
     }

@@ -103,6 +103,8 @@ async def earnings(
         cost_recovery_cents=e.cost_recovery_cents,
         platform_commission_cents=e.platform_commission_cents,
         currency=e.currency or rule.currency,
+        cancellations=e.cancellations,
+        cancellation_fees_cents=e.cancellation_fees_cents,
     )
 
 
@@ -128,6 +130,8 @@ async def statement(
         dues_cents=st.dues_cents,
         patronage_cents=st.patronage_cents,
         net_cents=st.net_cents,
+        cancellations=st.cancellations,
+        cancellation_fees_cents=st.cancellation_fees_cents,
     )
 
 

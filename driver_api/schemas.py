@@ -52,10 +52,14 @@ class EarningsOut(BaseModel):
     cost_recovery_cents: int
     platform_commission_cents: int
     currency: str
+    cancellations: int = Field(0, description="Riders' late cancellations paid to the member")
+    cancellation_fees_cents: int = Field(
+        0, description="Paid in full to the member; not part of fares_cents"
+    )
 
 
 class StatementLineOut(BaseModel):
-    kind: str = Field(description="trip | dues | patronage")
+    kind: str = Field(description="trip | cancellation | dues | patronage")
     journal_id: int
     trip_id: str | None
     fare_cents: int
@@ -75,7 +79,9 @@ class StatementOut(BaseModel):
     cost_recovery_cents: int
     dues_cents: int
     patronage_cents: int
-    net_cents: int = Field(description="earnings - dues + patronage")
+    net_cents: int = Field(description="earnings + cancellation fees - dues + patronage")
+    cancellations: int = Field(0, description="Riders' late cancellations paid to the member")
+    cancellation_fees_cents: int = 0
 
 
 class DispatchDecision(BaseModel):

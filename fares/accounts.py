@@ -58,15 +58,18 @@ class Earnings:
     cost_recovery_cents: int
     platform_commission_cents: int
     currency: str | None
+    cancellations: int = 0
+    cancellation_fees_cents: int = 0
 
 
 async def driver_earnings(db: AsyncSession, *, driver_id: str, period: Period) -> Earnings:
-    """Read from the ledger (``fares.ledger``): the member's trip journals posted into
-    the period, so the figures reconcile with the books to the cent."""
+    """Read from the ledger (``fares.ledger``): the member's trip and cancellation-fee
+    journals posted into the period, so the figures reconcile with the books to the cent."""
     rows = (
         await db.execute(
             select(
                 LedgerJournal.id,
+                LedgerJournal.kind,
                 LedgerPosting.account,
                 LedgerPosting.amount_cents,
                 Trip.currency,
@@ -74,20 +77,25 @@ async def driver_earnings(db: AsyncSession, *, driver_id: str, period: Period) -
             .join(LedgerPosting, LedgerPosting.journal_id == LedgerJournal.id)
             .join(Trip, Trip.id == LedgerJournal.trip_id)
             .where(
-                LedgerJournal.kind == "trip",
+                LedgerJournal.kind.in_(("trip", "cancellation")),
                 LedgerJournal.member_id == driver_id,
                 LedgerJournal.period == str(period),
             )
         )
     ).all()
-    fares = sum(int(c) for _, a, c, _ in rows if a.startswith("rider:"))
-    earnings = -sum(int(c) for _, a, c, _ in rows if a == f"member:{driver_id}")
+    own = f"member:{driver_id}"
+    trips = [(j, a, int(c)) for j, k, a, c, _ in rows if k == "trip"]
+    cancels = [(j, a, int(c)) for j, k, a, c, _ in rows if k == "cancellation"]
+    fares = sum(c for _, a, c in trips if a.startswith("rider:"))
+    earnings = -sum(c for _, a, c in trips if a == own)
     return Earnings(
         period=str(period),
-        trips=len({j for j, *_ in rows}),
+        trips=len({j for j, *_ in trips}),
         fares_cents=fares,
         driver_earnings_cents=earnings,
         cost_recovery_cents=fares - earnings,
         platform_commission_cents=0,
         currency=min((str(c) for *_, c in rows), default=None),
+        cancellations=len({j for j, *_ in cancels}),
+        cancellation_fees_cents=-sum(c for _, a, c in cancels if a == own),
     )

@@ -70,7 +70,7 @@ class Posting:
 
 @dataclass(frozen=True, slots=True)
 class JournalDraft:
-    kind: str  # trip | dues | cost | patronage
+    kind: str  # trip | cancellation | dues | cost | patronage
     postings: tuple[Posting, ...]
     member_id: str | None = None
     trip_id: str | None = None
@@ -141,6 +141,21 @@ def trip_journal(
         ],
         member_id=driver_id,
         trip_id=trip_id,
+    )
+
+
+def cancellation_journal(
+    *, trip_id: str, rider_id: str, driver_id: str, fee_cents: int
+) -> JournalDraft:
+    """A rider's late cancellation: the whole fee goes to the member who was on the way."""
+    if fee_cents <= 0:
+        raise ValueError("a cancellation journal needs a positive fee")
+    return journal(
+        "cancellation",
+        [(rider_account(rider_id), fee_cents), (member_account(driver_id), -fee_cents)],
+        member_id=driver_id,
+        trip_id=trip_id,
+        memo="cancellation fee",
     )
 
 
@@ -263,8 +278,6 @@ async def post_trip_completion(
     period it completed in (or the next open one); returns that period. The audit log
     gets each period's trip totals when it closes (``period.closed``), not an entry per
     trip: the ledger row is the trip's record, and the log stays the co-op's decisions."""
-    await _lock_books(db, shared=True)
-    period = await open_period(db, at=completed_at)
     draft = trip_journal(
         trip_id=trip_id,
         rider_id=rider_id,
@@ -272,6 +285,29 @@ async def post_trip_completion(
         total_cents=total_cents,
         cost_recovery_cents=cost_recovery_cents,
     )
+    return await _post(db, draft=draft, at=completed_at)
+
+
+async def post_cancellation_fee(
+    db: AsyncSession,
+    *,
+    trip_id: str,
+    rider_id: str,
+    driver_id: str,
+    fee_cents: int,
+    cancelled_at: datetime,
+) -> Period:
+    """Post a late cancellation's fee, in the cancellation's own transaction, like a
+    completed trip: into the period it happened in (or the next open one)."""
+    draft = cancellation_journal(
+        trip_id=trip_id, rider_id=rider_id, driver_id=driver_id, fee_cents=fee_cents
+    )
+    return await _post(db, draft=draft, at=cancelled_at)
+
+
+async def _post(db: AsyncSession, *, draft: JournalDraft, at: datetime) -> Period:
+    await _lock_books(db, shared=True)
+    period = await open_period(db, at=at)
     await _write(db, period=period, draft=draft)
     return period
 
@@ -416,6 +452,9 @@ class PeriodReport:
     carried_cents: int
     carried_to: str | None
     patronage: list[PatronageLine]
+    # Late cancellations' fees: rider to member, outside cost recovery and patronage.
+    cancellations: int = 0
+    cancellation_fees_cents: int = 0
 
 
 async def _postings(
@@ -458,6 +497,7 @@ def _sum(rows: Iterable[tuple[int, str, str | None, str, int]], account: str) ->
 async def period_report(db: AsyncSession, *, period: Period) -> PeriodReport:
     trip_rows = await _postings(db, period=period, kind="trip")
     dues_rows = await _postings(db, period=period, kind="dues")
+    cancel_rows = await _postings(db, period=period, kind="cancellation")
     fares = sum(c for *_, a, c in trip_rows if a.startswith("rider:"))
     recovery = _sum(trip_rows, FUND)
     dues = _sum(dues_rows, FUND)
@@ -489,6 +529,8 @@ async def period_report(db: AsyncSession, *, period: Period) -> PeriodReport:
         carried_cents=carried,
         carried_to=None if closed is None else closed.carried_to,
         patronage=patronage,
+        cancellations=len({j for j, *_ in cancel_rows}),
+        cancellation_fees_cents=_sum(cancel_rows, "member:"),
     )
 
 
@@ -601,6 +643,8 @@ async def _audit_close(
             "trips": report.trips,
             "fares_cents": report.fares_cents,
             "driver_earnings_cents": report.driver_earnings_cents,
+            "cancellations": report.cancellations,
+            "cancellation_fees_cents": report.cancellation_fees_cents,
             "costs_cents": plan.costs_cents,
             "cost_recovery_cents": plan.cost_recovery_cents,
             "dues_cents": plan.dues_cents,
@@ -616,7 +660,7 @@ async def _audit_close(
 
 @dataclass(frozen=True, slots=True)
 class StatementLine:
-    kind: str  # trip | dues | patronage
+    kind: str  # trip | cancellation | dues | patronage
     journal_id: int
     trip_id: str | None
     fare_cents: int
@@ -637,11 +681,14 @@ class Statement:
     dues_cents: int
     patronage_cents: int
     net_cents: int
+    cancellations: int = 0
+    cancellation_fees_cents: int = 0
 
 
 async def statement(db: AsyncSession, *, member_id: str, period: Period) -> Statement:
     """A member's lines for a period, straight from the ledger: each trip (fare, fee,
-    earnings), dues charged and patronage paid; the net is the account's movement."""
+    earnings), each late cancellation's fee, dues charged and patronage paid; the net is
+    the account's movement."""
     own = member_account(member_id)
     stmt = (
         select(LedgerJournal, LedgerPosting.account, LedgerPosting.amount_cents)
@@ -659,6 +706,7 @@ async def statement(db: AsyncSession, *, member_id: str, period: Period) -> Stat
         fee = -sum(c for a, c in postings if a == FUND) if j.kind == "trip" else 0
         lines.append(StatementLine(j.kind, j.id, j.trip_id, fare, fee, moved, j.posted_at))
     trip_lines = [line for line in lines if line.kind == "trip"]
+    cancel_lines = [line for line in lines if line.kind == "cancellation"]
     return Statement(
         period=str(period),
         status="closed" if await is_closed(db, period=period) else "open",
@@ -670,11 +718,14 @@ async def statement(db: AsyncSession, *, member_id: str, period: Period) -> Stat
         dues_cents=-sum(line.amount_cents for line in lines if line.kind == "dues"),
         patronage_cents=sum(line.amount_cents for line in lines if line.kind == "patronage"),
         net_cents=sum(line.amount_cents for line in lines),
+        cancellations=len(cancel_lines),
+        cancellation_fees_cents=sum(line.amount_cents for line in cancel_lines),
     )
 
 
 async def trip_period(db: AsyncSession, *, trip_id: str) -> str | None:
-    """The period a completed trip was posted into (None before completion)."""
+    """The period a trip's money was posted into: at completion, or at a cancellation
+    that cost a fee (None otherwise)."""
     found: str | None = await db.scalar(
         select(LedgerJournal.period).where(LedgerJournal.trip_id == trip_id)
     )

@@ -91,3 +91,26 @@ def price(
         platform_commission_cents=PLATFORM_COMMISSION_CENTS,
         minimum_topup_cents=topup_cents,
     )
+
+
+def cancellation_fee(
+    rule: FareRuleTerms,
+    *,
+    status: str,
+    cancelled_by: str,
+    assigned_at: datetime | None,
+    now: datetime,
+    grace_s: float,
+) -> int:
+    """What a cancellation costs the rider, all of it paid to the driver who was on the
+    way (no cost-recovery share, no commission). Free when the rider cancels before a
+    driver accepted, or within ``grace_s`` of the acceptance while the driver is still
+    driving to the pickup; the rule's whole ``cancellation_fee_cents`` once the grace has
+    run out or the driver has arrived. A driver who cancels charges the rider nothing."""
+    if cancelled_by != "rider" or status not in ("assigned", "arrived"):
+        return 0
+    if status == "assigned" and (
+        assigned_at is None or (now - assigned_at).total_seconds() < grace_s
+    ):
+        return 0
+    return rule.cancellation_fee_cents

@@ -140,6 +140,10 @@ class PeriodOut(BaseModel):
     carried_cents: int = Field(description="Carried into the next period's budget as a line")
     carried_to: str | None
     patronage: list[PatronageOut]
+    cancellations: int = Field(0, description="Late cancellations that cost the rider a fee")
+    cancellation_fees_cents: int = Field(
+        0, description="Their fees, paid rider to member in full (not cost recovery)"
+    )
 
     @classmethod
     def of(cls, r: ledger.PeriodReport) -> PeriodOut:
@@ -160,6 +164,8 @@ class PeriodOut(BaseModel):
                 PatronageOut(driver_id=p.driver_id, trips=p.trips, amount_cents=p.amount_cents)
                 for p in r.patronage
             ],
+            cancellations=r.cancellations,
+            cancellation_fees_cents=r.cancellation_fees_cents,
         )
 
 

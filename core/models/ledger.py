@@ -16,7 +16,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from core.models.base import Base
 
-JOURNAL_KINDS = ("trip", "dues", "cost", "patronage")
+JOURNAL_KINDS = ("trip", "dues", "cost", "patronage", "cancellation")
 PERIOD_CHECK = "period ~ '^[0-9]{4}-(0[1-9]|1[0-2])$'"
 
 

@@ -47,6 +47,7 @@ class Trip(Base):
             name="fare_parts_add_up",
         ),
         CheckConstraint("minimum_topup_cents BETWEEN 0 AND base_cents", name="topup"),
+        CheckConstraint("cancellation_fee_cents >= 0", name="cancellation_fee_cents"),
         # A rider has at most one active trip; a retry with the same Idempotency-Key is
         # the same trip. The database enforces both, so concurrent requests cannot race.
         Index(
@@ -102,6 +103,8 @@ class Trip(Base):
     minimum_topup_cents: Mapped[int] = mapped_column(Integer, default=0)
     cost_recovery_cents: Mapped[int] = mapped_column(Integer)
     platform_commission_cents: Mapped[int] = mapped_column(Integer, default=0)
+    # What the rider was charged for cancelling after a driver was on the way (0: free).
+    cancellation_fee_cents: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     idempotency_key: Mapped[str | None] = mapped_column(String(200), default=None)
     request_fingerprint: Mapped[str | None] = mapped_column(String(64), default=None)

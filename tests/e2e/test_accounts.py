@@ -59,9 +59,17 @@ def bearer(token: str) -> dict[str, str]:
 
 
 async def ride(
-    http: httpx.AsyncClient, server: Server, driver_token: str, rider_auth: dict[str, str]
+    http: httpx.AsyncClient,
+    server: Server,
+    driver_token: str,
+    rider_auth: dict[str, str],
+    *,
+    steps: tuple[str, ...] = ("arrived", "start", "complete"),
+    rider_cancels: bool = False,
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """Quote, request, and drive one trip to completion; (quote, trip, receipt)."""
+    """Quote, request, let the driver accept and take ``steps`` (by default: drive the
+    trip to completion), then, if asked, the rider cancels; (quote, trip as last seen,
+    the receipt answer)."""
     async with open_socket(server, "/v1/drivers/ws", driver_token) as driver:
         assert (await driver.call({"type": "status", "status": "online"}))["type"] == "ok"
         assert (await driver.call({"type": "location", **NEAR_MIDTOWN}))["type"] == "ok"
@@ -73,9 +81,14 @@ async def ride(
         offer = await driver.expect("offer")
         await driver.send({"type": "accept", "offer_id": offer["offer_id"]})
         await driver.expect("trip.assigned")
-        for path in ("arrived", "start", "complete"):
+        for path in steps:
             r = await http.post(f"/v1/trips/{trip['id']}/{path}", headers=bearer(driver_token))
             assert r.status_code == 200, r.text
+        if rider_cancels:
+            r = await http.post(f"/v1/trips/{trip['id']}/cancel", headers=rider_auth)
+            assert r.status_code == 200, r.text
+            told = await driver.expect("trip.cancelled")
+            assert told["trip"]["cancellation_fee_cents"] == r.json()["cancellation_fee_cents"]
         assert (await driver.call({"type": "status", "status": "offline"}))["type"] == "ok"
     receipt = (await http.get(f"/v1/trips/{trip['id']}/receipt", headers=rider_auth)).json()
     return quote, r.json(), receipt
@@ -140,6 +153,24 @@ async def test_budget_trips_in_both_modes_close_and_statements(books_server: Ser
         assert dues_receipt["cost_recovery_cents"] == 0
         assert dues_receipt["driver_earnings_cents"] == dues_receipt["total_cents"]
 
+        # Cancellations: free within the grace after the driver accepted; once the driver
+        # has arrived, the rule's fee, all of it to the driver, with a receipt of its own.
+        cancel_fee = (await http.get("/v1/fares/rules/current")).json()["cancellation_fee_cents"]
+        assert cancel_fee > 0
+        _, free, no_receipt = await ride(
+            http, server, b_token, rider_auth, steps=(), rider_cancels=True
+        )
+        assert free["status"] == "cancelled" and free["cancellation_fee_cents"] == 0
+        assert no_receipt["type"].endswith("receipt-not-ready")
+        _, late, late_receipt = await ride(
+            http, server, b_token, rider_auth, steps=("arrived",), rider_cancels=True
+        )
+        assert late["status"] == "cancelled" and late["cancellation_fee_cents"] == cancel_fee
+        assert late_receipt["kind"] == "cancellation"
+        assert late_receipt["total_cents"] == late_receipt["driver_earnings_cents"] == cancel_fee
+        assert late_receipt["cost_recovery_cents"] == late_receipt["platform_commission_cents"] == 0
+        assert sum(late_receipt["breakdown"].values()) == cancel_fee
+
         # Close: costs paid, dues charged, the surplus (the per-trip fee collected) goes
         # back to the members by trips; a second close answers the same and posts nothing.
         open_period = (await http.get(f"/v1/coop/periods/{period}", headers=rider_auth)).json()
@@ -156,6 +187,7 @@ async def test_budget_trips_in_both_modes_close_and_statements(books_server: Ser
         assert closed["driver_earnings_cents"] == fares - FEE
         assert closed["dues_cents"] == 6001 and closed["costs_cents"] == 6001
         assert closed["surplus_cents"] == FEE
+        assert closed["cancellations"] == 1 and closed["cancellation_fees_cents"] == cancel_fee
         patronage = {p["driver_id"]: (p["trips"], p["amount_cents"]) for p in closed["patronage"]}
         assert sum(c for _, c in patronage.values()) == FEE
         assert patronage == {a_id: (2, 1334), b_id: (1, 667)}
@@ -169,24 +201,25 @@ async def test_budget_trips_in_both_modes_close_and_statements(books_server: Ser
 
         # Statements: trips, fees, dues and patronage, reconciling with the earnings.
         dues = {d["driver_id"]: d["amount_cents"] for d in budget["dues"]}
-        for member, token, receipts in (
-            (a_id, a_token, [first[2], receipt]),
-            (b_id, b_token, [dues_receipt]),
+        for member, token, receipts, cancelled in (
+            (a_id, a_token, [first[2], receipt], []),
+            (b_id, b_token, [dues_receipt], [late_receipt]),
         ):
             auth = bearer(token)
             st = (await http.get(f"/v1/drivers/me/statement?period={period}", headers=auth)).json()
             earned = sum(x["driver_earnings_cents"] for x in receipts)
+            fees = sum(x["total_cents"] for x in cancelled)
             assert st["status"] == "closed" and st["trips"] == len(receipts)
-            assert [line["kind"] for line in st["lines"]] == ["trip"] * len(receipts) + [
-                "dues",
-                "patronage",
-            ]
+            kinds = ["trip"] * len(receipts) + ["cancellation"] * len(cancelled)
+            assert [line["kind"] for line in st["lines"]] == [*kinds, "dues", "patronage"]
             assert st["driver_earnings_cents"] == earned
+            assert st["cancellations"] == len(cancelled) and st["cancellation_fees_cents"] == fees
             assert st["dues_cents"] == dues[member]
             assert st["patronage_cents"] == patronage[member][1]
-            assert st["net_cents"] == earned - dues[member] + patronage[member][1]
+            assert st["net_cents"] == earned + fees - dues[member] + patronage[member][1]
             e = (await http.get(f"/v1/drivers/me/earnings?period={period}", headers=auth)).json()
             assert e["trips"] == len(receipts) and e["driver_earnings_cents"] == earned
+            assert e["cancellation_fees_cents"] == fees
             assert e["fares_cents"] == sum(x["total_cents"] for x in receipts)
 
         # A trip completing after the close lands in the next open period.
@@ -215,6 +248,8 @@ async def test_budget_trips_in_both_modes_close_and_statements(books_server: Ser
         assert closing["trips"] == 3 and closing["fares_cents"] == fares
         assert closing["driver_earnings_cents"] == fares - FEE
         assert closing["dues_cents"] == 6001 and closing["carried_cents"] == 0
+        assert closing["cancellations"] == 1
+        assert closing["cancellation_fees_cents"] == cancel_fee
         paid = {
             i["payload"]["driver_id"]: i["payload"]["amount_cents"]
             for i in items

@@ -78,9 +78,10 @@ budget_op = st.tuples(
     st.sampled_from(["per_trip", "dues"]),
 )
 close_op = st.tuples(st.just("close"), st.lists(st.sampled_from(MEMBERS), unique=True))
+cancel_op = st.tuples(st.just("cancel"), st.sampled_from(MEMBERS), st.integers(1, 5_000))
 
 
-@given(st.lists(st.one_of(trip_op, budget_op, close_op), max_size=60))
+@given(st.lists(st.one_of(trip_op, budget_op, close_op, cancel_op), max_size=60))
 def test_any_sequence_of_trips_fees_and_closes_keeps_the_books(ops: list[tuple[Any, ...]]) -> None:
     balances: Counter[str] = Counter()
     carried: list[BudgetLineTerms] = []  # lines the open period inherited
@@ -115,6 +116,17 @@ def test_any_sequence_of_trips_fees_and_closes_keeps_the_books(ops: list[tuple[A
             post(draft)
             fund_collected += fee
             trips_by_member[member] += 1
+        elif op[0] == "cancel":
+            # A late cancellation's fee: rider to member whole; not cost recovery, and not
+            # a trip for patronage.
+            _, member, fee = op
+            before = balances[ledger.FUND]
+            post(
+                ledger.cancellation_journal(
+                    trip_id="c", rider_id="r1", driver_id=member, fee_cents=fee
+                )
+            )
+            assert balances[ledger.FUND] == before
         else:
             _, active = op
             plan = plan_close(

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fares.pricing import PLATFORM_COMMISSION_CENTS, Fare, FareRuleTerms, price
+from fares.pricing import (
+    PLATFORM_COMMISSION_CENTS,
+    Fare,
+    FareRuleTerms,
+    cancellation_fee,
+    price,
+)
 
 CENTS = st.integers(min_value=0, max_value=50_000)
 RATES = st.integers(min_value=0, max_value=5_000)
@@ -322,3 +330,35 @@ def test_rounding_with_real_rates() -> None:
 def test_negative_inputs_are_refused(kwargs: dict[str, int]) -> None:
     with pytest.raises(ValueError):
         price(rule(), **kwargs)
+
+
+# -- cancellation fees ----------------------------------------------------------------------
+
+ASSIGNED_AT = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+RULE = rule()
+
+
+@pytest.mark.parametrize(
+    ("status", "by", "seconds_after", "charged"),
+    [
+        ("requested", "rider", 600, False),  # no driver on the way yet
+        ("assigned", "rider", 0, False),  # within the grace
+        ("assigned", "rider", 119.9, False),
+        ("assigned", "rider", 120, True),  # the grace has run out
+        ("arrived", "rider", 5, True),  # the driver is waiting at the pickup
+        ("assigned", "driver", 600, False),  # the driver's own cancellation
+        ("arrived", "operator", 600, False),
+    ],
+)
+def test_cancellation_fee_after_the_grace_or_the_driver_arriving(
+    status: str, by: str, seconds_after: float, charged: bool
+) -> None:
+    fee = cancellation_fee(
+        RULE,
+        status=status,
+        cancelled_by=by,
+        assigned_at=None if status == "requested" else ASSIGNED_AT,
+        now=ASSIGNED_AT + timedelta(seconds=seconds_after),
+        grace_s=120,
+    )
+    assert fee == (RULE.cancellation_fee_cents if charged else 0)
