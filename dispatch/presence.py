@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -156,25 +158,36 @@ return n
 """
 )
 
-# ARGV: cell-key prefix, driver-key prefix, offer-key prefix, min_seen_ms, want,
-# pickup lat, pickup lng, cell circumradius (m), radius cap (m), cell count n, then n
-# triples (cell, centre lat, centre lng) ordered ring by ring outwards.
 # Returns the ``want`` available drivers nearest the pickup in straight line, nearest
 # first, as (id, lat, lng, idle-since ms, shift cents, distance m) tuples.
 #
 # Each cell has, beside its sorted set of online drivers, a GEO set of its *available*
 # ones (``<cell key>:g``), kept in step by every script that changes a driver's status.
-# A cell is skipped when even its nearest possible point (centre distance minus
-# circumradius) is farther than the current ``want``-th best or than the cap; otherwise
-# GEOSEARCH (C, sorted by distance) yields its nearest few within that bound, and only
-# those are read to check freshness and held offers. In dense Midtown (hundreds of
-# drivers per cell) a search reads a few dozen drivers instead of thousands.
+# The disk is walked ring by ring, nearest ring first. Before a ring, a lower bound on
+# the distance from the pickup to anything in that ring *or any later one* (``later``,
+# the nearest centre of those rings seen from the disk's centre cell, less a
+# circumradius and the pickup's own offset from that centre) is compared with the
+# ``want``-th best found so far: once it is farther, no later cell can improve the
+# answer and the walk stops, so a dense area touches a few dozen cells of a 271-cell
+# disk. Within a ring, one SMISMEMBER says which cells have any available driver; a cell
+# is skipped when even its nearest possible point (centre distance minus circumradius)
+# is farther than the current ``want``-th best or than the cap; otherwise GEOSEARCH
+# (C, sorted by distance) yields its nearest few within that bound, and only those are
+# read to check freshness and held offers.
+#
+# ARGV: cell prefix, driver prefix, offer prefix, min_seen_ms, want, pickup lat, lng,
+# circumradius, cap, cell count n, ring count R; then per ring (cells, later); then the
+# cells as one binary string of fixed records (``_CELL_RECORD``: the 15-character cell
+# name, centre lat, centre lng as little-endian doubles), ring by ring, the disk's centre
+# cell first. Only the rings the walk reaches are decoded, and Redis parses 15 arguments
+# instead of a thousand.
 _CANDIDATES = """
 local want = tonumber(ARGV[5])
 local min_seen = tonumber(ARGV[4])
 local plat, plng = tonumber(ARGV[6]), tonumber(ARGV[7])
 local circum, cap = tonumber(ARGV[8]), tonumber(ARGV[9])
-local n = tonumber(ARGV[10])
+local rings = tonumber(ARGV[11])
+local blob = ARGV[12 + rings * 2]
 local kx = math.cos(math.rad(plat)) * 111195.0
 local function dist(lat, lng)
   local x = (lng - plng) * kx
@@ -186,46 +199,56 @@ local function worst()
   if #best < want then return cap end
   return best[#best][6]
 end
--- One call says which cells have any available driver; the others cost nothing.
-local names = {}
-for c = 0, n - 1 do names[c + 1] = ARGV[11 + c * 3] end
-local occupied = redis.call('SMISMEMBER', string.sub(ARGV[1], 1, -2) .. '#avail',
-                            unpack(names))
-for c = 0, n - 1 do
-  local base = 11 + c * 3
-  local bound = dist(tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2])) - circum
-  if occupied[c + 1] == 1 and bound <= worst() then
-    local geo = ARGV[1] .. ARGV[base] .. ':g'
-    local count = want + 2
-    local done = 0
-    while true do
-      local radius = math.max(worst(), 1)
-      local found = redis.call('GEOSEARCH', geo, 'FROMLONLAT', plng, plat,
-                               'BYRADIUS', radius, 'm', 'ASC', 'COUNT', count, 'WITHCOORD')
-      for i = done + 1, #found do
-        local id = found[i][1]
-        local lng, lat = tonumber(found[i][2][1]), tonumber(found[i][2][2])
-        local d = dist(lat, lng)
-        if d <= worst() and (#best < want or d < best[#best][6]) then
-          local h = redis.call('HMGET', ARGV[2] .. id, 'status', 'seen', 'idle', 'shift',
-                               'lat', 'lng')
-          if h[1] == 'available' and tonumber(h[2] or '0') >= min_seen
-             and redis.call('EXISTS', ARGV[3] .. id) == 0 then
-            local pos = #best + 1
-            while pos > 1 and best[pos - 1][6] > d do pos = pos - 1 end
-            table.insert(best, pos, {id, h[5], h[6], h[3] or '', h[4] or '0', d})
-            if #best > want then table.remove(best) end
+local avail = string.sub(ARGV[1], 1, -2) .. '#avail'
+local _, olat, olng = struct.unpack('<c15dd', blob, 1)
+local offset = dist(olat, olng)
+local done_cells = 0
+for r = 1, rings do
+  local size = tonumber(ARGV[10 + r * 2])
+  local later = tonumber(ARGV[11 + r * 2])
+  if later - circum - offset > worst() then break end
+  local names, bounds = {}, {}
+  for j = 1, size do
+    local name, lat, lng = struct.unpack('<c15dd', blob, (done_cells + j - 1) * 31 + 1)
+    names[j] = name
+    bounds[j] = dist(lat, lng) - circum
+  end
+  done_cells = done_cells + size
+  local occupied = redis.call('SMISMEMBER', avail, unpack(names))
+  for j = 1, size do
+    if occupied[j] == 1 and bounds[j] <= worst() then
+      local geo = ARGV[1] .. names[j] .. ':g'
+      local count = want + 2
+      local done = 0
+      while true do
+        local radius = math.max(worst(), 1)
+        local found = redis.call('GEOSEARCH', geo, 'FROMLONLAT', plng, plat,
+                                 'BYRADIUS', radius, 'm', 'ASC', 'COUNT', count, 'WITHCOORD')
+        for i = done + 1, #found do
+          local id = found[i][1]
+          local lng, lat = tonumber(found[i][2][1]), tonumber(found[i][2][2])
+          local d = dist(lat, lng)
+          if d <= worst() and (#best < want or d < best[#best][6]) then
+            local h = redis.call('HMGET', ARGV[2] .. id, 'status', 'seen', 'idle', 'shift',
+                                 'lat', 'lng')
+            if h[1] == 'available' and tonumber(h[2] or '0') >= min_seen
+               and redis.call('EXISTS', ARGV[3] .. id) == 0 then
+              local pos = #best + 1
+              while pos > 1 and best[pos - 1][6] > d do pos = pos - 1 end
+              table.insert(best, pos, {id, h[5], h[6], h[3] or '', h[4] or '0', d})
+              if #best > want then table.remove(best) end
+            end
           end
         end
+        -- Fewer than asked for: the cell has nothing more within the bound. A full page
+        -- whose last driver is no nearer than the current worst: nothing further in this
+        -- cell can make the cut. Otherwise (the nearest were busy or stale) read on.
+        if #found < count then break end
+        local last = found[#found][2]
+        if dist(tonumber(last[2]), tonumber(last[1])) >= worst() then break end
+        done = #found
+        count = count * 4
       end
-      -- Fewer than asked for: the cell has nothing more within the bound. A full page
-      -- whose last driver is no nearer than the current worst: nothing further in this
-      -- cell can make the cut. Otherwise (the nearest were busy or stale) read on.
-      if #found < count then break end
-      local last = found[#found][2]
-      if dist(tonumber(last[2]), tonumber(last[1])) >= worst() then break end
-      done = #found
-      count = count * 4
     end
   end
 end
@@ -317,6 +340,59 @@ return 1
 
 
 CELL_ARGS_CACHE = 50_000
+
+
+# A cell as ``_CANDIDATES`` reads it with ``struct.unpack('<c15dd', ...)``: every H3
+# cell name is 15 hex characters.
+_CELL_RECORD = struct.Struct("<15sdd")
+
+
+@dataclass(frozen=True, slots=True)
+class _PackedDisk:
+    """A disk of rings as ``_CANDIDATES`` takes it, built once per disk."""
+
+    tail: bytes  # the last argument, packed: per cell a ``_CELL_RECORD``
+    count: int  # cells
+    rings: tuple[int | float, ...]  # per ring: its cells, ``later`` in metres
+    origin: LatLng  # the centre cell's centre
+
+
+def _pack_disk(rings: Sequence[Sequence[str]]) -> _PackedDisk:
+    """Pack a disk's cells with their centres, and for each ring the distance from the
+    centre cell's centre to the nearest centre in that ring or any later one: what the
+    script's stopping bound needs, independent of where in the centre cell the pickup
+    is. Distances as the script computes them (equirectangular at the centre's
+    latitude), less 0.5% and 1 m so rounding can only make the bound looser."""
+    flat = [c for ring in rings for c in ring]
+    if not flat:
+        return _PackedDisk(b"", 0, (), LatLng(0.0, 0.0))
+    if any(len(c) != 15 for c in flat):
+        raise ValueError("H3 cell names are 15 characters")
+    centres = [cells.center(c) for c in flat]
+    origin = centres[0]
+    kx = math.cos(math.radians(origin.lat)) * 111195.0
+    nearest: list[float] = []
+    i = 0
+    for ring in rings:
+        ds = [
+            math.hypot((c.lng - origin.lng) * kx, (c.lat - origin.lat) * 111195.0)
+            for c in centres[i : i + len(ring)]
+        ]
+        nearest.append(min(ds, default=math.inf))
+        i += len(ring)
+    later: list[float] = []
+    floor = math.inf
+    for d in reversed(nearest):
+        floor = min(floor, d)
+        later.append(max(floor * 0.995 - 1.0, 0.0))
+    later.reverse()
+    meta: list[int | float] = []
+    for ring, bound in zip(rings, later, strict=True):
+        meta += [len(ring), round(bound, 1)]
+    blob = b"".join(
+        _CELL_RECORD.pack(c.encode(), p.lat, p.lng) for c, p in zip(flat, centres, strict=True)
+    )
+    return _PackedDisk(pack_args(blob), len(flat), tuple(meta), origin)
 
 
 class ScriptBatcher:
@@ -464,7 +540,7 @@ class Presence:
         self._circumradius_m = round(cells.edge_length_m(resolution) * 1.02, 1)
         # Per disk of rings: its cells and their centres, packed once (a city has a few
         # thousand pickup cells; each disk is reused by every search from that cell).
-        self._cell_args: dict[tuple[tuple[str, ...], ...], tuple[bytes, int, str]] = {}
+        self._cell_args: dict[tuple[tuple[str, ...], ...], _PackedDisk] = {}
         self._batcher = ScriptBatcher(bulk, _LOCATION)
         self._location_constants = (
             self._cell_prefix,
@@ -624,7 +700,7 @@ class Presence:
 
     async def candidates(
         self,
-        rings: list[list[str]],
+        rings: Sequence[Sequence[str]],
         *,
         min_seen_ms: int,
         want: int,
@@ -637,26 +713,16 @@ class Presence:
         in the same event-loop turn (a dispatch batch gathers them) share one round
         trip, on a connection of their own so a big batch never holds up location
         frames."""
-        key = tuple(tuple(ring) for ring in rings)
-        tail = self._cell_args.get(key)
-        if tail is None:
-            flat_cells = [c for ring in rings for c in ring]
-            packed = b"".join(
-                pack_args(c, repr(centre.lat), repr(centre.lng))
-                for c in flat_cells
-                for centre in (cells.center(c),)
-            )
+        # ``cells.disk_by_ring`` hands out the same tuples for the same disk.
+        key = tuple(r if isinstance(r, tuple) else tuple(r) for r in rings)
+        disk = self._cell_args.get(key)
+        if disk is None:
             if len(self._cell_args) > CELL_ARGS_CACHE:
                 self._cell_args.clear()
-            tail = self._cell_args[key] = (
-                packed,
-                3 * len(flat_cells),
-                flat_cells[0] if flat_cells else "",
-            )
-        packed, count, first = tail
-        if not count or want <= 0:
+            disk = self._cell_args[key] = _pack_disk(key)
+        if not disk.count or want <= 0:
             return []
-        origin = pickup or cells.center(first)
+        origin = pickup or disk.origin
         args: list[str | int | float] = [
             self._cell_prefix,
             self._driver_prefix,
@@ -667,9 +733,11 @@ class Presence:
             repr(origin.lng),
             self._circumradius_m,
             repr(radius_m if radius_m is not None else 1e9),
-            count // 3,
+            disk.count,
+            len(disk.rings) // 2,
+            *disk.rings,
         ]
-        flat = await self._search_batcher.submit((), args, tail=(packed, count))
+        flat = await self._search_batcher.submit((), args, tail=(disk.tail, 1))
         return [
             Candidate(
                 flat[i],

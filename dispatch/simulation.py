@@ -507,7 +507,7 @@ class _Simulation:
         self.k_max = candidates.max_rings(
             config.eta, max_pickup_eta_s=config.max_pickup_eta_s, resolution=config.resolution
         )
-        self.rings: dict[str, list[list[str]]] = {}
+        self.rings: dict[str, tuple[tuple[str, ...], ...]] = {}
         self.ring_of: dict[str, dict[str, int]] = {}  # per centre: cell → ring
         self.pickup_cell = [cells.cell_of(r.pickup, config.resolution) for r in self.requests]
         self.trips = [TripRecord(r.trip_id, r.requested_s) for r in self.requests]
@@ -618,7 +618,7 @@ class _Simulation:
             if held is not None:
                 self._make_available(held[1])
 
-    def _rings(self, centre: str) -> list[list[str]]:
+    def _rings(self, centre: str) -> tuple[tuple[str, ...], ...]:
         rings = self.rings.get(centre)
         if rings is None:
             rings = self.rings[centre] = cells.disk_by_ring(centre, self.k_max)

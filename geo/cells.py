@@ -19,13 +19,10 @@ def ring(cell: str, k: int) -> list[str]:
     return [str(c) for c in h3.grid_ring(cell, k)]
 
 
-def disk_by_ring(cell: str, k_max: int) -> list[list[str]]:
-    """Rings 0..k_max around ``cell``: ring k lists the cells at grid distance k."""
-    return [list(r) for r in _disk_by_ring(cell, k_max)]
-
-
 @functools.lru_cache(maxsize=20_000)
-def _disk_by_ring(cell: str, k_max: int) -> tuple[tuple[str, ...], ...]:
+def disk_by_ring(cell: str, k_max: int) -> tuple[tuple[str, ...], ...]:
+    """Rings 0..k_max around ``cell``: ring k lists the cells at grid distance k.
+    Cached and immutable: the same disk is the same object for every search from it."""
     return tuple(tuple(ring(cell, k)) for k in range(k_max + 1))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Sequence
 
 from core.clock import now_ms
 from dispatch.presence import LocationResult, Presence
@@ -370,7 +371,7 @@ async def test_candidates_are_the_want_nearest_within_the_rings(runtime: Runtime
     rings = cells.disk_by_ring(home_cell(rt), 3)
     fresh = t - STALE_MS
 
-    async def ids(want: int, rs: list[list[str]] = rings) -> list[str]:
+    async def ids(want: int, rs: Sequence[Sequence[str]] = rings) -> list[str]:
         found = await presence(rt).candidates(rs, min_seen_ms=fresh, want=want, pickup=MIDTOWN)
         return [c.driver_id for c in found]
 
@@ -422,6 +423,49 @@ async def test_a_crowded_cell_gives_its_eight_nearest_in_order(runtime: Runtime)
         cells.disk_by_ring(home_cell(rt), 3), min_seen_ms=t - STALE_MS, want=8, pickup=MIDTOWN
     )
     assert [c.driver_id for c in found] == [f"drv_{k:02d}" for k in range(8)]
+
+
+async def test_the_ring_walk_never_misses_a_nearer_driver(runtime: Runtime) -> None:
+    """The search stops walking rings once nothing further out can beat the ``want``-th
+    best. Against a brute-force scan of every driver in the disk, for drivers scattered
+    over a few kilometres and pickups anywhere in the centre cell, sometimes right at its
+    edge: the same drivers at the same distances."""
+    rt = runtime
+    t = now_ms()
+    rng = random.Random(20261122)
+    drivers: dict[str, LatLng] = {}
+    for k in range(120):
+        # Denser near the middle, as a city is; some 3-4 km out.
+        r = 0.035 * rng.random() ** 1.5
+        point = LatLng(
+            MIDTOWN.lat + r * (rng.random() * 2 - 1), MIDTOWN.lng + r * (rng.random() * 2 - 1)
+        )
+        drivers[f"drv_w{k:03d}"] = point
+        await online_at(rt, f"drv_w{k:03d}", point, ts=t)
+    centre = home_cell(rt)
+    corners = cells.boundary(centre)
+    middle = cells.center(centre)
+    rings = cells.disk_by_ring(centre, 4)
+    in_disk = {c for ring in rings for c in ring}
+    reachable = {d: p for d, p in drivers.items() if cells.cell_of(p, res(rt)) in in_disk}
+    checked = 0
+    for _ in range(80):
+        # A pickup between the cell's centre and a random corner: up to its very edge.
+        lat, lng = corners[rng.randrange(len(corners))]
+        f = rng.random() ** 0.3
+        pickup = LatLng(middle.lat + (lat - middle.lat) * f, middle.lng + (lng - middle.lng) * f)
+        if cells.cell_of(pickup, res(rt)) != centre:
+            continue
+        for want in (1, 3, 8):
+            found = await presence(rt).candidates(
+                rings, min_seen_ms=t - STALE_MS, want=want, pickup=pickup
+            )
+            got = [haversine_m(pickup, LatLng(c.lat, c.lng)) for c in found]
+            best = sorted(haversine_m(pickup, p) for p in reachable.values())[:want]
+            assert len(got) == len(best) == want
+            assert all(abs(a - b) < 1.0 for a, b in zip(got, best, strict=True)), (got, best)
+            checked += 1
+    assert checked >= 150
 
 
 async def test_candidates_with_nobody_around(runtime: Runtime) -> None:
