@@ -2,8 +2,9 @@
 
 Riders and members (drivers) get a signed JWT at sign-up or admission, carrying their id
 and role. Operators present the co-op's operator token (``COOP_OPERATOR_TOKEN``),
-compared in constant time. A token is checked for signature, expiry and role; whether
-a member is still in good standing is checked against the database by the caller.
+compared in constant time. A token is checked here for signature, expiry and role;
+whether it was revoked (its ``jti``) and whether a member is still in good standing is
+checked against the database by ``core.identity.check_standing`` (docs/security.md).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Literal, cast
 
 import jwt
 
-from core.errors import NotAuthenticated, WrongRole
+from core.errors import NotAuthenticated, TokenExpired, WrongRole
 
 Role = Literal["rider", "driver", "operator"]
 ROLES: tuple[Role, ...] = ("rider", "driver", "operator")
@@ -29,6 +30,8 @@ class Principal:
     role: Role
     subject_id: str
     token_id: str | None = None
+    # Epoch seconds; None for the operator token, which does not expire.
+    expires_at: int | None = None
 
     def require(self, *roles: Role) -> Principal:
         if self.role not in roles:
@@ -60,17 +63,21 @@ def authenticate(token: str | None, *, secret: str, operator_token: str) -> Prin
             secret,
             algorithms=[ALGORITHM],
             issuer=ISSUER,
-            options={"require": ["exp", "sub", "iss"]},
+            # Every token we issue names itself (jti), so that it can be revoked.
+            options={"require": ["exp", "sub", "iss", "jti"]},
         )
     except jwt.ExpiredSignatureError as exc:
-        raise NotAuthenticated("token expired") from exc
+        raise TokenExpired("token expired") from exc
     except jwt.PyJWTError as exc:
         raise NotAuthenticated("invalid token") from exc
     role = claims.get("role")
     if role not in ("rider", "driver"):
         raise NotAuthenticated("invalid token role")
     return Principal(
-        role=cast(Role, role), subject_id=str(claims["sub"]), token_id=claims.get("jti")
+        role=cast(Role, role),
+        subject_id=str(claims["sub"]),
+        token_id=str(claims["jti"]),
+        expires_at=int(claims["exp"]),
     )
 
 

@@ -51,6 +51,11 @@ class RateLimited(CoopError):
     slug = "rate-limited"
     title = "Too many requests"
 
+    def __init__(self, detail: str | None = None, *, retry_after_s: int = 1) -> None:
+        super().__init__(detail)
+        # Whole seconds until the next attempt can succeed (HTTP ``Retry-After``).
+        self.retry_after_s = max(1, retry_after_s)
+
 
 class Unavailable(CoopError):
     slug = "service-unavailable"
@@ -145,6 +150,11 @@ class RiderNotFound(NotFound):
     title = "No such rider"
 
 
+class MembershipEnded(Conflict):
+    slug = "membership-ended"
+    title = "A removed member cannot be reinstated"
+
+
 class ActiveTripExists(Conflict):
     slug = "active-trip-exists"
     title = "The rider already has an active trip"
@@ -173,6 +183,16 @@ class OfferWithdrawn(Conflict):
 class NotOnline(Conflict):
     slug = "not-online"
     title = "Go online before sending this"
+
+
+class TokenRevoked(NotAuthenticated):
+    slug = "token-revoked"
+    title = "This token has been revoked"
+
+
+class TokenExpired(NotAuthenticated):
+    slug = "token-expired"
+    title = "This token has expired"
 
 
 class MemberRemoved(NotAuthenticated):

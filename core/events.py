@@ -35,6 +35,14 @@ return n
 """
 
 
+# Close codes a revocation asks the person's sockets to close with (docs/websocket.md).
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
+# A control frame on a person's channel, never forwarded to the phone: their token or
+# standing was revoked. Sockets match it by this prefix, so ordinary events cost nothing.
+REVOKED_PREFIX = '{"type":"revoked"'
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     audience: Audience
@@ -110,3 +118,12 @@ class EventBus:
     async def current_event_id(self, audience: str, recipient_id: str) -> int:
         value = await self._redis.get(self._keys.event_seq(audience, recipient_id))
         return int(value) if value else 0
+
+
+def revoked(
+    audience: Audience, recipient_id: str, *, code: str, detail: str, close: int, jti: str | None
+) -> Event:
+    """Every socket of this person, on any api process, sends ``error`` ``code`` and closes
+    with ``close``; with a ``jti``, only the sockets opened with that token."""
+    frame = {"type": "revoked", "code": code, "detail": detail, "close": close, "jti": jti}
+    return Event(audience, recipient_id, frame, durable=False)

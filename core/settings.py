@@ -65,6 +65,24 @@ class Settings(BaseSettings):
     # A phone clock a little ahead of ours is normal; further ahead is a bad frame.
     max_clock_skew_s: float = Field(default=5.0, ge=0)
 
+    # -- abuse limits (core/ratelimit.py, docs/security.md). Token buckets in Redis, so
+    # they hold across api processes. Each allows a burst of its size, refilled evenly.
+    # Sign-ups per client address: a phone signs up once; a carrier NAT puts many
+    # phones behind one address, so this is generous, yet stops scripted mass sign-up.
+    signup_rate_per_min: int = Field(default=60, gt=0)
+    # Trip requests per rider (retries with the same Idempotency-Key are free): a rider
+    # asks for a few rides an hour at most.
+    trip_request_rate_per_min: int = Field(default=10, gt=0)
+    # Quotes per rider: an app re-quotes as the rider moves the pins.
+    quote_rate_per_min: int = Field(default=60, gt=0)
+    # Location frames per driver: a phone reports every 1-4 s; the burst lets a phone
+    # that buffered fixes in a tunnel flush them. Checked inside the location script.
+    location_rate_per_s: float = Field(default=2.0, gt=0)
+    location_burst: int = Field(default=60, gt=0)
+    # Largest HTTP request body taken (413 above it): a service area of the maximum
+    # 10,000 vertices is ~450 KB of GeoJSON; nothing else comes close.
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+
     # Serves /v1/bench/noop-ws (receive a frame, ack it): the baseline the ingest
     # benchmark measures the real driver socket against. Off unless asked for.
     bench_endpoints: bool = False

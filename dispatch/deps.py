@@ -15,6 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import HTTPConnection
 
+from core import identity
 from core.auth import Principal, authenticate
 from dispatch.runtime import Runtime
 
@@ -38,15 +39,20 @@ Session = Annotated[AsyncSession, Depends(db_session, scope="function")]
 _bearer = HTTPBearer(auto_error=False, description="A rider, driver or operator token")
 
 
-def principal(
+async def principal(
     rt: RuntimeDep,
+    db: Session,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    return authenticate(
+    """Who is calling: a well-signed, unexpired token (``core.auth``) that was not
+    revoked, of a member still in good standing (``core.identity.check_standing``)."""
+    who = authenticate(
         credentials.credentials if credentials else None,
         secret=rt.settings.jwt_secret,
         operator_token=rt.settings.operator_token,
     )
+    await identity.check_standing(db, who)
+    return who
 
 
 CurrentPrincipal = Annotated[Principal, Depends(principal)]

@@ -59,24 +59,42 @@ TRACE_MAX = 5_000
 
 # KEYS: driver hash. ARGV: driver, lat, lng, ts_ms, acc, heading, speed, cell, now_ms,
 # status to assume if none is stored; then the same for every call: cell-key prefix,
-# trace-key prefix, trace sampling interval (ms), seen key (so they are packed once).
+# trace-key prefix, trace sampling interval (ms), seen key, rate-limit burst, refill per
+# ms (so they are packed once).
+# First the driver's rate limit: a token bucket in the driver's own hash (rl_t tokens,
+# rl_at when counted), so it costs no extra key and no extra round trip. Every frame
+# that reaches the script spends a token, a stale one too; with none left the frame is
+# dropped ('limited', with the ms until the next token) and nothing else changes.
 # While the driver is on a trip, one position per interval is appended to the trip's
 # trace (PostgreSQL gets it when the trip ends).
 _LOCATION = (
     _GEO_HELPERS
     + """
 local h = redis.call('HMGET', KEYS[1], 'ts', 'cell', 'status', 'trip', 'rider', 'tlat',
-                     'tlng', 'trace_ts')
+                     'tlng', 'trace_ts', 'rl_t', 'rl_at')
+local now = tonumber(ARGV[9])
+local burst, refill = tonumber(ARGV[15]), tonumber(ARGV[16])
+local tokens = tonumber(h[9] or ARGV[15])
+local counted_at = tonumber(h[10] or ARGV[9])
+if now > counted_at then tokens = math.min(burst, tokens + (now - counted_at) * refill) end
+if tokens < 1 then
+  return {'limited', tostring(math.ceil((1 - tokens) / refill)), '', '', '', ''}
+end
+tokens = tostring(tokens - 1)
+if now < counted_at then now = counted_at end
 local prev_ts = tonumber(h[1] or '0')
 local ts = tonumber(ARGV[4])
-if ts <= prev_ts then return {'stale', tostring(prev_ts), '', '', '', ''} end
+if ts <= prev_ts then
+  redis.call('HSET', KEYS[1], 'rl_t', tokens, 'rl_at', now)
+  return {'stale', tostring(prev_ts), '', '', '', ''}
+end
 -- No status at all means Redis lost the driver (a restart): take the status the
 -- driver's socket last asked for, so the next frame restores it.
 local status = h[3] or ARGV[10]
 local cp = ARGV[11]
 redis.call('HSET', KEYS[1], 'lat', ARGV[2], 'lng', ARGV[3], 'ts', ARGV[4], 'acc', ARGV[5],
            'hdg', ARGV[6], 'spd', ARGV[7], 'cell', ARGV[8], 'seen', ARGV[9],
-           'status', status)
+           'status', status, 'rl_t', tokens, 'rl_at', now)
 if status ~= 'offline' then
   if h[2] and h[2] ~= ARGV[8] then
     redis.call('ZREM', cp .. h[2], ARGV[1])
@@ -494,6 +512,8 @@ class LocationResult:
     last_ts_ms: int | None = None
     target_lat: float | None = None
     target_lng: float | None = None
+    # Set when the driver's location rate limit dropped the frame: ms until the next.
+    retry_after_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -528,6 +548,8 @@ class Presence:
         *,
         bulk: BulkScriptRunner,
         bulk_search: BulkScriptRunner,
+        location_burst: int = 60,
+        location_rate_per_s: float = 2.0,
     ) -> None:
         self.redis = redis
         self.keys = keys
@@ -547,9 +569,11 @@ class Presence:
             keys.trace(""),
             TRACE_EVERY_MS,
             keys.seen(),
+            location_burst,
+            repr(location_rate_per_s / 1000),
         )
-        # EVALSHA sha 1 <key> <10 args> <4 constants>: 18 parts.
-        self._location_head = b"*18\r\n" + pack_args("EVALSHA", self._batcher.sha, 1)
+        # EVALSHA sha 1 <key> <10 args> <6 constants>: 20 parts.
+        self._location_head = b"*20\r\n" + pack_args("EVALSHA", self._batcher.sha, 1)
         self._location_tail = pack_args(*self._location_constants)
         self._search_batcher = ScriptBatcher(bulk_search, _CANDIDATES)
         self._reserve_batcher = ScriptBatcher(bulk_search, _RESERVE)
@@ -604,6 +628,8 @@ class Presence:
         kind, status, trip, rider, tlat, tlng = result
         if kind == "stale":
             return LocationResult(False, "", None, None, last_ts_ms=int(status))
+        if kind == "limited":
+            return LocationResult(False, "", None, None, retry_after_ms=int(status))
         return LocationResult(
             True,
             status,

@@ -10,8 +10,13 @@ event after N that the short per-person log still holds, then live ones; an even
 never sent twice on one connection. If the log no longer reaches back to N, the server
 sends ``{"type": "resync"}`` and the phone refetches its state over HTTP.
 
-Close codes: 4401 bad or missing credentials, 4403 wrong role or removed member,
-1013 (try again later) when the phone fell too far behind, 1009 for an oversized frame.
+Close codes: 4401 bad, missing, expired or revoked credentials, 4403 wrong role or
+removed member, 1013 (try again later) when the phone fell too far behind, 1009 for an
+oversized frame. A socket is closed when its token expires (4401 ``token-expired``), and
+at once when its token is revoked (4401 ``token-revoked``) or its member suspended or
+removed (4403 ``member-removed``), whichever api process holds it: revocation publishes
+a ``revoked`` control frame on the person's channel, which the pump acts on and never
+forwards.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -28,9 +34,20 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from core import metrics
+from core import identity, metrics
 from core.auth import Principal, Role, authenticate, bearer_from_header
-from core.errors import CoopError, Forbidden, InvalidFrame, NotAuthenticated, Unavailable
+from core.errors import (
+    CoopError,
+    Forbidden,
+    InvalidFrame,
+    MemberNotFound,
+    MemberRemoved,
+    NotAuthenticated,
+    RateLimited,
+    TokenExpired,
+    Unavailable,
+)
+from core.events import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED, REVOKED_PREFIX
 from dispatch.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -38,8 +55,6 @@ log = logging.getLogger(__name__)
 # Larger than any frame the contract defines (a location frame is ~150 bytes); a bigger
 # one is a broken or hostile client.
 MAX_FRAME_BYTES = 16 * 1024
-CLOSE_UNAUTHENTICATED = 4401
-CLOSE_FORBIDDEN = 4403
 CLOSE_TRY_AGAIN = 1013
 CLOSE_TOO_BIG = 1009
 
@@ -52,6 +67,8 @@ def ack_key(rt: Runtime, audience: str, ident: str) -> str:
 
 def error_frame(exc: CoopError, ref: Any = None) -> dict[str, Any]:
     frame: dict[str, Any] = {"type": "error", "code": exc.slug, "detail": exc.detail}
+    if isinstance(exc, RateLimited):
+        frame["retry_after_s"] = exc.retry_after_s
     if ref is not None:
         frame["ref"] = ref
     return frame
@@ -72,7 +89,12 @@ async def authenticate_socket(rt: Runtime, ws: WebSocket, role: Role) -> Princip
             token, secret=rt.settings.jwt_secret, operator_token=rt.settings.operator_token
         )
         who.require(role)
+        async with rt.sessions() as db:
+            await identity.check_standing(db, who)
         return who
+    except (MemberRemoved, MemberNotFound) as exc:
+        await send(ws, error_frame(exc))
+        await ws.close(CLOSE_FORBIDDEN, exc.slug)
     except NotAuthenticated as exc:
         await send(ws, error_frame(exc))
         await ws.close(CLOSE_UNAUTHENTICATED, exc.slug)
@@ -117,6 +139,20 @@ async def serve_socket(
                 nonlocal last_sent
                 while True:
                     frame = await sub.queue.get()
+                    if frame.startswith(REVOKED_PREFIX):
+                        control = orjson.loads(frame)
+                        if control["jti"] is None or control["jti"] == who.token_id:
+                            await send(
+                                ws,
+                                {
+                                    "type": "error",
+                                    "code": control["code"],
+                                    "detail": control["detail"],
+                                },
+                            )
+                            await ws.close(int(control["close"]), str(control["code"]))
+                            return
+                        continue
                     m = _EVENT_ID.match(frame.encode()[:32])
                     if m is not None:
                         event_id = int(m.group(1))
@@ -132,7 +168,18 @@ async def serve_socket(
             async def reader() -> None:
                 await _read(rt, ws, audience=audience, ident=ident, handle=handle)
 
-            tasks = [asyncio.create_task(t()) for t in (pump, overflow, reader)]
+            async def expiry() -> None:
+                # The token's lifetime bounds the socket's: a socket never outlives the
+                # credentials it was opened with.
+                if who.expires_at is None:
+                    await asyncio.Event().wait()
+                    return
+                await asyncio.sleep(max(0.0, who.expires_at - time.time()))
+                exc = TokenExpired("the token expired; reconnect with a fresh one")
+                await send(ws, error_frame(exc))
+                await ws.close(CLOSE_UNAUTHENTICATED, exc.slug)
+
+            tasks = [asyncio.create_task(t()) for t in (pump, overflow, reader, expiry)]
             try:
                 await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             finally:

@@ -21,6 +21,7 @@ from core.db import make_engine, make_sessionmaker, outbox, unit_of_work
 from core.events import Event, EventBus
 from core.hub import Hub
 from core.keys import Keys
+from core.ratelimit import RateLimiter
 from core.redis import make_redis
 from core.settings import Settings
 from dispatch.presence import Presence
@@ -53,6 +54,7 @@ class Runtime:
     presence: Presence
     areas: ServiceAreas
     eta: EtaModel
+    limits: RateLimiter
 
     @classmethod
     def create(cls, settings: Settings) -> Runtime:
@@ -74,9 +76,12 @@ class Runtime:
                 settings.h3_resolution,
                 bulk=BulkScriptRunner(settings.redis_url),
                 bulk_search=BulkScriptRunner(settings.redis_url),
+                location_burst=settings.location_burst,
+                location_rate_per_s=settings.location_rate_per_s,
             ),
             areas=ServiceAreas(redis, keys, sessions),
             eta=load_eta_model(settings.eta_model),
+            limits=RateLimiter(redis, keys),
         )
 
     async def start(self) -> None:

@@ -22,13 +22,13 @@ from core.errors import (
     InaccurateLocation,
     InvalidFrame,
     InvalidLocation,
+    RateLimited,
     StaleLocation,
     UnknownFrameType,
 )
-from core.events import Event
+from core.events import CLOSE_FORBIDDEN, Event
 from dispatch import offers, trips
 from dispatch.realtime import (
-    CLOSE_FORBIDDEN,
     authenticate_socket,
     error_frame,
     send,
@@ -102,6 +102,12 @@ async def handle_location(
         now_ms=now,
         assumed_status=assumed_status,
     )
+    if result.retry_after_ms is not None:
+        raise RateLimited(
+            f"at most {rt.settings.location_burst} location frames at once and "
+            f"{rt.settings.location_rate_per_s:g} per second after; this one was dropped",
+            retry_after_s=-(-result.retry_after_ms // 1000),
+        )
     if not result.accepted:
         raise StaleLocation(f"ts {ts_ms} is not after the last one taken ({result.last_ts_ms})")
     metrics.LOCATION_FRAMES.inc()

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Response, status
+from fastapi import APIRouter, Header, Query, Request, Response, status
 
 from core import identity
+from core.ratelimit import Limit
 from dispatch import trips
 from dispatch.deps import CurrentPrincipal, CurrentRider, RuntimeDep, Session
 from dispatch.schemas import QuoteOut, ReceiptOut, TripOut, TripPage
@@ -32,8 +33,22 @@ def _points(body: TripRequest) -> tuple[LatLng, LatLng]:
     )
 
 
-@router.post("/v1/riders", status_code=status.HTTP_201_CREATED)
-async def sign_up(body: RiderSignUp, db: Session, rt: RuntimeDep) -> Credentials:
+def client_address(request: Request) -> str:
+    """The peer address as the server saw it. Behind a proxy, run uvicorn with
+    ``--proxy-headers --forwarded-allow-ips`` so this is the phone's, never a header a
+    client could forge (docs/security.md)."""
+    return request.client.host if request.client else "unknown"
+
+
+@router.post(
+    "/v1/riders",
+    status_code=status.HTTP_201_CREATED,
+    responses={429: {"description": "too many sign-ups from this address"}},
+)
+async def sign_up(body: RiderSignUp, db: Session, rt: RuntimeDep, request: Request) -> Credentials:
+    await rt.limits.hit(
+        Limit.per_minute("sign-ups", rt.settings.signup_rate_per_min), client_address(request)
+    )
     rider, token = await identity.sign_up_rider(
         db, settings=rt.settings, name=body.name, phone=body.phone
     )
@@ -46,8 +61,9 @@ async def me(who: CurrentRider, db: Session) -> RiderOut:
     return RiderOut(id=rider.id, name=rider.name, phone=rider.phone)
 
 
-@router.post("/v1/quotes")
+@router.post("/v1/quotes", responses={429: {"description": "too many quotes"}})
 async def quote(body: TripRequest, who: CurrentRider, db: Session, rt: RuntimeDep) -> QuoteOut:
+    await rt.limits.hit(Limit.per_minute("quotes", rt.settings.quote_rate_per_min), who.subject_id)
     pickup, dropoff = _points(body)
     q = await trips.quote(db, rt, pickup=pickup, dropoff=dropoff, rider_id=who.subject_id)
     return QuoteOut.model_validate(
@@ -63,7 +79,11 @@ async def quote(body: TripRequest, who: CurrentRider, db: Session, rt: RuntimeDe
     )
 
 
-@router.post("/v1/trips", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/v1/trips",
+    status_code=status.HTTP_201_CREATED,
+    responses={429: {"description": "too many trip requests"}},
+)
 async def request_trip(
     body: TripOrder,
     who: CurrentRider,
@@ -73,6 +93,12 @@ async def request_trip(
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> TripOut:
     pickup, dropoff = _points(body)
+    # A retry with the same Idempotency-Key is free: it asks for the same trip.
+    await rt.limits.hit(
+        Limit.per_minute("trip-requests", rt.settings.trip_request_rate_per_min),
+        who.subject_id,
+        dedupe=idempotency_key,
+    )
     trip, created = await trips.request(
         db,
         rt,

@@ -21,7 +21,8 @@ from driver_api import routes as driver_routes
 from driver_api import socket as driver_socket
 from rider_api import routes as rider_routes
 from rider_api import socket as rider_socket
-from server import coop, fares_routes, health, operator, problems
+from server import coop, fares_routes, health, operator, problems, security_routes
+from server.limits import BodySizeLimit
 
 
 class MetricsMiddleware:
@@ -88,6 +89,7 @@ def create_app(settings: Settings | None = None, *, run_dispatcher: bool = True)
         lifespan=lifespan,
     )
     problems.install(app)
+    app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware)
     for module in (
         health,
@@ -97,6 +99,7 @@ def create_app(settings: Settings | None = None, *, run_dispatcher: bool = True)
         fares_routes,
         governance_routes,
         coop,
+        security_routes,
     ):
         app.include_router(module.router)
     app.include_router(rider_socket.router)

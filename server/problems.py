@@ -51,15 +51,33 @@ def status_of(exc: CoopError) -> int:
     return 500
 
 
-def problem(status: int, slug: str, title: str, detail: str, **extra: Any) -> JSONResponse:
+def problem(
+    status: int,
+    slug: str,
+    title: str,
+    detail: str,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
     body = {"type": slug, "title": title, "status": status, "detail": detail, **extra}
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+    headers = dict(headers or {})
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers or None)
 
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(CoopError)
     async def _domain(request: Request, exc: CoopError) -> JSONResponse:
+        if isinstance(exc, RateLimited):
+            return problem(
+                429,
+                exc.slug,
+                exc.title,
+                exc.detail,
+                headers={"Retry-After": str(exc.retry_after_s)},
+                retry_after_s=exc.retry_after_s,
+            )
         return problem(status_of(exc), exc.slug, exc.title, exc.detail)
 
     @app.exception_handler(RequestValidationError)

@@ -15,6 +15,7 @@ from core.models.ledger import (
 )
 from core.models.member import Member, Vehicle
 from core.models.offer import Offer
+from core.models.revoked_token import RevokedToken
 from core.models.rider import Rider
 from core.models.service_area import ServiceArea
 from core.models.trip import Trip, TripEvent
@@ -35,6 +36,7 @@ __all__ = [
     "PatronageShare",
     "Proposal",
     "ProposalVoter",
+    "RevokedToken",
     "Rider",
     "ServiceArea",
     "Trip",

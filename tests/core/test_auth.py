@@ -61,8 +61,15 @@ def test_almost_the_operator_token_is_not() -> None:
 
 def test_expired_token_is_refused() -> None:
     token = issue_token(secret=SECRET, role="rider", subject_id="rdr_1", ttl_s=-5)
-    with pytest.raises(NotAuthenticated, match="expired"):
+    with pytest.raises(NotAuthenticated, match="expired") as info:
         auth(token)
+    assert info.value.slug == "token-expired"
+
+
+def test_the_principal_carries_the_expiry_for_the_socket_timer() -> None:
+    token = issue_token(secret=SECRET, role="driver", subject_id="drv_1", ttl_s=120)
+    who = auth(token)
+    assert who.expires_at is not None and abs(who.expires_at - (time.time() + 120)) < 5
 
 
 def test_token_signed_with_another_secret_is_refused() -> None:
@@ -98,6 +105,7 @@ def _claims(**overrides: object) -> dict[str, object]:
         "role": "driver",
         "iat": now,
         "exp": now + 600,
+        "jti": "0123456789abcdef",
     }
     base.update(overrides)
     return {k: v for k, v in base.items() if v is not None}
@@ -117,6 +125,7 @@ def test_a_well_signed_token_cannot_claim_operator() -> None:
         {"iss": None},
         {"exp": None},
         {"sub": None},
+        {"jti": None},  # a token that cannot be revoked is not taken
     ],
 )
 def test_tokens_missing_or_bending_a_claim_are_refused(overrides: dict[str, object]) -> None:
