@@ -43,7 +43,8 @@ def serve(host: str, port: int, *, dispatcher: bool, workers: int, log_level: st
 
     from server.logs import configure
 
-    configure(log_level.upper())
+    settings = get_settings()
+    configure(log_level.upper(), secrets=(settings.operator_token, settings.jwt_secret))
     if workers > 1:
         # Each worker builds its own app; only one holds the dispatcher lock at a time.
         factory = "server.cli:app_with_dispatcher" if dispatcher else "server.cli:app_api_only"
@@ -87,7 +88,8 @@ def run_dispatcher(log_level: str) -> None:
     from dispatch.runtime import Runtime
     from server.logs import configure
 
-    configure(log_level.upper())
+    settings = get_settings()
+    configure(log_level.upper(), secrets=(settings.operator_token, settings.jwt_secret))
 
     async def main() -> None:
         rt = Runtime.create(get_settings())

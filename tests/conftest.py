@@ -163,12 +163,12 @@ def service_env(settings: Settings) -> dict[str, str]:
 
 
 def start_server(
-    settings: Settings, log_path: Path, *, dispatcher: bool = True
+    settings: Settings, log_path: Path, *, dispatcher: bool = True, log_level: str = "warning"
 ) -> tuple[subprocess.Popen[bytes], Server]:
     port = _free_port()
     env = {**os.environ, **service_env(settings)}
     log = log_path.open("wb")
-    args = ["serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    args = ["serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", log_level]
     if not dispatcher:
         args.append("--no-dispatcher")
     proc = subprocess.Popen(
