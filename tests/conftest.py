@@ -159,6 +159,12 @@ def service_env(settings: Settings) -> dict[str, str]:
         "COOP_TRIP_REQUEST_TIMEOUT_S": str(settings.trip_request_timeout_s),
         "COOP_VOTE_MIN_WINDOW_S": str(settings.vote_min_window_s),
         "COOP_VOTE_QUORUM": str(settings.vote_quorum),
+        "COOP_SIGNUP_RATE_PER_MIN": str(settings.signup_rate_per_min),
+        "COOP_TRIP_REQUEST_RATE_PER_MIN": str(settings.trip_request_rate_per_min),
+        "COOP_QUOTE_RATE_PER_MIN": str(settings.quote_rate_per_min),
+        "COOP_LOCATION_RATE_PER_S": str(settings.location_rate_per_s),
+        "COOP_LOCATION_BURST": str(settings.location_burst),
+        "COOP_MAX_BODY_BYTES": str(settings.max_body_bytes),
     }
 
 
