@@ -75,6 +75,10 @@ class Socket:
             timeout,
         )
 
+    async def expect_reply(self, ref: Any, timeout: float = FRAME_TIMEOUT_S) -> dict[str, Any]:
+        """The server's reply (``ok`` or ``error``) to the frame sent with ``id`` ``ref``."""
+        return await self._take(lambda f: f.get("ref") == ref, timeout)
+
     async def call(self, frame: dict[str, Any]) -> dict[str, Any]:
         """Send a frame with an ``id`` and return the server's reply to it (``ok`` or
         ``error``); events that arrive meanwhile stay in the backlog."""

@@ -30,7 +30,7 @@ from websockets.exceptions import ConnectionClosed
 
 from core.settings import Settings
 from server.app import create_app
-from tests.conftest import Server, start_server, stop_server
+from tests.conftest import Server
 from tests.e2e.phones import (
     CHELSEA,
     MIDTOWN,
@@ -41,7 +41,6 @@ from tests.e2e.phones import (
     open_socket,
     phone_number,
 )
-from tests.isolated_db import isolated_database
 
 pytestmark = pytest.mark.e2e
 
@@ -337,21 +336,6 @@ def test_every_route_has_a_row() -> None:
     assert sockets == set(SOCKETS)
 
 
-@pytest.fixture(scope="module")
-def matrix_server(
-    test_settings: Settings, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Server]:
-    with isolated_database(test_settings.database_url, "authz") as url:
-        settings = test_settings.model_copy(
-            update={"database_url": url, "redis_prefix": f"{test_settings.redis_prefix}authz:"}
-        )
-        proc, server = start_server(settings, tmp_path_factory.mktemp("authz") / "server.log")
-        try:
-            yield server
-        finally:
-            stop_server(proc)
-
-
 async def socket_outcome(server: Server, path: str, token: str | None) -> int:
     headers = {} if token is None else {"Authorization": f"Bearer {token}"}
     async with connect(f"{server.ws_url}{path}", additional_headers=headers, open_timeout=10) as ws:
@@ -393,8 +377,8 @@ async def run_row(world: World, row: Row, own: dict[str, str]) -> list[str]:
     return wrong
 
 
-async def test_every_route_and_socket_by_role(matrix_server: Server) -> None:
-    server = matrix_server
+async def test_every_route_and_socket_by_role(own_server: Server) -> None:
+    server = own_server
     async with httpx.AsyncClient(base_url=server.base_url, timeout=20) as http:
         rider_id, rider = await new_rider(http)
         other_rider_id, other_rider = await new_rider(http)
