@@ -60,6 +60,9 @@ def env_of(settings: Settings) -> dict[str, str]:
         "COOP_BENCH_ENDPOINTS": "1" if settings.bench_endpoints else "0",
         "COOP_DISPATCH_BATCH_S": str(settings.dispatch_batch_s),
         "COOP_DRIVER_STALE_S": str(settings.driver_stale_s),
+        "COOP_LOCATION_RATE_PER_S": str(settings.location_rate_per_s),
+        "COOP_LOCATION_BURST": str(settings.location_burst),
+        "COOP_SIGNUP_RATE_PER_MIN": str(settings.signup_rate_per_min),
     }
 
 
