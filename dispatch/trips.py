@@ -220,6 +220,13 @@ async def _can_see(db: AsyncSession, trip: Trip, who: Principal) -> bool:
     return offered is not None
 
 
+def _is_party(trip: Trip, who: Principal) -> bool:
+    """The trip's rider, its assigned driver, or an operator: who may see what happened
+    on it (the receipt's split, the route driven). A driver merely offered the trip may
+    see the trip, not another member's earnings or whereabouts."""
+    return who.role == "operator" or who.subject_id in (trip.rider_id, trip.driver_id)
+
+
 async def get(db: AsyncSession, *, trip_id: str, who: Principal, lock: bool = False) -> Trip:
     trip = await db.get(Trip, trip_id, with_for_update=lock)
     if trip is None:
@@ -318,7 +325,9 @@ async def _record_trace(
 async def trace_of(db: AsyncSession, *, trip_id: str, who: Principal) -> list[TripTracePoint]:
     """A finished trip's recorded positions, oldest first (who may see the trip may see
     where it went)."""
-    await get(db, trip_id=trip_id, who=who)
+    trip = await get(db, trip_id=trip_id, who=who)
+    if not _is_party(trip, who):
+        raise NotYourTrip(f"trip {trip_id} was not driven by you")
     rows = await db.scalars(
         select(TripTracePoint)
         .where(TripTracePoint.trip_id == trip_id)
@@ -386,6 +395,8 @@ async def advance(
 async def receipt_trip(db: AsyncSession, *, trip_id: str, who: Principal) -> Trip:
     """A completed trip, or a cancelled one that cost the rider a fee: both moved money."""
     trip = await get(db, trip_id=trip_id, who=who)
+    if not _is_party(trip, who):
+        raise NotYourTrip(f"trip {trip_id} was not driven by you")
     charged = trip.status == "cancelled" and trip.cancellation_fee_cents > 0
     if trip.status != "completed" and not charged:
         raise ReceiptNotReady(f"trip {trip_id} is {trip.status}")

@@ -428,3 +428,49 @@ async def test_every_route_and_socket_by_role(own_server: Server) -> None:
                     if got != expect[role]:
                         wrong.append(f"socket {path} as {role}: {got}, not {expect[role]}")
         assert wrong == [], "\n".join(wrong)
+
+
+async def test_a_driver_offered_a_trip_sees_it_but_not_how_it_went(own_server: Server) -> None:
+    """A driver who was offered a trip and declined may read the trip (it was shown the
+    trip), but not its receipt (another member's earnings) or its trace (another member's
+    whereabouts); a driver never offered it may read nothing of it."""
+    server = own_server
+    farther = {"lat": 40.7600, "lng": -73.9800}
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=20) as http:
+        _, declined = await new_driver(http, server)
+        winner_id, winner = await new_driver(http, server)
+        _, stranger = await new_driver(http, server)
+        _, rider = await new_rider(http)
+        async with (
+            open_socket(server, "/v1/drivers/ws", declined) as near,
+            open_socket(server, "/v1/drivers/ws", winner) as far,
+        ):
+            for ws, spot in ((near, NEAR_MIDTOWN), (far, farther)):
+                assert (await ws.call({"type": "status", "status": "online"}))["type"] == "ok"
+                assert (await ws.call({"type": "location", **spot}))["type"] == "ok"
+            trip = (await http.post("/v1/trips", json=TRIP, headers=rider)).json()["id"]
+            offer = await near.expect("offer", trip_id=trip)
+            assert (await near.call({"type": "decline", "offer_id": offer["offer_id"]}))[
+                "type"
+            ] == "ok"
+            await near.call({"type": "status", "status": "offline"})
+            offer = await far.expect("offer", trip_id=trip)
+            assert (await far.call({"type": "accept", "offer_id": offer["offer_id"]}))[
+                "type"
+            ] == "ok"
+            for step in ("arrived", "start", "complete"):
+                r = await http.post(
+                    f"/v1/trips/{trip}/{step}", headers={"Authorization": f"Bearer {winner}"}
+                )
+                assert r.status_code == 200, r.text
+
+        async def status(token: str, path: str) -> int:
+            r = await http.get(
+                f"/v1/trips/{trip}{path}", headers={"Authorization": f"Bearer {token}"}
+            )
+            return r.status_code
+
+        assert (await http.get(f"/v1/trips/{trip}", headers=rider)).json()["driver_id"] == winner_id
+        assert [await status(winner, p) for p in ("", "/receipt", "/trace")] == [200, 200, 200]
+        assert [await status(declined, p) for p in ("", "/receipt", "/trace")] == [200, 403, 403]
+        assert [await status(stranger, p) for p in ("", "/receipt", "/trace")] == [403, 403, 403]
