@@ -10,6 +10,10 @@ A request may carry a *dedupe* key (a trip request's ``Idempotency-Key``): a ret
 a request that was already charged is free, so a phone retrying over a bad network is
 never limited for asking twice for the same thing.
 
+When Redis cannot be reached the limiter lets the request through (and logs it): an
+outage of the live store must not also stop sign-ups and quotes, and the limits are
+about abuse over minutes, not about any one request.
+
 The driver's location frames are limited inside the location script itself
 (``dispatch.presence``), which the ingest path runs anyway. ``docs/security.md``.
 """
@@ -17,13 +21,18 @@ The driver's location frames are limited inside the location script itself
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.errors import RateLimited
 from core.keys import Keys
+
+log = logging.getLogger(__name__)
 
 # Long enough to cover any retry of one request (a phone gives up within minutes).
 DEDUPE_TTL_S = 24 * 3600
@@ -73,9 +82,16 @@ class RateLimiter:
             digest = hashlib.sha256(dedupe.encode()).hexdigest()[:32]
             keys.append(self._keys.rate(f"{limit.bucket}:seen", f"{ident}:{digest}"))
         refill_per_ms = limit.capacity / (limit.per_s * 1000)
-        allowed, wait_ms = await self._script(
-            keys=keys, args=[limit.capacity, repr(refill_per_ms), DEDUPE_TTL_S]
-        )
+        try:
+            allowed, wait_ms = await self._script(
+                keys=keys, args=[limit.capacity, repr(refill_per_ms), DEDUPE_TTL_S]
+            )
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            log.warning(
+                "rate limit not checked: redis unavailable",
+                extra={"bucket": limit.bucket, "error": repr(exc)},
+            )
+            return
         if not int(allowed):
             retry_after_s = math.ceil(int(wait_ms) / 1000)
             raise RateLimited(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from pathlib import Path
@@ -47,6 +48,8 @@ def serve(host: str, port: int, *, dispatcher: bool, workers: int, log_level: st
     configure(log_level.upper(), secrets=(settings.operator_token, settings.jwt_secret))
     if workers > 1:
         # Each worker builds its own app; only one holds the dispatcher lock at a time.
+        # Workers are fresh processes: they set up the same scrubbed JSON logs themselves.
+        os.environ[_WORKER_LOG_LEVEL] = log_level.upper()
         factory = "server.cli:app_with_dispatcher" if dispatcher else "server.cli:app_api_only"
         uvicorn.run(
             factory,
@@ -71,15 +74,30 @@ def serve(host: str, port: int, *, dispatcher: bool, workers: int, log_level: st
     )
 
 
+_WORKER_LOG_LEVEL = "COOP_WORKER_LOG_LEVEL"
+
+
+def _worker_logs() -> None:
+    from server.logs import configure
+
+    settings = get_settings()
+    configure(
+        os.environ.get(_WORKER_LOG_LEVEL, "INFO"),
+        secrets=(settings.operator_token, settings.jwt_secret),
+    )
+
+
 def app_with_dispatcher() -> object:
     from server.app import create_app
 
+    _worker_logs()
     return create_app(run_dispatcher=True)
 
 
 def app_api_only() -> object:
     from server.app import create_app
 
+    _worker_logs()
     return create_app(run_dispatcher=False)
 
 
