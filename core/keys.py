@@ -19,7 +19,8 @@ class Keys:
     def driver(self, driver_id: str) -> str:
         """Hash: lat, lng, ts (fix time, ms), seen (server time of the last position,
         ms), acc, hdg, spd, cell, status (offline | available | on_trip), conns (open
-        sockets), and while on a trip: trip, rider, tlat/tlng (where it is heading)."""
+        sockets), rl_t/rl_at (the location rate limit's tokens and when counted), and
+        while on a trip: trip, rider, tlat/tlng (where it is heading)."""
         return f"{self.prefix}drv:{driver_id}"
 
     def cell(self, resolution: int, cell: str) -> str:
@@ -92,6 +93,7 @@ class Keys:
 
     # -- request hygiene --
     def rate(self, bucket: str, ident: str) -> str:
+        """Hash: a rate limit's token bucket (core.ratelimit)."""
         return f"{self.prefix}rate:{bucket}:{ident}"
 
     def all_keys_pattern(self) -> str:
