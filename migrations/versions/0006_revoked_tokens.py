@@ -1,7 +1,7 @@
 """revoked tokens
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-11-22
 
 The denylist of tokens revoked before their expiry (by ``jti``): a phone that signs out,
@@ -12,8 +12,8 @@ checked on every request and socket.
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005"
-down_revision = "0004"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
