@@ -299,6 +299,10 @@ MATRIX: list[Row] = [
     Row("POST", "/v1/tokens/revoke", by_role(401, 204, 204, 204, 204, 403), fresh_token=True),
 ]
 
+# When the operator dashboard lands, it adds GET /ops and GET /ops/assets/{name} (the
+# page and its assets, public: the page holds no data and asks for the operator token),
+# GET /v1/operator/dashboard (OPERATORS) and the socket /v1/operator/live
+# (by_role(4401, 4403, 4403, 4403, 4403, OPEN)).
 SOCKETS: dict[str, dict[str, int]] = {
     "/v1/riders/ws": by_role(4401, OPEN, OPEN, 4403, 4403, 4403),
     "/v1/drivers/ws": by_role(4401, 4403, 4403, OPEN, OPEN, 4403),
@@ -337,15 +341,16 @@ def test_every_route_has_a_row() -> None:
 
 
 async def socket_outcome(server: Server, path: str, token: str | None) -> int:
+    """OPEN when the server answers a frame on the socket (``ok``, or an ``error`` that
+    leaves it open: a socket that takes no frames); else the code it closed with."""
     headers = {} if token is None else {"Authorization": f"Bearer {token}"}
     async with connect(f"{server.ws_url}{path}", additional_headers=headers, open_timeout=10) as ws:
         try:
             await ws.send(json.dumps({"type": "ack", "event_id": 0, "id": 1}))
-            first = json.loads(await ws.recv())
-            if first == {"type": "ok", "ref": 1}:
-                return OPEN
-            assert first["type"] == "error", first
-            await ws.recv()
+            while True:
+                frame = json.loads(await ws.recv())
+                if frame.get("ref") == 1:
+                    return OPEN
         except ConnectionClosed:
             pass
         assert ws.close_code is not None
