@@ -45,3 +45,25 @@ DISPATCH_SOLVE_SECONDS = Histogram(
 )
 OFFERS = Counter("coop_offers_total", "Offers by outcome", ["outcome"], registry=REGISTRY)
 TRIPS = Counter("coop_trips_total", "Trip status changes", ["status"], registry=REGISTRY)
+SOCKET_CONNECTIONS = Counter(
+    "coop_socket_connections_total",
+    "Sockets opened (authenticated) by audience",
+    ["audience"],
+    registry=REGISTRY,
+)
+SOCKET_FRAME_SECONDS = Histogram(
+    "coop_socket_frame_seconds",
+    "Time to handle one frame received on a socket",
+    ["audience", "type"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+    registry=REGISTRY,
+)
+SOCKET_FRAMES_SENT = Counter(
+    "coop_socket_events_sent_total", "Events pushed to sockets", ["audience"], registry=REGISTRY
+)
+OPS_SNAPSHOT_SECONDS = Histogram(
+    "coop_ops_snapshot_seconds",
+    "Time to build one operator dashboard snapshot (one per process per interval)",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+    registry=REGISTRY,
+)

@@ -87,6 +87,12 @@ class Settings(BaseSettings):
     # benchmark measures the real driver socket against. Off unless asked for.
     bench_endpoints: bool = False
 
+    # The operator dashboard (/ops) draws on a plain projection with no map tiles, so it
+    # works offline; set a tile URL template (``https://tiles.example/{z}/{x}/{y}.png``)
+    # and its attribution to draw the hexes over a street map.
+    ops_tile_url: str | None = None
+    ops_tile_attribution: str = ""
+
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Settings:
         if self.environment != "development":

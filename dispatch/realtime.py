@@ -131,6 +131,8 @@ async def serve_socket(
     ident = who.subject_id
     channel = rt.keys.channel(audience, ident)
     metrics.SOCKETS_CONNECTED.labels(audience).inc()
+    metrics.SOCKET_CONNECTIONS.labels(audience).inc()
+    sent_counter = metrics.SOCKET_FRAMES_SENT.labels(audience)
     try:
         async with rt.hub.subscribe(channel) as sub:
             last_sent = await _replay(rt, ws, audience=audience, ident=ident)
@@ -160,6 +162,7 @@ async def serve_socket(
                             continue
                         last_sent = event_id
                     await ws.send_text(frame)
+                    sent_counter.inc()
 
             async def overflow() -> None:
                 await sub.overflowed.wait()
@@ -230,15 +233,18 @@ async def _read(rt: Runtime, ws: WebSocket, *, audience: str, ident: str, handle
             await ws.close(CLOSE_TOO_BIG, "frame too large")
             return
         ref = None
+        started = time.perf_counter()
         try:
             frame = parse_frame(data)
             ref = frame.get("id")
-            _frames_counter(audience, frame["type"]).inc()
+            counter, timer = _frame_metrics(audience, frame["type"])
+            counter.inc()
             if frame["type"] == "ack":
                 await _ack(rt, audience, ident, frame)
                 reply = None
             else:
                 reply = await handle(frame)
+            timer.observe(time.perf_counter() - started)
         except CoopError as exc:
             metrics.SOCKET_ERRORS.labels(audience, exc.slug).inc()
             await send(ws, error_frame(exc, ref))
@@ -258,16 +264,20 @@ async def _read(rt: Runtime, ws: WebSocket, *, audience: str, ident: str, handle
 
 
 KNOWN_TYPES = frozenset({"status", "location", "accept", "decline", "ack"})
-_FRAME_COUNTERS: dict[tuple[str, str], Any] = {}
+_FRAME_METRICS: dict[tuple[str, str], tuple[Any, Any]] = {}
 
 
-def _frames_counter(audience: str, frame_type: str) -> Any:
-    """The labelled counter child, looked up once per (audience, type), not per frame."""
+def _frame_metrics(audience: str, frame_type: str) -> tuple[Any, Any]:
+    """The labelled counter and latency children, looked up once per (audience, type),
+    not per frame."""
     label = _type_label(frame_type)
-    counter = _FRAME_COUNTERS.get((audience, label))
-    if counter is None:
-        counter = _FRAME_COUNTERS[(audience, label)] = metrics.SOCKET_FRAMES.labels(audience, label)
-    return counter
+    children = _FRAME_METRICS.get((audience, label))
+    if children is None:
+        children = _FRAME_METRICS[(audience, label)] = (
+            metrics.SOCKET_FRAMES.labels(audience, label),
+            metrics.SOCKET_FRAME_SECONDS.labels(audience, label),
+        )
+    return children
 
 
 def _type_label(frame_type: str) -> str:

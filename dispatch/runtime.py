@@ -24,6 +24,7 @@ from core.keys import Keys
 from core.ratelimit import RateLimiter
 from core.redis import make_redis
 from core.settings import Settings
+from dispatch import telemetry
 from dispatch.presence import Presence
 from geo.areas import ServiceAreas
 from geo.eta import EtaModel, load_eta_model
@@ -102,13 +103,17 @@ class Runtime:
                 batch.append(item)
                 continue
             if batch:
-                await self.bus.publish(batch)
+                await self._publish(batch)
                 batch = []
             result = item()
             if inspect.isawaitable(result):
                 await result
         if batch:
-            await self.bus.publish(batch)
+            await self._publish(batch)
+
+    async def _publish(self, events: list[Event]) -> None:
+        await self.bus.publish(events)
+        telemetry.observe(events)
 
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[AsyncSession]:

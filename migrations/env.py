@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from alembic import context
 from sqlalchemy.engine import Connection
@@ -27,12 +28,20 @@ def _include_object(
     return not (type_ == "table" and reflected and compare_to is None)
 
 
+def _progress(*, ctx: object, step: Any, heads: object, run_args: object) -> None:
+    """A line per migration applied, so a long upgrade shows where it is."""
+    verb = "applied" if step.is_upgrade else "reverted"
+    doc = (getattr(step.up_revision, "doc", "") or "").strip().splitlines()
+    print(f"[migrate] {verb} {step.up_revision_id}: {doc[0] if doc else ''}", flush=True)
+
+
 def _run(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
         include_object=_include_object,
         compare_type=True,
+        on_version_apply=_progress,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -108,6 +108,40 @@ ensure_project_installed() {
     log "project installed"
 }
 
+# ---------------------------------------------------------------- dashboard
+
+# Node.js + npm build the operator dashboard (frontend/ops); Debian's Chromium runs the
+# browser test (tests/e2e/test_ops_dashboard.py, driven by Playwright's Python package).
+ensure_frontend_packages() {
+    local missing=()
+    have node || missing+=(nodejs)
+    have npm || missing+=(npm)
+    have chromium || missing+=(chromium)
+    if [[ ${#missing[@]} -gt 0 ]]; then
+        log "installing ${missing[*]} (dashboard build and browser test)"
+        apt_install "${missing[@]}"
+    fi
+}
+
+# npm ci + the build into server/static/ops, skipped while the front end's sources,
+# package.json and package-lock.json are unchanged since the last successful build
+# (stamp file server/static/ops/.built-<sha256>).
+build_dashboard() {
+    local src=$ROOT/frontend/ops out=$ROOT/server/static/ops sum
+    [[ -f $src/package-lock.json ]] || die "frontend/ops/package-lock.json not found"
+    sum=$(cd "$src" && find package.json package-lock.json build.mjs src -type f -print0 |
+        sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)
+    if [[ -f $out/.built-$sum && -f $out/index.html ]]; then
+        log "dashboard already built (frontend/ops unchanged)"
+        return 0
+    fi
+    log "npm ci (frontend/ops)"
+    (cd "$src" && npm ci --no-audit --no-fund --loglevel=error) || die "npm ci failed in frontend/ops"
+    log "building the dashboard into server/static/ops"
+    (cd "$src" && npm run --silent build) || die "the dashboard build failed"
+    touch "$out/.built-$sum"
+}
+
 run_migrations() {
     if [[ -x $ROOT/.venv/bin/coopride ]]; then
         log "coopride migrate"
@@ -137,5 +171,7 @@ fi
 
 ensure_venv
 ensure_project_installed
+ensure_frontend_packages
+build_dashboard
 run_migrations
 log "done"

@@ -21,7 +21,7 @@ from driver_api import routes as driver_routes
 from driver_api import socket as driver_socket
 from rider_api import routes as rider_routes
 from rider_api import socket as rider_socket
-from server import coop, fares_routes, health, operator, problems, security_routes
+from server import coop, fares_routes, health, logs, operator, ops, problems, security_routes
 from server.limits import BodySizeLimit
 
 
@@ -91,11 +91,13 @@ def create_app(settings: Settings | None = None, *, run_dispatcher: bool = True)
     problems.install(app)
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware)
+    app.add_middleware(logs.RequestIdMiddleware)
     for module in (
         health,
         rider_routes,
         driver_routes,
         operator,
+        ops,
         fares_routes,
         governance_routes,
         coop,

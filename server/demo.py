@@ -170,6 +170,15 @@ class DemoCity:
                 json={"name": "Manhattan (demo)", "polygon": MANHATTAN},
             )
             r.raise_for_status()
+            _say("seeding: service area 'Manhattan (demo)' created")
+        else:
+            _say(f"seeding: {len(areas)} service area(s) already defined")
+        rule = (await http.get("/v1/fares/rules/current")).json()
+        _say(
+            f"seeding: fare rule v{rule['version']} (base {rule['base_cents']}¢, "
+            f"{rule['per_km_cents']}¢/km, {rule['per_minute_cents']}¢/min, "
+            f"minimum {rule['minimum_cents']}¢, commission 0)"
+        )
         return await self._members(http)
 
     async def _members(self, http: httpx.AsyncClient) -> list[tuple[str, str]]:
@@ -209,12 +218,18 @@ class DemoCity:
                 r.raise_for_status()
                 member_id, token = r.json()["id"], r.json()["token"]
             members.append((member_id, token))
+            if len(members) % 10 == 0 or len(members) == self.fleet:
+                _say(
+                    f"seeding: members {len(members)}/{self.fleet} "
+                    f"({sum(1 for m in members if m[0] in known.values())} from earlier runs)"
+                )
         return members
 
     def requests(self) -> list[RideRequest]:
         """Riders to replay: the real file's peak when it is there, else pickups drawn
         around Midtown (so the demo also runs without ../shared/data)."""
         if self.demand.exists():
+            _say(f"reading the demand file {self.demand.name} …")
             rows = read_demand(self.demand)
             replay = build_requests(rows, seed=self.seed)
         else:
@@ -456,6 +471,10 @@ class DemoCity:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+def _say(line: str) -> None:
+    print(f"[demo] {line}", flush=True)
+
+
 def _in_demo_area(p: LatLng) -> bool:
     """Inside the demo polygon (a quick box-and-diagonal test matching MANHATTAN)."""
     if not (40.70 <= p.lat <= 40.815 and -74.02 <= p.lng <= -73.93):
@@ -528,7 +547,9 @@ async def run_demo(
         await asyncio.sleep(0.05)
     base = f"http://{host}:{port}"
     print(f"[demo] coopride is serving on {base}", flush=True)
+    print(f"[demo]   dashboard       {base}/ops  (sign in with the operator token)", flush=True)
     print(f"[demo]   API docs        {base}/docs", flush=True)
+    print(f"[demo]   metrics         {base}/metrics", flush=True)
     print(f"[demo]   readiness       {base}/readyz", flush=True)
     print(f"[demo]   supply by cell  {base}/v1/operator/supply?resolution=8", flush=True)
     print(f"[demo]   operator token  {settings.operator_token}", flush=True)

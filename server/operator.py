@@ -5,16 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Query, status
-from geoalchemy2 import Geometry
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import cast, func, select
 
-from core.clock import now_ms
-from core.models import Trip
 from dispatch.deps import CurrentOperator, RuntimeDep, Session
 from dispatch.runtime import after_commit
-from geo import areas, cells
-from geo.point import LatLng
+from geo import areas
+from server import dashboard
 
 router = APIRouter(tags=["operators"])
 
@@ -70,34 +66,10 @@ async def supply(
     resolution: int = Query(7, ge=0, le=15),
 ) -> Supply:
     """Online drivers and open requests per H3 cell at ``resolution``."""
-    min_seen = now_ms() - int(rt.settings.driver_stale_s * 1000)
-    drivers: dict[str, int] = {}
-    online = [str(d) for d in await rt.redis.zrangebyscore(rt.keys.seen(), min_seen, "+inf")]
-    if online:
-        async with rt.redis.pipeline(transaction=False) as pipe:
-            for d in online:
-                pipe.hmget(rt.keys.driver(d), "lat", "lng", "status")
-            rows = await pipe.execute()
-        for lat, lng, state in rows:
-            if lat and lng and state and state != "offline":
-                c = cells.cell_of(LatLng(float(lat), float(lng)), resolution)
-                drivers[c] = drivers.get(c, 0) + 1
-    open_requests: dict[str, int] = {}
-    result = await db.execute(
-        select(
-            func.ST_Y(cast(Trip.pickup, Geometry)), func.ST_X(cast(Trip.pickup, Geometry))
-        ).where(Trip.status == "requested")
+    counts = dashboard.supply_cells(
+        await dashboard.live_drivers(rt), await dashboard.open_requests(db), resolution
     )
-    for lat, lng in result:
-        c = cells.cell_of(LatLng(float(lat), float(lng)), resolution)
-        open_requests[c] = open_requests.get(c, 0) + 1
-    keys = sorted(set(drivers) | set(open_requests))
     return Supply(
         resolution=resolution,
-        cells=[
-            SupplyCell(
-                h3=k, online_drivers=drivers.get(k, 0), open_requests=open_requests.get(k, 0)
-            )
-            for k in keys
-        ],
+        cells=[SupplyCell(h3=c, online_drivers=d, open_requests=r) for c, (d, r) in counts.items()],
     )
