@@ -305,7 +305,7 @@ function render(snap) {
   setKpi("open_proposals", k.open_proposals, int(k.open_proposals));
   $("window-note").textContent =
     `Percentiles and rates over the last ${Math.round(k.window_s / 60)} minutes: ` +
-    `${k.request_to_offer_s.samples} offers, ${k.pickup_eta_s.samples} pickups, ${k.trips_ended} trips ended.`;
+    `${k.request_to_offer_s.samples} requests offered, ${k.pickup_eta_s.samples} assigned, ${k.trips_ended} trips ended.`;
   $("updated").textContent = `updated ${new Date(snap.generated_at).toLocaleTimeString()}`;
   drawDeciles(e.deciles_cents);
   drawRule(snap.fare_rule);
