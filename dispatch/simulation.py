@@ -29,7 +29,7 @@ import json
 import math
 import sys
 from collections import Counter, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta, tzinfo
 from enum import IntEnum
@@ -725,12 +725,15 @@ class _Simulation:
             self._reserve(k)
             self._push(now + self.cfg.offer_accept_s, _Event.RESPONSE, i, self.offers)
 
-    def run(self) -> SimResult:
+    def run(self, progress: Callable[[int, int], None] | None = None) -> SimResult:
         for i, r in enumerate(self.requests):
             self._push(r.requested_s, _Event.ARRIVAL, i)
         batch_s = self.cfg.batch_s
         tick = 0  # dispatch ticks at tick × batch_s, from 0
         now = 0.0
+        arrived, total = 0, len(self.requests)
+        # Tell the caller every tenth of the replay (a long one takes minutes).
+        next_report = max(1, total // 10)
         while self.open or self.events:
             if not self.open:
                 # Nothing to dispatch until the next event: jump to the first tick at
@@ -741,6 +744,10 @@ class _Simulation:
                 at, kind, _, a, b = heapq.heappop(self.events)
                 if kind == _Event.ARRIVAL:
                     self._on_arrival(a)
+                    arrived += 1
+                    if progress is not None and (arrived >= next_report or arrived == total):
+                        progress(arrived, total)
+                        next_report = arrived + max(1, total // 10)
                 elif kind == _Event.RESPONSE:
                     self._on_response(at, a, b)
                 else:
@@ -815,7 +822,11 @@ def kpis(
 
 
 def simulate(
-    requests: Sequence[RideRequest], starts: Sequence[LatLng], config: SimConfig
+    requests: Sequence[RideRequest],
+    starts: Sequence[LatLng],
+    config: SimConfig,
+    *,
+    progress: Callable[[int, int], None] | None = None,
 ) -> SimResult:
     """Replay ``requests`` (in arrival order) against drivers starting at ``starts``
     (ids ``drv_00000``, … in that order) until every request is matched or expired and
@@ -824,7 +835,7 @@ def simulate(
         raise ValueError("requests must be in arrival order")
     if any(r.requested_s < 0 for r in requests):
         raise ValueError("requests must not come before the replay's start (0 s)")
-    return _Simulation(requests, starts, config).run()
+    return _Simulation(requests, starts, config).run(progress)
 
 
 # ---------------------------------------------------------------------------------------
@@ -895,7 +906,11 @@ def run_cli(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
-    result = simulate(requests, starts, config)
+
+    def report(arrived: int, total: int) -> None:
+        print(f"[simulate] {arrived}/{total} requests replayed", file=sys.stderr, flush=True)
+
+    result = simulate(requests, starts, config, progress=report)
     out: dict[str, Any] = asdict(result.kpis)
     out["scenario"] = {
         "demand": str(args.demand),

@@ -64,13 +64,11 @@ def dashboard_of(app: FastAPI, rt: Runtime) -> Dashboard:
 
 
 def _tile_origin(template: str) -> str | None:
-    parts = urlsplit(template.replace("{s}", "tile"))
+    """The origin the CSP must allow images from; ``{s}`` subdomains become ``*``."""
+    parts = urlsplit(template)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         return None
-    host = parts.netloc
-    if "{s}" in template.split("/")[2]:  # subdomains a, b, c…
-        host = template.split("/")[2].replace("{s}", "*")
-    return f"{parts.scheme}://{host}"
+    return f"{parts.scheme}://{parts.netloc.replace('{s}', '*')}"
 
 
 def _headers(settings: Settings) -> dict[str, str]:

@@ -390,3 +390,6 @@ def test_cli_prints_one_json_object(tmp_path: Path) -> None:
         assert out["matched"] + out["expired"] + out["still_open"] == 60
         assert out["scenario"]["policy"] == "batched"
         assert "[simulate]" in done.stderr  # progress on stderr, not stdout
+        # Each tenth of the replay is reported, ending with all of it.
+        replayed = [line for line in done.stderr.splitlines() if "requests replayed" in line]
+        assert len(replayed) == 10 and replayed[-1].endswith("60/60 requests replayed")

@@ -57,3 +57,7 @@ def test_the_demo_city_completes_trips_and_keeps_no_commission(test_settings: Se
     )
     assert summary["errors"] == {}, summary
     assert f"http://127.0.0.1:{port}" in result.stdout
+    # The newcomer is shown where to look, with what, and how seeding goes.
+    assert f"http://127.0.0.1:{port}/ops" in result.stdout
+    assert f"operator token  {settings.operator_token}" in result.stdout
+    assert "seeding: members 6/6" in result.stdout
