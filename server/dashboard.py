@@ -297,6 +297,11 @@ class Dashboard:
     def seq(self) -> int:
         return self._seq
 
+    def due_in_s(self) -> float:
+        """Seconds until the cached snapshot is stale: when a watcher should ask again
+        (every watcher asking then gets the one rebuild)."""
+        return max(0.0, self._built_at + SNAPSHOT_EVERY_S - time.monotonic())
+
     async def snapshot(self) -> dict[str, Any]:
         await self._fresh()
         return self._snapshot

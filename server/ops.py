@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import html
 import re
-import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -146,18 +145,20 @@ async def live(ws: WebSocket) -> None:
     async def push() -> None:
         last = 0
         while True:
-            started = time.monotonic()
             try:
                 seq, frame = await board.frame()
             except (RedisError, SQLAlchemyError, OSError):
                 # The socket outlives a backing service's hiccup; say so and try again.
                 await send(ws, error_frame(Unavailable("the snapshot could not be built")))
-                seq, frame = last, ""
+                await asyncio.sleep(SNAPSHOT_EVERY_S)
+                continue
             if seq != last:
                 await ws.send_text(frame)
                 sent.inc()
                 last = seq
-            await asyncio.sleep(max(0.05, SNAPSHOT_EVERY_S - (time.monotonic() - started)))
+            # Wake just after the snapshot goes stale: the first watcher to ask rebuilds
+            # it, the others wait on its lock and get the same one.
+            await asyncio.sleep(board.due_in_s() + 0.01)
 
     async def read() -> None:
         # The operator's page only listens; whatever it sends gets an error frame.
