@@ -12,16 +12,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import struct
+import threading
 import time
-from collections.abc import AsyncIterator
+import zlib
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
 import pytest
 from playwright.async_api import Page, async_playwright
 
-from tests.conftest import ROOT, Server
+from core.settings import Settings
+from tests.conftest import ROOT, Server, start_server, stop_server
 from tests.e2e.phones import NEAR_MIDTOWN, Socket, new_driver, new_rider, open_socket
 
 pytestmark = pytest.mark.e2e
@@ -374,3 +379,91 @@ async def look_at_the_dashboard(
             assert s["signInVisible"] and not s["boardVisible"] and s["stored"] is None
         finally:
             await browser.close()
+
+
+def _png(rgb: tuple[int, int, int]) -> bytes:
+    """A one-pixel PNG: a map tile as far as the browser is concerned."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
+    pixels = zlib.compress(b"\x00" + bytes(rgb))
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
+
+
+@contextlib.contextmanager
+def tile_server() -> Iterator[tuple[str, list[str]]]:
+    """A tile server on a free loopback port that answers every /{z}/{x}/{y}.png."""
+    served: list[str] = []
+    tile = _png((40, 60, 90))
+
+    class Tiles(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            served.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(tile)))
+            self.end_headers()
+            self.wfile.write(tile)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Tiles)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", served
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+async def test_the_map_uses_tiles_when_a_tile_server_is_configured(
+    test_settings: Settings,
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = test_settings.model_copy(
+        update={"redis_prefix": f"{test_settings.redis_prefix}tiles:"}
+    )
+    with tile_server() as (tiles_url, served):
+        monkeypatch.setenv("COOP_OPS_TILE_URL", f"{tiles_url}/{{z}}/{{x}}/{{y}}.png")
+        monkeypatch.setenv("COOP_OPS_TILE_ATTRIBUTION", "Test tiles")
+        proc, srv = start_server(settings, tmp_path_factory.mktemp("tiles") / "server.log")
+        problems: list[str] = []
+        try:
+            async with async_playwright() as pw:
+                browser = await pw.chromium.launch(executable_path=CHROMIUM)
+                try:
+                    page = await browser.new_page(viewport={"width": 1000, "height": 700})
+                    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+                    page.on(
+                        "console",
+                        lambda m: problems.append(m.text) if m.type == "error" else None,
+                    )
+                    await page.goto(f"{srv.base_url}/ops")
+                    await page.fill("#token", settings.operator_token)
+                    await page.click("#sign-in-form button[type=submit]")
+
+                    async def tiles_drawn() -> int:
+                        loaded: int = await page.locator("img.leaflet-tile-loaded").count()
+                        return loaded if loaded >= 4 else 0
+
+                    await until("map tiles to load", tiles_drawn)
+                    attribution = await page.locator(".leaflet-control-attribution").inner_text()
+                    assert "Test tiles" in attribution
+                    note = await page.locator("#projection-note").inner_text()
+                    assert note == ""
+                finally:
+                    await browser.close()
+        finally:
+            stop_server(proc)
+    # The tiles came from the configured server, as /{z}/{x}/{y}.png, and the page's
+    # Content-Security-Policy let them in (a refused image is a console error).
+    assert len(served) >= 4 and all(p.endswith(".png") and p.count("/") == 3 for p in served)
+    assert problems == []
