@@ -17,6 +17,7 @@ opens proposals and suspends a member, which the other end-to-end tests do not e
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -121,6 +122,14 @@ class World:
 
 
 Target = Callable[[World, str], Awaitable[str]]
+
+
+async def page_script(world: World) -> str:
+    """The dashboard's script, whatever its content-hashed name: the page names it."""
+    page = (await world.http.get("/ops")).text
+    found = re.search(r'src="(/ops/assets/[^"]+[.]js)"', page)
+    assert found is not None, page
+    return found.group(1)
 
 
 def at(path: str) -> Target:
@@ -297,15 +306,17 @@ MATRIX: list[Row] = [
         body={"status": "suspended", "reason": "matrix"},
     ),
     Row("POST", "/v1/tokens/revoke", by_role(401, 204, 204, 204, 204, 403), fresh_token=True),
+    # The operator dashboard: the page and its assets are public (the page holds no data
+    # and asks for the operator token); its data and its socket are the operator's.
+    Row("GET", "/ops", PUBLIC),
+    Row("GET", "/ops/assets/{name}", PUBLIC, target=lambda world, role: page_script(world)),
+    Row("GET", "/v1/operator/dashboard", OPERATORS),
 ]
 
-# When the operator dashboard lands, it adds GET /ops and GET /ops/assets/{name} (the
-# page and its assets, public: the page holds no data and asks for the operator token),
-# GET /v1/operator/dashboard (OPERATORS) and the socket /v1/operator/live
-# (by_role(4401, 4403, 4403, 4403, 4403, OPEN)).
 SOCKETS: dict[str, dict[str, int]] = {
     "/v1/riders/ws": by_role(4401, OPEN, OPEN, 4403, 4403, 4403),
     "/v1/drivers/ws": by_role(4401, 4403, 4403, OPEN, OPEN, 4403),
+    "/v1/operator/live": by_role(4401, 4403, 4403, 4403, 4403, OPEN),
 }
 
 
