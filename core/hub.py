@@ -68,21 +68,54 @@ class Hub:
     async def subscribe(self, channel: str) -> AsyncIterator[Subscription]:
         assert self._pubsub is not None, "Hub.start() was not called"
         sub = Subscription(channel)
+        broken = False
         async with self._lock:
             listeners = self._subs.setdefault(channel, set())
-            if not listeners:
-                await self._pubsub.subscribe(channel)
             listeners.add(sub)
+            if len(listeners) == 1:
+                try:
+                    await self._pubsub.subscribe(channel)
+                except (RedisError, OSError):
+                    broken = True  # the connection died under us: a new one, below
+        if broken:
+            try:
+                await self._resubscribe()
+            except BaseException:
+                async with self._lock:
+                    self._forget(sub)
+                raise
         try:
             yield sub
         finally:
             async with self._lock:
-                listeners = self._subs.get(channel, set())
-                listeners.discard(sub)
-                if not listeners:
-                    self._subs.pop(channel, None)
+                if self._forget(sub):
                     with contextlib.suppress(RedisError, OSError):
                         await self._pubsub.unsubscribe(channel)
+
+    def _forget(self, sub: Subscription) -> bool:
+        """Drop ``sub``; True when nobody here listens on its channel any more."""
+        listeners = self._subs.get(sub.channel, set())
+        listeners.discard(sub)
+        if listeners:
+            return False
+        self._subs.pop(sub.channel, None)
+        return True
+
+    async def _resubscribe(self) -> None:
+        """Replace the pubsub connection; on failure the old one stays for the next try."""
+        async with self._lock:
+            fresh = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await fresh.subscribe(self._control, *self._subs)
+            except BaseException:
+                with contextlib.suppress(RedisError, OSError):
+                    await fresh.aclose()  # type: ignore[no-untyped-call]
+                raise
+            old, self._pubsub = self._pubsub, fresh
+        if old is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await old.aclose()  # type: ignore[no-untyped-call]
+        log.info("hub: resubscribed", extra={"channels": len(self._subs)})
 
     async def _read(self) -> None:
         assert self._pubsub is not None
@@ -92,10 +125,13 @@ class Hub:
                 message = await self._pubsub.get_message(timeout=1.0)
                 backoff_s = 0.1
             except (RedisError, OSError) as exc:
-                # redis-py re-subscribes every channel when it reconnects.
-                log.warning("hub: redis error, retrying", extra={"error": str(exc)})
+                # The pubsub connection is gone (Redis restarted, or the network
+                # dropped): open a new one with every channel a socket here listens on.
+                log.warning("hub: redis error, resubscribing", extra={"error": str(exc)})
                 await asyncio.sleep(backoff_s)
                 backoff_s = min(backoff_s * 2, 2.0)
+                with contextlib.suppress(RedisError, OSError):
+                    await self._resubscribe()
                 continue
             if message is None or message.get("type") != "message":
                 continue

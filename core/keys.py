@@ -58,6 +58,11 @@ class Keys:
         """Sorted set of live offer ids by expiry (ms): the dispatcher expires the low end."""
         return f"{self.prefix}offers:deadline"
 
+    def offers_orphaned(self) -> str:
+        """Offers whose driver has no socket open: offer id -> when the grace period
+        ends (ms); the dispatcher withdraws those still orphaned then."""
+        return f"{self.prefix}offers:orphaned"
+
     def trace(self, trip_id: str) -> str:
         """List of "ts_ms,lat,lng" positions sampled during a trip, written to PostgreSQL
         (trip_trace) when the trip ends."""

@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     # request in arrival order takes its nearest free driver (the baseline).
     dispatch_policy: Literal["batched", "greedy"] = "batched"
     offer_timeout_s: float = Field(default=15.0, gt=0)
+    # An offer whose driver has no socket open this long is withdrawn and the trip
+    # re-dispatched: a phone that drops in a tunnel has a few seconds to come back, but
+    # the rider does not wait out the whole offer for a driver who cannot hear it.
+    offer_disconnect_grace_s: float = Field(default=5.0, gt=0)
     driver_stale_s: float = Field(default=30.0, gt=0)
     max_pickup_eta_s: int = Field(default=900, gt=0)
     vote_min_window_s: int = Field(default=86400, ge=0)

@@ -55,6 +55,17 @@ end
 return 0
 """
 
+# A fresh counter (first use, or Redis lost it) starts at the clock in ms, not at 1, so
+# a fence handed out before a Redis restart is never handed out again after it.
+_NEXT_FENCE = """
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then
+  n = tonumber(ARGV[1])
+  redis.call('SET', KEYS[1], n)
+end
+return n
+"""
+
 _RESIGN = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -70,11 +81,12 @@ class LeaderLock:
         self._token = secrets.token_hex(8)
         self._renew = rt.redis.register_script(_RENEW)
         self._resign = rt.redis.register_script(_RESIGN)
+        self._next_fence = rt.redis.register_script(_NEXT_FENCE)
         self.fence: int | None = None
 
     async def acquire(self) -> bool:
         if await self._rt.redis.set(self._key, self._token, nx=True, px=self._ttl_ms):
-            self.fence = int(await self._rt.redis.incr(self._fence_key))
+            self.fence = int(await self._next_fence(keys=[self._fence_key], args=[now_ms()]))
             return True
         return False
 
@@ -126,9 +138,17 @@ class Dispatcher:
     async def tick(self) -> int:
         rt = self.rt
         if time.monotonic() - self._last_requeue >= REQUEUE_EVERY_S:
-            await trips.requeue_open(rt)
+            # PostgreSQL is the truth: put its pending offers and open trips back into
+            # Redis (a no-op unless Redis lost them, or a dispatcher died mid-batch).
+            restored = await offers.restore_pending(rt)
+            requeued = await trips.requeue_open(rt)
             self._last_requeue = time.monotonic()
+            log.info(
+                "reconciled redis from postgresql",
+                extra={"region": self.region, "pending_offers": restored, "open_trips": requeued},
+            )
         await offers.expire_due(rt)
+        await offers.withdraw_orphaned(rt)
         await trips.expire_unmatched(rt)
         await rt.presence.reap_stale(cutoff_ms=now_ms() - int(rt.settings.driver_stale_s * 1000))
         await governance.close_due_proposals(rt.sessions, publish=rt.flush)

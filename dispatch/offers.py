@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.clock import iso, now_ms, utcnow
@@ -25,6 +25,7 @@ from core.errors import NotYourOffer, OfferExpired, OfferNotFound, OfferWithdraw
 from core.events import Event
 from core.ids import new_id
 from core.models import Offer, Trip, TripEvent
+from dispatch import trip_states
 from dispatch.runtime import Runtime, after_commit, emit
 from dispatch.views import point_of, trip_view
 
@@ -116,11 +117,19 @@ async def make_batch(
                 select(Trip).where(Trip.id.in_(trip_ids)).order_by(Trip.id).with_for_update()
             )
             trips = {t.id: t for t in rows}
+            busy, offered = await _already_engaged(
+                db, driver_ids=[m.driver_id for m, _ in held], trip_ids=trip_ids
+            )
             expires_at = utcnow() + timedelta(seconds=rt.settings.offer_timeout_s)
             dropped = []
             for m, oid in held:
                 trip = trips.get(m.trip_id)
-                if trip is None or trip.status != "requested":
+                if (
+                    trip is None
+                    or trip.status != "requested"
+                    or m.driver_id in busy
+                    or m.trip_id in offered
+                ):
                     dropped.append((m, oid))
                     continue
                 offer = Offer(
@@ -153,6 +162,33 @@ async def make_batch(
         await release(held)
         raise
     return [offer for offer, _ in made]
+
+
+async def _already_engaged(
+    db: AsyncSession, *, driver_ids: Sequence[str], trip_ids: Sequence[str]
+) -> tuple[set[str], set[str]]:
+    """The drivers and trips PostgreSQL says are taken although Redis let us reserve
+    them: a pending offer or an active trip that the live index forgot (Redis lost its
+    data and the driver's next frame put it back as available). Such a match is dropped
+    instead of failing the whole batch on a unique index."""
+    busy_drivers: set[str] = set()
+    offered_trips: set[str] = set()
+    pending = await db.execute(
+        select(Offer.driver_id, Offer.trip_id).where(
+            Offer.status == "pending",
+            or_(Offer.driver_id.in_(driver_ids), Offer.trip_id.in_(trip_ids)),
+        )
+    )
+    for driver_id, trip_id in pending:
+        busy_drivers.add(driver_id)
+        offered_trips.add(trip_id)
+    on_trip = await db.scalars(
+        select(Trip.driver_id).where(
+            Trip.driver_id.in_(driver_ids), Trip.status.in_(trip_states.DRIVER_ACTIVE)
+        )
+    )
+    busy_drivers.update(d for d in on_trip if d is not None)
+    return busy_drivers, offered_trips
 
 
 async def _locked_offer(db: AsyncSession, *, offer_id: str, driver_id: str) -> tuple[Offer, Trip]:
@@ -284,3 +320,111 @@ async def expire_due(rt: Runtime, *, limit: int = 500) -> int:
             emit(db, Event("driver", driver_id, {"type": "offer.expired", "offer_id": offer_id}))
         expired += 1
     return expired
+
+
+async def restore_pending(rt: Runtime) -> int:
+    """Put every pending offer back into Redis: its deadline (so the expiry job ends it)
+    and its reservation (so the driver and the trip are not offered again meanwhile).
+
+    PostgreSQL decides what is pending; Redis only tracks it. After Redis lost its data,
+    or a dispatcher died between committing offers and its Redis bookkeeping, a pending
+    offer would otherwise never expire and its trip would never be re-queued (the
+    re-queue skips trips with a pending offer). Idempotent: ``ZADD NX`` and ``SET NX``."""
+    async with rt.sessions() as db:
+        rows = (
+            await db.execute(
+                select(Offer.id, Offer.driver_id, Offer.trip_id, Offer.expires_at).where(
+                    Offer.status == "pending"
+                )
+            )
+        ).all()
+    if not rows:
+        return 0
+    now = now_ms()
+    k = rt.keys
+    async with rt.redis.pipeline(transaction=False) as pipe:
+        pipe.zadd(
+            k.offer_deadlines(),
+            {offer_id: int(expires_at.timestamp() * 1000) for offer_id, _, _, expires_at in rows},
+            nx=True,
+        )
+        for offer_id, driver_id, trip_id, expires_at in rows:
+            ttl_ms = int(expires_at.timestamp() * 1000) - now + int(RESERVATION_GRACE_S * 1000)
+            if ttl_ms > 0:
+                pipe.set(k.driver_offer(driver_id), offer_id, px=ttl_ms, nx=True)
+                pipe.set(k.trip_offer(trip_id), offer_id, px=ttl_ms, nx=True)
+        await pipe.execute()
+    return len(rows)
+
+
+async def orphan_held(rt: Runtime, *, driver_id: str) -> str | None:
+    """The driver's last socket closed: the offer it holds, if any, is withdrawn unless
+    a socket comes back within ``COOP_OFFER_DISCONNECT_GRACE_S``."""
+    held = await rt.presence.offer_held_by(driver_id)
+    if held is not None:
+        due_ms = now_ms() + int(rt.settings.offer_disconnect_grace_s * 1000)
+        await rt.redis.zadd(rt.keys.offers_orphaned(), {held: due_ms})
+    return held
+
+
+async def adopt_held(rt: Runtime, *, driver_id: str) -> None:
+    """A socket of the driver opened: the offer it holds is no longer orphaned."""
+    held = await rt.presence.offer_held_by(driver_id)
+    if held is not None:
+        await rt.redis.zrem(rt.keys.offers_orphaned(), held)
+
+
+async def withdraw_orphaned(rt: Runtime, *, limit: int = 500) -> int:
+    """Withdraw the offers whose driver has had no socket open for the grace period: the
+    driver is told (``offer.withdrawn``, replayed when it reconnects), the trip goes
+    back to the queue without that driver. An offer whose driver came back meanwhile,
+    or that ended another way, just leaves the set."""
+    key = rt.keys.offers_orphaned()
+    due = [str(x) for x in await rt.redis.zrangebyscore(key, "-inf", now_ms(), 0, limit)]
+    withdrawn = 0
+    for offer_id in due:
+        async with rt.unit_of_work() as db:
+            found = (
+                await db.execute(
+                    select(Offer.trip_id, Offer.driver_id).where(
+                        Offer.id == offer_id, Offer.status == "pending"
+                    )
+                )
+            ).first()
+            if found is None or await rt.presence.open_sockets(found.driver_id) > 0:
+                await rt.redis.zrem(key, offer_id)
+                continue
+            # Trip first, then the offer: the lock order of every other path.
+            trip = await db.get(Trip, found.trip_id, with_for_update=True)
+            row = (
+                await db.execute(
+                    update(Offer)
+                    .where(Offer.id == offer_id, Offer.status == "pending")
+                    .values(status="withdrawn", responded_at=utcnow())
+                    .returning(Offer.driver_id)
+                )
+            ).first()
+            if row is None or trip is None:
+                await rt.redis.zrem(key, offer_id)
+                continue
+            driver_id = row.driver_id
+            requested_at, still_open = trip.requested_at, trip.status == "requested"
+
+            async def bookkeeping(
+                offer_id: str = offer_id,
+                driver_id: str = driver_id,
+                trip: Trip = trip,
+                requested_at: datetime = requested_at,
+                still_open: bool = still_open,
+            ) -> None:
+                await rt.redis.zrem(key, offer_id)
+                await rt.presence.release_offer(
+                    offer_id=offer_id, driver_id=driver_id, trip_id=trip.id
+                )
+                if still_open:
+                    await _requeue(rt, trip=trip, requested_at=requested_at, driver_id=driver_id)
+
+            after_commit(db, bookkeeping)
+            emit(db, Event("driver", driver_id, {"type": "offer.withdrawn", "offer_id": offer_id}))
+        withdrawn += 1
+    return withdrawn

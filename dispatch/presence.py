@@ -78,7 +78,7 @@ local tokens = tonumber(h[9] or ARGV[15])
 local counted_at = tonumber(h[10] or ARGV[9])
 if now > counted_at then tokens = math.min(burst, tokens + (now - counted_at) * refill) end
 if tokens < 1 then
-  return {'limited', tostring(math.ceil((1 - tokens) / refill)), '', '', '', ''}
+  return {'limited', tostring(math.ceil((1 - tokens) / refill)), '', '', '', '', ''}
 end
 tokens = tostring(tokens - 1)
 if now < counted_at then now = counted_at end
@@ -86,11 +86,17 @@ local prev_ts = tonumber(h[1] or '0')
 local ts = tonumber(ARGV[4])
 if ts <= prev_ts then
   redis.call('HSET', KEYS[1], 'rl_t', tokens, 'rl_at', now)
-  return {'stale', tostring(prev_ts), '', '', '', ''}
+  return {'stale', tostring(prev_ts), '', '', '', '', ''}
 end
 -- No status at all means Redis lost the driver (a restart): take the status the
 -- driver's socket last asked for, so the next frame restores it.
 local status = h[3] or ARGV[10]
+local restored = ''
+if not h[3] then
+  restored = '1'
+  -- The socket sending this frame is open, whatever count Redis forgot.
+  redis.call('HSETNX', KEYS[1], 'conns', 1)
+end
 local cp = ARGV[11]
 redis.call('HSET', KEYS[1], 'lat', ARGV[2], 'lng', ARGV[3], 'ts', ARGV[4], 'acc', ARGV[5],
            'hdg', ARGV[6], 'spd', ARGV[7], 'cell', ARGV[8], 'seen', ARGV[9],
@@ -115,7 +121,7 @@ if h[4] and ts - tonumber(h[8] or '0') >= tonumber(ARGV[13]) then
   redis.call('EXPIRE', trace, 86400)
   redis.call('HSET', KEYS[1], 'trace_ts', ARGV[4])
 end
-return {'ok', status, h[4] or '', h[5] or '', h[6] or '', h[7] or ''}
+return {'ok', status, h[4] or '', h[5] or '', h[6] or '', h[7] or '', restored}
 """
 )
 
@@ -514,6 +520,9 @@ class LocationResult:
     target_lng: float | None = None
     # Set when the driver's location rate limit dropped the frame: ms until the next.
     retry_after_ms: int | None = None
+    # Redis held no status for the driver (it lost its data, or the driver has never
+    # sent one): the frame assumed the socket's status; the caller re-checks the trip.
+    restored: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -625,7 +634,7 @@ class Presence:
         else:
             command = pack("EVALSHA", self._batcher.sha, 1, *variable, *self._location_constants)
         result = await self._batcher.submit_command(command)
-        kind, status, trip, rider, tlat, tlng = result
+        kind, status, trip, rider, tlat, tlng, restored = result
         if kind == "stale":
             return LocationResult(False, "", None, None, last_ts_ms=int(status))
         if kind == "limited":
@@ -637,6 +646,7 @@ class Presence:
             rider or None,
             target_lat=float(tlat) if tlat else None,
             target_lng=float(tlng) if tlng else None,
+            restored=bool(restored),
         )
 
     async def set_status(self, driver_id: str, status: str, *, now_ms: int) -> str:
@@ -719,6 +729,11 @@ class Presence:
             keys=[k.driver_offer(driver_id), k.trip_offer(trip_id), k.offer_deadlines()],
             args=[offer_id],
         )
+
+    async def open_sockets(self, driver_id: str) -> int:
+        """How many sockets of this driver are open, across every api process."""
+        value = await self.redis.hget(self.keys.driver(driver_id), "conns")
+        return int(value) if value else 0
 
     async def offer_held_by(self, driver_id: str) -> str | None:
         value = await self.redis.get(self.keys.driver_offer(driver_id))

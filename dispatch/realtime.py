@@ -59,6 +59,10 @@ CLOSE_TRY_AGAIN = 1013
 CLOSE_TOO_BIG = 1009
 
 _EVENT_ID = re.compile(rb'^\{"event_id":(\d+),')
+RESYNC_RESTARTED = {
+    "type": "resync",
+    "detail": "event ids restarted; refetch state and take the ids that follow",
+}
 
 
 def ack_key(rt: Runtime, audience: str, ident: str) -> str:
@@ -135,7 +139,7 @@ async def serve_socket(
     sent_counter = metrics.SOCKET_FRAMES_SENT.labels(audience)
     try:
         async with rt.hub.subscribe(channel) as sub:
-            last_sent = await _replay(rt, ws, audience=audience, ident=ident)
+            last_sent, replayed = await _replay(rt, ws, audience=audience, ident=ident)
 
             async def pump() -> None:
                 nonlocal last_sent
@@ -159,7 +163,12 @@ async def serve_socket(
                     if m is not None:
                         event_id = int(m.group(1))
                         if event_id <= last_sent:
-                            continue
+                            if replayed.get(event_id) == frame:
+                                continue  # published while we replayed: sent already
+                            # Not a copy: the sequence restarted (Redis lost it while
+                            # this socket stayed open). The phone's ids are void.
+                            await send(ws, RESYNC_RESTARTED)
+                        replayed.clear()
                         last_sent = event_id
                     await ws.send_text(frame)
                     sent_counter.inc()
@@ -200,7 +209,11 @@ async def serve_socket(
                 await ws.close()
 
 
-async def _replay(rt: Runtime, ws: WebSocket, *, audience: str, ident: str) -> int:
+async def _replay(
+    rt: Runtime, ws: WebSocket, *, audience: str, ident: str
+) -> tuple[int, dict[int, str]]:
+    """Send what the phone missed; the last event id sent, and the frames sent by id
+    (a live copy of one of them, published during the replay, is not sent again)."""
     raw = ws.query_params.get("last_event_id")
     if raw is not None and raw.isdigit():
         last = int(raw)
@@ -210,12 +223,14 @@ async def _replay(rt: Runtime, ws: WebSocket, *, audience: str, ident: str) -> i
     frames, complete, sent = await rt.bus.missed_since(audience, ident, last)
     if not complete:
         await send(ws, {"type": "resync", "detail": "events were missed; refetch state"})
+    replayed: dict[int, str] = {}
     for frame in frames:
         m = _EVENT_ID.match(frame.encode()[:32])
         if m is not None:
             sent = max(sent, int(m.group(1)))
+            replayed[int(m.group(1))] = frame
         await ws.send_text(frame)
-    return sent
+    return sent, replayed
 
 
 async def _read(rt: Runtime, ws: WebSocket, *, audience: str, ident: str, handle: Handler) -> None:

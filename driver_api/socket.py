@@ -111,6 +111,13 @@ async def handle_location(
     if not result.accepted:
         raise StaleLocation(f"ts {ts_ms} is not after the last one taken ({result.last_ts_ms})")
     metrics.LOCATION_FRAMES.inc()
+    if result.restored:
+        # Redis had forgotten this driver (a restart): the frame put it back with the
+        # status its socket asked for, but PostgreSQL says whether it is on a trip.
+        async with rt.sessions() as db:
+            await trips.sync_presence(db, rt, driver_id=driver_id)
+        # On a trip: positions reach the rider again from the next frame on.
+        return
     if result.rider_id and result.trip_id:
         eta_s = None
         if result.target_lat is not None and result.target_lng is not None:
@@ -186,11 +193,15 @@ async def driver_socket(ws: WebSocket) -> None:
                     pass  # the offer ended meanwhile; nothing to give back
 
     await rt.presence.connected(driver_id)
+    with contextlib.suppress(Exception):
+        await offers.adopt_held(rt, driver_id=driver_id)
     try:
         await serve_socket(rt, ws, audience="driver", who=who, handle=handle)
     finally:
         # A driver with no socket open cannot hear an offer, so the last socket closing
-        # takes it offline (a driver on a trip stays on it). The app sends `status`
-        # again when it reconnects.
+        # takes it offline (a driver on a trip stays on it), and an offer it holds is
+        # withdrawn unless a socket comes back within the grace period. The app sends
+        # `status` again when it reconnects.
         with contextlib.suppress(Exception):
-            await rt.presence.disconnected(driver_id)
+            if await rt.presence.disconnected(driver_id) == 0:
+                await offers.orphan_held(rt, driver_id=driver_id)

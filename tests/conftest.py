@@ -155,6 +155,7 @@ def service_env(settings: Settings) -> dict[str, str]:
         "COOP_OPERATOR_TOKEN": settings.operator_token,
         "COOP_DISPATCH_BATCH_S": str(settings.dispatch_batch_s),
         "COOP_OFFER_TIMEOUT_S": str(settings.offer_timeout_s),
+        "COOP_OFFER_DISCONNECT_GRACE_S": str(settings.offer_disconnect_grace_s),
         "COOP_DRIVER_STALE_S": str(settings.driver_stale_s),
         "COOP_TRIP_REQUEST_TIMEOUT_S": str(settings.trip_request_timeout_s),
         "COOP_VOTE_MIN_WINDOW_S": str(settings.vote_min_window_s),
