@@ -168,12 +168,14 @@ class OwnPostgres:
         )
 
     def start(self) -> None:
-        # Sockets in the work dir (not /var/run/postgresql), TCP on localhost only; no
-        # fsync: the data is thrown away, and the tests are about the service's answers.
+        # Sockets in the work dir (not /var/run/postgresql), TCP on localhost only. No
+        # fsync (the machine does not crash, only the server does: the OS still has the
+        # pages), but commits stay synchronous, so a crash (``immediate``) never loses a
+        # transaction the service was told had committed.
         options = (
             f"-p {self.port} -c listen_addresses=127.0.0.1 "
             f"-c unix_socket_directories={self.workdir} -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=100"
+            "-c full_page_writes=off -c max_connections=100"
         )
         self._run(
             str(self.bin / "pg_ctl"),
