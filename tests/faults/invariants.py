@@ -44,93 +44,82 @@ async def rows(dsn: str, sql: str, *args: Any) -> list[asyncpg.Record]:
         await conn.close()
 
 
-async def check_database(dsn: str) -> dict[str, int]:
+async def check_database(dsn: str, trip_ids: list[str] | None = None) -> dict[str, int]:
     """Nothing half-written, nothing doubled. Returns a few counts for the report.
+    ``trip_ids`` limits the check to those trips (a database other tests share).
 
     - every trip has its ``requested`` event, and its status is its latest event's;
     - no trip has two pending or two accepted offers, no driver two pending offers
       or two active trips; an accepted offer's trip names that driver;
-    - a trip is ``assigned`` or further exactly when it has an accepted offer;
+    - a trip was assigned exactly when it has an accepted offer;
     - every ledger journal balances (postings sum to zero) and has postings; a
       completed trip has exactly one ``trip`` journal and no other trip has one.
     """
-    problems: list[str] = []
-    missing_requested = await rows(
-        dsn,
-        """SELECT t.id FROM trips t WHERE NOT EXISTS
-           (SELECT 1 FROM trip_events e WHERE e.trip_id = t.id AND e.status = 'requested')""",
-    )
-    if missing_requested:
-        problems.append(f"trips without a requested event: {missing_requested}")
-    status_mismatch = await rows(
-        dsn,
-        """SELECT t.id, t.status, last.status AS event_status FROM trips t
-           JOIN LATERAL (SELECT status FROM trip_events e WHERE e.trip_id = t.id
-                         ORDER BY e.id DESC LIMIT 1) last ON true
-           WHERE last.status <> t.status""",
-    )
-    if status_mismatch:
-        problems.append(f"trip status differs from its last event: {status_mismatch}")
-    doubled = await rows(
-        dsn,
-        """SELECT trip_id, status, count(*) FROM offers WHERE status IN ('pending', 'accepted')
-           GROUP BY trip_id, status HAVING count(*) > 1""",
-    )
-    if doubled:
-        problems.append(f"trips with two live/accepted offers: {doubled}")
-    driver_doubled = await rows(
-        dsn,
-        """SELECT driver_id, count(*) FROM offers WHERE status = 'pending'
-           GROUP BY driver_id HAVING count(*) > 1""",
-    )
-    if driver_doubled:
-        problems.append(f"drivers holding two pending offers: {driver_doubled}")
-    two_trips = await rows(
-        dsn,
-        """SELECT driver_id, count(*) FROM trips
-           WHERE status IN ('assigned', 'arrived', 'in_progress') AND driver_id IS NOT NULL
-           GROUP BY driver_id HAVING count(*) > 1""",
-    )
-    if two_trips:
-        problems.append(f"drivers on two trips: {two_trips}")
-    wrong_driver = await rows(
-        dsn,
-        """SELECT o.id FROM offers o JOIN trips t ON t.id = o.trip_id
-           WHERE o.status = 'accepted' AND t.driver_id IS DISTINCT FROM o.driver_id""",
-    )
-    if wrong_driver:
-        problems.append(f"accepted offers whose trip names another driver: {wrong_driver}")
-    unoffered = await rows(
-        dsn,
-        """SELECT t.id, t.status FROM trips t
-           WHERE (t.assigned_at IS NOT NULL) <> EXISTS
-                 (SELECT 1 FROM offers o WHERE o.trip_id = t.id AND o.status = 'accepted')""",
-    )
-    if unoffered:
-        problems.append(f"assignment without exactly an accepted offer: {unoffered}")
-    unbalanced = await rows(
-        dsn,
-        """SELECT j.id, coalesce(sum(p.amount_cents), 0) AS total, count(p.id) AS n
-           FROM ledger_journals j LEFT JOIN ledger_postings p ON p.journal_id = j.id
-           GROUP BY j.id HAVING coalesce(sum(p.amount_cents), 0) <> 0 OR count(p.id) = 0""",
-    )
-    if unbalanced:
-        problems.append(f"ledger journals unbalanced or empty: {unbalanced}")
-    ledger_mismatch = await rows(
-        dsn,
-        """SELECT t.id, t.status, count(j.id) FROM trips t
-           LEFT JOIN ledger_journals j ON j.trip_id = t.id
-           GROUP BY t.id, t.status
-           HAVING (t.status = 'completed') <> (count(j.id) = 1)""",
-    )
-    if ledger_mismatch:
-        problems.append(f"completed trips and trip journals disagree: {ledger_mismatch}")
+    only = "" if trip_ids is None else "AND t.id = ANY($1::text[])"
+    args: list[object] = [] if trip_ids is None else [trip_ids]
+    checks = {
+        "trips without a requested event": f"""
+            SELECT t.id FROM trips t WHERE NOT EXISTS
+              (SELECT 1 FROM trip_events e WHERE e.trip_id = t.id AND e.status = 'requested')
+            {only}""",
+        "trip status differs from its last event": f"""
+            SELECT t.id, t.status, last.status AS event_status FROM trips t
+            JOIN LATERAL (SELECT status FROM trip_events e WHERE e.trip_id = t.id
+                          ORDER BY e.id DESC LIMIT 1) last ON true
+            WHERE last.status <> t.status {only}""",
+        "trips with two pending or two accepted offers": f"""
+            SELECT o.trip_id, o.status, count(*) FROM offers o JOIN trips t ON t.id = o.trip_id
+            WHERE o.status IN ('pending', 'accepted') {only}
+            GROUP BY o.trip_id, o.status HAVING count(*) > 1""",
+        "drivers holding two pending offers": f"""
+            SELECT o.driver_id, count(*) FROM offers o JOIN trips t ON t.id = o.trip_id
+            WHERE o.status = 'pending' {only}
+            GROUP BY o.driver_id HAVING count(*) > 1""",
+        "drivers on two trips": f"""
+            SELECT t.driver_id, count(*) FROM trips t
+            WHERE t.status IN ('assigned', 'arrived', 'in_progress') {only}
+            GROUP BY t.driver_id HAVING count(*) > 1""",
+        "accepted offers whose trip names another driver": f"""
+            SELECT o.id FROM offers o JOIN trips t ON t.id = o.trip_id
+            WHERE o.status = 'accepted' AND t.driver_id IS DISTINCT FROM o.driver_id {only}""",
+        "assignment without an accepted offer, or the reverse": f"""
+            SELECT t.id, t.status FROM trips t
+            WHERE (t.assigned_at IS NOT NULL) <> EXISTS
+                  (SELECT 1 FROM offers o WHERE o.trip_id = t.id AND o.status = 'accepted')
+            {only}""",
+        "trip journals unbalanced or empty": f"""
+            SELECT j.id, coalesce(sum(p.amount_cents), 0) AS total, count(p.id) AS n
+            FROM ledger_journals j JOIN trips t ON t.id = j.trip_id
+            LEFT JOIN ledger_postings p ON p.journal_id = j.id
+            WHERE true {only}
+            GROUP BY j.id HAVING coalesce(sum(p.amount_cents), 0) <> 0 OR count(p.id) = 0""",
+        "completed trips and trip journals disagree": f"""
+            SELECT t.id, t.status, count(j.id) FROM trips t
+            LEFT JOIN ledger_journals j ON j.trip_id = t.id
+            WHERE true {only}
+            GROUP BY t.id, t.status
+            HAVING (t.status = 'completed') <> (count(j.id) = 1)""",
+    }
+    problems = []
+    for name, sql in checks.items():
+        found = await rows(dsn, sql, *args)
+        if found:
+            problems.append(f"{name}: {[dict(r) for r in found]}")
     assert not problems, "\n".join(problems)
+    if trip_ids is None:
+        unbalanced = await rows(
+            dsn,
+            """SELECT j.id FROM ledger_journals j
+               LEFT JOIN ledger_postings p ON p.journal_id = j.id
+               GROUP BY j.id HAVING coalesce(sum(p.amount_cents), 0) <> 0 OR count(p.id) = 0""",
+        )
+        assert not unbalanced, f"ledger journals unbalanced or empty: {unbalanced}"
     counts = await rows(
         dsn,
-        """SELECT (SELECT count(*) FROM trips) AS trips,
-                  (SELECT count(*) FROM offers) AS offers,
-                  (SELECT count(*) FROM ledger_journals) AS journals""",
+        f"""SELECT (SELECT count(*) FROM trips t WHERE true {only}) AS trips,
+                   (SELECT count(*) FROM offers o JOIN trips t ON t.id = o.trip_id
+                    WHERE true {only}) AS offers""",
+        *args,
     )
     return dict(counts[0])
 
