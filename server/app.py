@@ -8,6 +8,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -90,6 +91,14 @@ def create_app(settings: Settings | None = None, *, run_dispatcher: bool = True)
     )
     problems.install(app)
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)
+    _openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = problems.document_errors(_openapi())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(MetricsMiddleware)
     app.add_middleware(logs.RequestIdMiddleware)
     for module in (

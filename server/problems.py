@@ -66,6 +66,74 @@ def problem(
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers or None)
 
 
+# The problem+json body every error answer has (RFC 9457); ``type`` is the stable slug.
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string", "description": "stable slug, e.g. `offer-expired`"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "description": "422 only: each invalid field",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "loc": {"type": "array", "items": {"type": "string"}},
+                    "msg": {"type": "string"},
+                },
+            },
+        },
+    },
+    "additionalProperties": True,
+}
+
+ERROR_DESCRIPTIONS = {
+    401: "no valid credentials",
+    403: "the wrong role, or someone else's resource",
+    404: "no such resource",
+    405: "method not allowed",
+    409: "the resource's state does not allow this",
+    413: "request body too large",
+    422: "invalid input",
+    429: "rate limited",
+    503: "the database or Redis is unavailable; retry shortly",
+}
+# Probes answer in their own shape, and errors they cannot have are not listed.
+_PLAIN = {"/healthz", "/readyz", "/metrics", "/ops"}
+
+
+def document_errors(schema: dict[str, Any]) -> dict[str, Any]:
+    """Declare the problem+json answers of every operation in the OpenAPI document, so
+    clients (and schema checkers) know the error shape: 401/403 where credentials are
+    read; 404, 405, 409 (a state conflict, e.g. a receipt before completion), 413, 422,
+    429 and 503 everywhere else. FastAPI's own 422 schema is replaced: this
+    app answers validation errors with problem+json too."""
+    schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+    schemas["Problem"] = PROBLEM_SCHEMA
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    ref = {"$ref": "#/components/schemas/Problem"}
+    for path, operations in schema.get("paths", {}).items():
+        if path in _PLAIN:
+            continue
+        for operation in operations.values():
+            codes = {404, 405, 409, 413, 422, 429, 503}
+            if operation.get("security"):
+                codes |= {401, 403}
+            responses = operation.setdefault("responses", {})
+            for code in sorted(codes):
+                existing = responses.get(str(code), {})
+                responses[str(code)] = {
+                    "description": existing.get("description") or ERROR_DESCRIPTIONS[code],
+                    "content": {PROBLEM: {"schema": ref}},
+                }
+    return schema
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(CoopError)
     async def _domain(request: Request, exc: CoopError) -> JSONResponse:
@@ -94,6 +162,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:
+            # A body that cannot even be decoded (not UTF-8) is invalid input, like one
+            # that is not JSON.
+            return problem(422, "invalid-input", "Invalid input", str(exc.detail))
         slugs = {404: "not-found", 405: "method-not-allowed", 413: "payload-too-large"}
         slug = slugs.get(exc.status_code, f"http-{exc.status_code}")
         return problem(exc.status_code, slug, str(exc.detail), str(exc.detail))
@@ -116,6 +188,10 @@ def install(app: FastAPI) -> None:
     async def _db(request: Request, exc: DBAPIError) -> JSONResponse:
         if is_connection_error(exc):
             return await _unavailable(request, exc)
+        if str(getattr(exc.orig, "sqlstate", "") or "").startswith("22"):
+            # A data exception (SQLSTATE class 22): a value PostgreSQL cannot store or
+            # compare, such as a NUL character in a string. The input was bad.
+            return problem(422, "invalid-input", "Invalid input", "a value is not acceptable")
         log.exception("database error", exc_info=exc)
         return problem(500, "internal-error", "Internal error", "an unexpected error occurred")
 
