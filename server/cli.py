@@ -189,6 +189,12 @@ def main(argv: list[str] | None = None) -> int:
     p_demo.add_argument("--duration", type=float, help="stop after this many seconds")
     p_demo.add_argument("--report-every", type=float, default=10.0)
     p_demo.add_argument("--demand", default=str(DEMO_DEMAND))
+    p_load = sub.add_parser(
+        "loadtest", help="a city rollout under Locust, bounded in time (docs/loadtesting.md)"
+    )
+    from loadtests.run import add_arguments as loadtest_arguments
+
+    loadtest_arguments(p_load)
     args = parser.parse_args(argv)
 
     if args.command == "migrate":
@@ -209,6 +215,10 @@ def main(argv: list[str] | None = None) -> int:
         from dispatch.simulation import run_cli
 
         return run_cli(args)
+    elif args.command == "loadtest":
+        from loadtests.run import main as loadtest_main
+
+        return loadtest_main(args)
     elif args.command == "demo":
         from server.demo import main as demo_main
         from server.logs import configure

@@ -1,0 +1,561 @@
+"""Locust scenarios of a city rollout: member drivers and riders over real HTTP and sockets.
+
+Run by ``coopride loadtest`` in a subprocess (``python -m locust -f
+loadtests/locustfile.py --headless --coop-plan JSON ...``); the only module of the
+project that imports Locust, and imported by nothing (it patches the process with
+gevent). ``docs/loadtesting.md`` says what each scenario does and how to read the
+statistics.
+
+- ``DriverUser``: admitted as a member through the operator API, opens the driver
+  socket, goes online where riders are, sends ``location`` every ``location_every_s``
+  (wandering while idle, driving to the pickup and the drop-off on a trip), takes offers
+  after a human delay (declining ``decline_rate`` of them) and drives the trip through
+  arrived / start / complete.
+- ``RiderUser``: a phone that signs up, keeps the rider socket open and, each time the
+  arrival schedule says a rider appears, quotes, requests, watches the socket until the
+  trip ends (cancelling ``cancel_rate`` of them) and fetches the receipt.
+- ``CityRollout``: drivers first, then riders up to the rate, hold, surge, stop.
+
+Socket events are Locust request events (type ``WS``) so they sit in the same statistics
+as the HTTP calls: ``driver connect``, ``rider connect``, ``offer received`` (push delay:
+offer made → frame on the phone), ``offer→accept`` (frame on the phone → trip assigned,
+with the human delay), ``accept round trip`` (accept sent → ``ok``), ``request→assigned``,
+``request→pickup``, ``request→completed`` (the rider's view), and ``error frame`` failures
+named by code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import math
+import os
+import random
+import time
+import uuid
+from datetime import datetime
+from typing import Any
+
+import gevent
+import websocket
+from gevent.queue import Empty, Queue
+from locust import FastHttpUser, LoadTestShape, events, task
+from locust.env import Environment
+
+from geo.eta import DEFAULT_MODEL
+from geo.point import LatLng, haversine_m
+from loadtests import trace
+from loadtests.plan import LoadPlan
+
+# Frames that end a rider's trip.
+FINAL = frozenset({"completed", "cancelled", "expired"})
+# Idle drivers drift about a block every few updates, as cars circling do.
+WANDER_M = 30.0
+START_JITTER_DEG = 0.0008
+# A socket that cannot be opened within this long counts as a failed connect.
+CONNECT_TIMEOUT_S = 20.0
+# The schedule's piecewise-constant rate is re-read this often (a Poisson process is
+# memoryless, so redrawing after each step keeps it exact).
+RATE_STEP_S = 2.0
+# What an accept racing the rider's cancel is answered with (docs/websocket.md).
+LOST_RACE_CODES = frozenset({"offer-withdrawn", "offer-expired"})
+
+
+@events.init_command_line_parser.add_listener
+def _arguments(parser: Any) -> None:
+    parser.add_argument(
+        "--coop-plan",
+        type=str,
+        default=os.environ.get("COOPRIDE_LOAD_PLAN", ""),
+        help="the load plan as JSON (coopride loadtest writes it; see loadtests/plan.py)",
+        include_in_web_ui=False,
+    )
+
+
+class City:
+    """What every user of this process shares: the plan, the demand, the test's clock."""
+
+    plan: LoadPlan | None = None
+    demand: trace.Demand | None = None
+    pool: int = 0
+    started: float | None = None
+
+    @classmethod
+    def load(cls, environment: Environment) -> tuple[LoadPlan, trace.Demand]:
+        if cls.plan is None or cls.demand is None:
+            options = environment.parsed_options
+            text = getattr(options, "coop_plan", "") if options is not None else ""
+            cls.plan = LoadPlan.from_json(text) if text else LoadPlan()
+            cls.demand = trace.load(cls.plan)
+            cls.pool = cls.plan.pool(trace.peak_rpm(cls.plan, cls.demand))
+            DriverUser.fixed_count = cls.plan.drivers
+        return cls.plan, cls.demand
+
+    @classmethod
+    def elapsed_s(cls) -> float:
+        if cls.started is None:
+            cls.started = time.monotonic()
+        return time.monotonic() - cls.started
+
+
+@events.init.add_listener
+def _init(environment: Environment, **_: Any) -> None:
+    City.load(environment)
+
+
+@events.test_start.add_listener
+def _start(environment: Environment, **_: Any) -> None:
+    City.load(environment)
+    City.started = time.monotonic()
+
+
+def fire(
+    environment: Environment,
+    name: str,
+    elapsed_s: float,
+    *,
+    exception: BaseException | None = None,
+    length: int = 0,
+) -> None:
+    environment.events.request.fire(
+        request_type="WS",
+        name=name,
+        response_time=elapsed_s * 1000.0,
+        response_length=length,
+        exception=exception,
+        context={},
+    )
+
+
+class FrameError(Exception):
+    """An ``error`` frame the scenario did not expect."""
+
+
+class Socket:
+    """A phone's socket: a greenlet reads frames into a queue; sends go straight out."""
+
+    def __init__(self, environment: Environment, url: str, token: str, name: str) -> None:
+        t0 = time.monotonic()
+        try:
+            self.ws = websocket.create_connection(
+                url, header=[f"Authorization: Bearer {token}"], timeout=CONNECT_TIMEOUT_S
+            )
+        except Exception as exc:
+            fire(environment, name, time.monotonic() - t0, exception=exc)
+            raise
+        fire(environment, name, time.monotonic() - t0)
+        self.ws.settimeout(None)
+        self.frames: Queue[dict[str, Any]] = Queue()
+        self.closed = False
+        self.ids = itertools.count(1)
+        self.reader = gevent.spawn(self._read)
+
+    def _read(self) -> None:
+        try:
+            while True:
+                raw = self.ws.recv()
+                if not raw:
+                    break
+                self.frames.put(json.loads(raw))
+        except Exception:  # the socket closed: the user sees it as a closed queue
+            pass
+        finally:
+            self.closed = True
+            self.frames.put({"type": "_closed"})
+
+    def send(self, frame: dict[str, Any]) -> None:
+        self.ws.send(json.dumps(frame))
+
+    def next(self, timeout: float) -> dict[str, Any] | None:
+        try:
+            frame: dict[str, Any] = self.frames.get(timeout=max(0.0, timeout))
+            return frame
+        except Empty:
+            return None
+
+    def close(self) -> None:
+        self.reader.kill(block=False)
+        with contextlib.suppress(Exception):
+            self.ws.close()
+
+
+def ws_url(host: str | None) -> str:
+    assert host, "Locust was started without --host"
+    return host.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
+
+
+def toward(a: LatLng, b: LatLng, metres: float) -> LatLng:
+    d = haversine_m(a, b)
+    if d <= metres or d == 0:
+        return b
+    f = metres / d
+    return LatLng(a.lat + (b.lat - a.lat) * f, a.lng + (b.lng - a.lng) * f)
+
+
+def point(p: LatLng) -> dict[str, float]:
+    return {"lat": round(float(p.lat), 6), "lng": round(float(p.lng), 6)}
+
+
+def phone(rng: random.Random) -> str:
+    return f"+1 555 {rng.randrange(10**7):07d}"
+
+
+class DriverUser(FastHttpUser):
+    """A member driver's phone (see the module docstring)."""
+
+    fixed_count = 0  # set from the plan: all drivers are spawned before any rider
+    weight = 1
+
+    def on_start(self) -> None:
+        self.plan, demand = City.load(self.environment)
+        self.rng = random.Random()
+        self.trip: dict[str, Any] | None = None
+        self.leg: str | None = None  # "pickup", "boarding", "dropoff"
+        self.board_until = 0.0
+        self.accepts: dict[int, tuple[str, float]] = {}  # frame id → offer id, sent at
+        self.offers_seen: dict[str, float] = {}  # offer id → received (monotonic)
+        self.withdrawn: set[str] = set()
+        self.socket: Socket | None = None
+        start = demand.requests[self.rng.randrange(len(demand.requests))].pickup
+        self.position = LatLng(
+            start.lat + self.rng.uniform(-1, 1) * START_JITTER_DEG,
+            start.lng + self.rng.uniform(-1, 1) * START_JITTER_DEG,
+        )
+        # Straight-line metres per real second: the ETA model's street pace, compressed.
+        self.speed_mps = DEFAULT_MODEL.speed_mps / DEFAULT_MODEL.detour_factor
+        self.speed_mps *= self.plan.drive_speedup
+        r = self.client.post(
+            "/v1/drivers",
+            json={
+                "name": f"{self.plan.run_id} driver",
+                "phone": phone(self.rng),
+                "vehicle": {"plate": f"LT{self.rng.randrange(10**6):06d}", "seats": 4},
+            },
+            headers={"Authorization": f"Bearer {self.plan.operator_token}"},
+            name="/v1/drivers [admit]",
+        )
+        if r.status_code != 201:
+            raise RuntimeError(f"admitting a driver failed: {r.status_code}")
+        self.token = r.json()["token"]
+        self.auth = {"Authorization": f"Bearer {self.token}"}
+        self.socket = Socket(
+            self.environment, f"{ws_url(self.host)}/v1/drivers/ws", self.token, "driver connect"
+        )
+        self.socket.send({"type": "status", "status": "online"})
+        self.report()
+        self.last_move = time.monotonic()
+
+    def on_stop(self) -> None:
+        if self.socket is not None:
+            with contextlib.suppress(Exception):
+                self.socket.send({"type": "status", "status": "offline"})
+            self.socket.close()
+
+    def report(self) -> None:
+        assert self.socket is not None
+        self.socket.send({"type": "location", **point(self.position), "accuracy_m": 6})
+
+    @task
+    def drive(self) -> None:
+        """The phone's life: one long task (answer frames, move, report every few s)."""
+        assert self.socket is not None
+        next_report = time.monotonic() + self.plan.location_every_s
+        while True:
+            frame = self.socket.next(next_report - time.monotonic())
+            if frame is None:
+                self.move()
+                self.report()
+                next_report = time.monotonic() + self.plan.location_every_s
+                continue
+            self.on_frame(frame)
+
+    def on_frame(self, frame: dict[str, Any]) -> None:
+        assert self.socket is not None
+        kind = frame.get("type")
+        now = time.monotonic()
+        if kind == "_closed":
+            fire(self.environment, "driver socket", 0.0, exception=ConnectionError("closed"))
+            raise RuntimeError("the driver socket closed")
+        if "event_id" in frame:
+            self.socket.send({"type": "ack", "event_id": frame["event_id"]})
+        if kind == "offer":
+            made = datetime.fromisoformat(frame["expires_at"]).timestamp()
+            made -= self.plan.offer_timeout_s
+            fire(self.environment, "offer received", max(0.0, time.time() - made))
+            self.offers_seen[frame["offer_id"]] = now
+            gevent.sleep(self.rng.uniform(*self.plan.human_delay_s))
+            if self.rng.random() < self.plan.decline_rate:
+                self.socket.send({"type": "decline", "offer_id": frame["offer_id"]})
+            else:
+                frame_id = next(self.socket.ids)
+                self.accepts[frame_id] = (frame["offer_id"], time.monotonic())
+                self.socket.send({"type": "accept", "offer_id": frame["offer_id"], "id": frame_id})
+        elif kind == "ok" and frame.get("ref") in self.accepts:
+            _, sent = self.accepts.pop(frame["ref"])
+            fire(self.environment, "accept round trip", now - sent)
+        elif kind == "error":
+            answered = frame.get("ref")
+            accepted = self.accepts.pop(answered, None) if isinstance(answered, int) else None
+            lost = accepted is not None and accepted[0] in self.withdrawn
+            if accepted is not None and lost and frame.get("code") in LOST_RACE_CODES:
+                # The rider cancelled while the driver was reading the offer: a race the
+                # contract answers with this error, not a fault.
+                fire(self.environment, "accept lost to a cancel", now - accepted[1])
+            else:
+                fire(
+                    self.environment,
+                    f"error frame {frame.get('code')}",
+                    0.0,
+                    exception=FrameError(f"{frame.get('code')}: {frame.get('detail')}"),
+                )
+        elif kind in ("offer.withdrawn", "offer.expired"):
+            self.withdrawn.add(frame["offer_id"])
+            if kind == "offer.expired":
+                # The phone answers within its human delay, far inside the offer's
+                # lifetime: an offer that still expires was answered too late by the
+                # server (or never reached the phone).
+                fire(
+                    self.environment,
+                    "offer expired",
+                    0.0,
+                    exception=FrameError("offer expired before the driver's answer"),
+                )
+        elif kind == "trip.assigned":
+            trip = frame["trip"]
+            seen = max(self.offers_seen.values(), default=None)
+            self.offers_seen.clear()
+            if seen is not None:
+                fire(self.environment, "offer→accept", now - seen)
+            self.trip, self.leg = trip, "pickup"
+        elif (
+            kind == "trip.cancelled"
+            and self.trip is not None
+            and frame["trip"]["id"] == self.trip["id"]
+        ):
+            self.trip, self.leg = None, None
+
+    def move(self) -> None:
+        now = time.monotonic()
+        step_m = self.speed_mps * (now - self.last_move)
+        self.last_move = now
+        if self.trip is None:
+            angle = self.rng.uniform(0, 2 * math.pi)
+            aim = LatLng(
+                self.position.lat + 0.002 * math.sin(angle),
+                self.position.lng + 0.002 * math.cos(angle),
+            )
+            self.position = toward(self.position, aim, WANDER_M)
+            return
+        if self.leg == "boarding":
+            if now >= self.board_until and self.progress("start"):
+                self.leg = "dropoff"
+            return
+        where = self.trip["pickup"] if self.leg == "pickup" else self.trip["dropoff"]
+        target = LatLng(where["lat"], where["lng"])
+        self.position = toward(self.position, target, step_m)
+        if self.position != target:
+            return
+        if self.leg == "pickup":
+            if self.progress("arrived"):
+                self.leg = "boarding"
+                self.board_until = now + self.rng.uniform(*self.plan.boarding_s)
+        elif self.progress("complete"):
+            self.trip, self.leg = None, None
+
+    def progress(self, step: str) -> bool:
+        """POST the trip's next step; False (and off the trip) if the rider cancelled."""
+        assert self.trip is not None
+        trip_id = self.trip["id"]
+        with self.client.post(
+            f"/v1/trips/{trip_id}/{step}",
+            headers=self.auth,
+            name=f"/v1/trips/[id]/{step}",
+            catch_response=True,
+        ) as r:
+            if r.status_code == 200:
+                return True
+            if r.status_code == 409 and self.cancelled(trip_id):
+                r.success()  # the rider cancelled first: the trip.cancelled frame is coming
+            else:
+                r.failure(f"{r.status_code}: {r.text[:200]}")
+        self.trip, self.leg = None, None
+        return False
+
+    def cancelled(self, trip_id: str) -> bool:
+        r = self.client.get(f"/v1/trips/{trip_id}", headers=self.auth, name="/v1/trips/[id]")
+        return r.status_code == 200 and r.json().get("status") == "cancelled"
+
+
+class RiderUser(FastHttpUser):
+    """A rider's phone, taking arrivals from the schedule (see the module docstring)."""
+
+    weight = 1
+
+    def on_start(self) -> None:
+        self.plan, self.demand = City.load(self.environment)
+        self.rng = random.Random()
+        self.trip_id: str | None = None
+        self.socket: Socket | None = None
+        r = self.client.post(
+            "/v1/riders", json={"name": self.plan.run_id, "phone": phone(self.rng)}
+        )
+        if r.status_code != 201:
+            raise RuntimeError(f"rider sign-up failed: {r.status_code}")
+        self.auth = {"Authorization": f"Bearer {r.json()['token']}"}
+        self.socket = Socket(
+            self.environment,
+            f"{ws_url(self.host)}/v1/riders/ws",
+            r.json()["token"],
+            "rider connect",
+        )
+        self.due = self.next_arrival(City.elapsed_s())
+
+    def on_stop(self) -> None:
+        if self.trip_id is not None:
+            self.cancel(self.trip_id)
+        if self.socket is not None:
+            self.socket.close()
+
+    def rate_per_s(self, t: float) -> float:
+        """This phone's share of the arrival rate at ``t`` (test seconds)."""
+        plan, demand = self.plan, self.demand
+        m = plan.rate_multiplier(t)
+        if m <= 0:
+            return 0.0
+        if plan.trace:
+            replay_s = (t - plan.riders_start_s) * plan.speedup
+            rpm = demand.rate_rpm(replay_s) * plan.speedup
+        else:
+            rpm = plan.requests_per_minute
+        return rpm * m / 60.0 / plan.riders_at(t, City.pool)
+
+    def next_arrival(self, after: float) -> float | None:
+        """The next arrival of this phone's share of the schedule after ``after`` (a
+        Poisson process with a piecewise-constant rate), None when the test ends."""
+        t = after
+        while t < self.plan.total_s:
+            rate = self.rate_per_s(t)
+            if rate > 0:
+                wait = self.rng.expovariate(rate)
+                if wait <= RATE_STEP_S:
+                    return t + wait
+            t += RATE_STEP_S
+        return None
+
+    @task
+    def ride(self) -> None:
+        if self.due is None:
+            gevent.sleep(self.plan.total_s)  # the shape stops the test first
+            return
+        wait = self.due - City.elapsed_s()
+        if wait > 0:
+            gevent.sleep(wait)
+        # The schedule is kept even when this phone was busy: a late arrival rides as
+        # soon as it can, so the arrival rate stays the plan's.
+        replay_s = (self.due - self.plan.riders_start_s) * self.plan.speedup
+        self.due = self.next_arrival(self.due)
+        if self.plan.trace:
+            request = self.demand.near(replay_s, self.rng)
+        else:
+            request = self.demand.requests[self.rng.randrange(len(self.demand.requests))]
+        self.one_trip({"pickup": point(request.pickup), "dropoff": point(request.dropoff)})
+
+    def one_trip(self, body: dict[str, Any]) -> None:
+        assert self.socket is not None
+        q = self.client.post("/v1/quotes", json=body, headers=self.auth)
+        if q.status_code != 200:
+            return
+        requested = time.monotonic()
+        r = self.client.post(
+            "/v1/trips",
+            json=body,
+            headers={**self.auth, "Idempotency-Key": uuid.uuid4().hex},
+        )
+        if r.status_code != 201:
+            return
+        trip_id = self.trip_id = r.json()["id"]
+        cancel_at = None
+        if self.rng.random() < self.plan.cancel_rate:
+            cancel_at = requested + self.rng.uniform(0, self.plan.cancel_within_s)
+        status = "requested"
+        while status not in FINAL:
+            timeout = 30.0 if cancel_at is None else cancel_at - time.monotonic()
+            frame = self.socket.next(timeout)
+            if frame is None:
+                if cancel_at is not None and time.monotonic() >= cancel_at:
+                    cancel_at = None
+                    self.cancel(trip_id)
+                continue
+            if frame.get("type") == "_closed":
+                fire(self.environment, "rider socket", 0.0, exception=ConnectionError("closed"))
+                raise RuntimeError("the rider socket closed")
+            if "event_id" in frame:
+                self.socket.send({"type": "ack", "event_id": frame["event_id"]})
+            if frame.get("type") == "error":
+                fire(
+                    self.environment,
+                    f"error frame {frame.get('code')}",
+                    0.0,
+                    exception=FrameError(f"{frame.get('code')}: {frame.get('detail')}"),
+                )
+                continue
+            trip = frame.get("trip") or {}
+            if frame.get("type") != "trip.updated" or trip.get("id") != trip_id:
+                continue
+            if trip["status"] == status:
+                continue
+            status = trip["status"]
+            since = time.monotonic() - requested
+            if status == "assigned":
+                fire(self.environment, "request→assigned", since)
+            elif status == "arrived":
+                fire(self.environment, "request→pickup", since)
+            elif status == "completed":
+                fire(self.environment, "request→completed", since)
+            elif status == "expired":
+                fire(
+                    self.environment,
+                    "request expired",
+                    since,
+                    exception=FrameError("no driver before the request timed out"),
+                )
+        self.trip_id = None
+        if status == "completed":
+            with self.client.get(
+                f"/v1/trips/{trip_id}/receipt",
+                headers=self.auth,
+                name="/v1/trips/[id]/receipt",
+                catch_response=True,
+            ) as receipt:
+                parts = receipt.json() if receipt.status_code == 200 else {}
+                kept = parts.get("driver_earnings_cents", 0) + parts.get("cost_recovery_cents", 0)
+                if receipt.status_code == 200 and (
+                    parts.get("platform_commission_cents") != 0 or kept != parts["total_cents"]
+                ):
+                    receipt.failure("receipt parts do not add up to the total")
+
+    def cancel(self, trip_id: str) -> None:
+        with self.client.post(
+            f"/v1/trips/{trip_id}/cancel",
+            headers=self.auth,
+            name="/v1/trips/[id]/cancel",
+            catch_response=True,
+        ) as r:
+            if r.status_code == 409:
+                r.success()  # it ended (or was picked up) first: nothing to cancel
+
+
+class CityRollout(LoadTestShape):
+    """Drivers ramp first, then riders to the rate, hold, surge; then the test stops."""
+
+    def tick(self) -> tuple[int, float] | None:
+        plan, _ = City.load(self.runner.environment)  # type: ignore[union-attr]
+        t = self.get_run_time()
+        if t >= plan.total_s:
+            return None
+        drivers = plan.drivers_at(t)
+        riders = plan.riders_at(t, City.pool)
+        ramp = plan.phase("driver_ramp_s")
+        spawn_rate = max(plan.drivers / ramp if ramp > 0 else plan.drivers, City.pool / 5, 5.0)
+        return drivers + riders, spawn_rate

@@ -1,0 +1,558 @@
+"""``coopride loadtest``: a bounded city rollout against a server on this machine.
+
+By default it starts the server for the purpose: a database of its own
+(``coopride_loadtest_<run>``, created, migrated and dropped afterwards), a Redis prefix
+of its own (deleted afterwards), ``--api-workers`` api processes on a free port plus one
+``coopride dispatcher`` process. ``--host`` targets a running server instead (127.0.0.1
+only). Locust runs in a subprocess (``loadtests/locustfile.py``; nothing here imports
+Locust) and the run writes, into its output directory:
+
+- ``locust_stats.csv``, ``locust_failures.csv``, ``locust_exceptions.csv``,
+  ``locust_stats_history.csv`` and ``report.html`` (Locust's own);
+- ``kpi.json``: the dispatch KPI summary (``loadtests/kpi.py``) and the verdict.
+
+Exit status: 0 when every threshold held, 1 when one was missed, 2 when the run itself
+failed. ``--find-capacity`` steps the city up until a step misses a threshold and prints
+the headline table (``docs/loadtesting.md``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+from redis import Redis
+
+from core.settings import Settings, get_settings
+from loadtests import kpi
+from loadtests.plan import LoadPlan
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
+LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+READY_WAIT_S = 60.0
+# After the rollout's planned end: Locust stops its users (riders cancel open trips),
+# writes its reports and exits. Past this the run is killed and counted as failed.
+LOCUST_GRACE_S = 90.0
+# Capacity search: each step this many times the previous rate.
+CAPACITY_FACTOR = 1.5
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    max_p99_request_to_offer_s: float
+    max_error_rate: float
+
+
+@dataclass
+class Target:
+    base_url: str
+    settings: Settings  # what the server runs with (database, Redis, tokens, batch)
+    processes: list[subprocess.Popen[bytes]]
+    own_database: str | None = None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _with_db(url: str, name: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+
+
+def _libpq(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+async def _admin(url: str, sql: str) -> None:
+    conn = await asyncpg.connect(_libpq(_with_db(url, "postgres")), timeout=10)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def service_env(settings: Settings) -> dict[str, str]:
+    return {
+        **os.environ,
+        "COOP_ENVIRONMENT": settings.environment,
+        "COOP_DATABASE_URL": settings.database_url,
+        "COOP_REDIS_URL": settings.redis_url,
+        "COOP_REDIS_PREFIX": settings.redis_prefix,
+        "COOP_JWT_SECRET": settings.jwt_secret,
+        "COOP_OPERATOR_TOKEN": settings.operator_token,
+        "COOP_DISPATCH_BATCH_S": str(settings.dispatch_batch_s),
+        "COOP_OFFER_TIMEOUT_S": str(settings.offer_timeout_s),
+        "COOP_TRIP_REQUEST_TIMEOUT_S": str(settings.trip_request_timeout_s),
+    }
+
+
+def _stop(proc: subprocess.Popen[Any]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+@contextmanager
+def started_server(
+    base: Settings, *, api_workers: int, batch_s: float | None, out: Path
+) -> Iterator[Target]:
+    """api processes + one dispatcher on a free port, with a database and a Redis prefix
+    of their own; everything is stopped and removed on the way out."""
+    run = secrets.token_hex(4)
+    name = f"coopride_loadtest_{run}"
+    settings = base.model_copy(
+        update={
+            "environment": "test",
+            "database_url": _with_db(base.database_url, name),
+            "redis_prefix": f"loadtest:{run}:",
+            "jwt_secret": secrets.token_urlsafe(48),
+            "operator_token": secrets.token_urlsafe(24),
+            **({"dispatch_batch_s": batch_s} if batch_s is not None else {}),
+        }
+    )
+    env = service_env(settings)
+    asyncio.run(_admin(base.database_url, f'CREATE DATABASE "{name}"'))
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        subprocess.run(
+            [sys.executable, "-m", "server.cli", "migrate"],
+            check=True,
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+        )
+        port = _free_port()
+        serve = ["serve", "--host", "127.0.0.1", "--port", str(port), "--no-dispatcher"]
+        serve += ["--workers", str(api_workers), "--log-level", "warning"]
+        for args, log in (
+            (serve, "api.log"),
+            (["dispatcher", "--log-level", "warning"], "dispatcher.log"),
+        ):
+            processes.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "server.cli", *args],
+                    env=env,
+                    cwd=ROOT,
+                    stdout=(out / log).open("wb"),
+                    stderr=subprocess.STDOUT,
+                )
+            )
+        target = Target(f"http://127.0.0.1:{port}", settings, processes, own_database=name)
+        _wait_ready(target)
+        print(
+            f"[loadtest] server on {target.base_url}: {api_workers} api process(es) + "
+            f"dispatcher, database {name}, batch {settings.dispatch_batch_s:g} s",
+            flush=True,
+        )
+        yield target
+    finally:
+        for proc in processes:
+            _stop(proc)
+        with suppress(Exception):
+            _forget_redis(settings)
+        asyncio.run(_admin(base.database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def _forget_redis(settings: Settings) -> None:
+    client = Redis.from_url(settings.redis_url, socket_connect_timeout=5)
+    try:
+        keys = list(client.scan_iter(match=f"{settings.redis_prefix}*", count=1000))
+        for i in range(0, len(keys), 500):
+            client.delete(*keys[i : i + 500])
+    finally:
+        client.close()
+
+
+def _wait_ready(target: Target) -> None:
+    deadline = time.monotonic() + READY_WAIT_S
+    while True:
+        for proc in target.processes:
+            if proc.poll() is not None:
+                raise RuntimeError(f"a server process exited with {proc.returncode}")
+        with suppress(httpx.HTTPError):
+            if httpx.get(f"{target.base_url}/readyz", timeout=2).status_code == 200:
+                return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{target.base_url} not ready within {READY_WAIT_S:g} s")
+        time.sleep(0.2)  # polling a starting process, bounded above
+
+
+def _local_only(url: str) -> str:
+    host = urlsplit(url).hostname or ""
+    if host not in LOCAL_HOSTS:
+        raise SystemExit(f"load tests only target this machine (127.0.0.1), not {host!r}")
+    return url.rstrip("/")
+
+
+def ensure_service_area(target: Target, plan: LoadPlan) -> None:
+    """The demo's Manhattan area when the plan keeps riders there and none exists."""
+    if plan.area != "manhattan":
+        return
+    from server.demo import MANHATTAN
+
+    auth = {"Authorization": f"Bearer {target.settings.operator_token}"}
+    r = httpx.get(f"{target.base_url}/v1/operator/service-areas", headers=auth, timeout=10)
+    r.raise_for_status()
+    if not r.json():
+        r = httpx.post(
+            f"{target.base_url}/v1/operator/service-areas",
+            headers=auth,
+            json={"name": "Manhattan (load test)", "polygon": MANHATTAN},
+            timeout=10,
+        )
+        r.raise_for_status()
+
+
+def run_locust(
+    target: Target, plan: LoadPlan, out: Path, *, ui: bool, processes: int
+) -> tuple[int, datetime, datetime]:
+    """Locust in a subprocess, bounded by the plan's length; its exit status."""
+    csv_prefix = out / "locust"
+    cmd = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(LOCUSTFILE),
+        "--host",
+        target.base_url,
+        "--csv",
+        str(csv_prefix),
+        "--csv-full-history",
+        "--html",
+        str(out / "report.html"),
+        "--logfile",
+        str(out / "locust.log"),
+        "--loglevel",
+        "WARNING",
+        "--coop-plan",
+        plan.to_json(),
+        "--stop-timeout",
+        "10",
+    ]
+    if processes != 1:
+        cmd += ["--processes", str(processes)]
+    if ui:
+        port = _free_port()
+        cmd += ["--web-host", "127.0.0.1", "--web-port", str(port), "--autostart"]
+        cmd += ["--autoquit", "60"]
+        print(f"[loadtest] Locust web UI on http://127.0.0.1:{port}", flush=True)
+    else:
+        cmd += ["--headless", "--only-summary"]
+    started = datetime.now(UTC)
+    with (out / "locust.out").open("wb") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            rc = proc.wait(plan.total_s + LOCUST_GRACE_S + (60 if ui else 0))
+        except subprocess.TimeoutExpired:
+            _stop(proc)
+            rc = -1
+    ended = datetime.fromtimestamp(started.timestamp() + plan.total_s, UTC)
+    return rc, started, ended
+
+
+def summarise(
+    target: Target,
+    plan: LoadPlan,
+    out: Path,
+    *,
+    locust_rc: int,
+    ended: datetime,
+    thresholds: Thresholds,
+) -> dict[str, Any]:
+    counts = kpi.locust_counts(out / "locust")
+    trips = asyncio.run(
+        kpi.trip_kpis(target.settings.database_url, run_id=plan.run_id, ended_at=ended)
+    )
+    p99 = trips["request_to_offer_s"]["p99"]
+    missed = []
+    if trips["requests"] == 0:
+        missed.append("no trip was requested")
+    if p99 is None or p99 > thresholds.max_p99_request_to_offer_s:
+        missed.append(f"p99 request→offer {p99} s > {thresholds.max_p99_request_to_offer_s:g} s")
+    if counts.error_rate > thresholds.max_error_rate:
+        missed.append(f"error rate {counts.error_rate:.4%} > {thresholds.max_error_rate:.4%}")
+    minutes = max(plan.total_s - plan.riders_start_s, 1e-9) / 60
+    return {
+        "run_id": plan.run_id,
+        "host": target.base_url,
+        "plan": json.loads(plan.to_json()),
+        "dispatch_batch_s": target.settings.dispatch_batch_s,
+        "drivers": plan.drivers,
+        "requests_per_minute_offered": round(trips["requests"] / minutes, 1),
+        **trips,
+        "locust": {
+            "exit_code": locust_rc,
+            "requests": counts.requests,
+            "failures": counts.failures,
+            "error_rate": counts.error_rate,
+        },
+        "errors": counts.errors,
+        "thresholds": {
+            "max_p99_request_to_offer_s": thresholds.max_p99_request_to_offer_s,
+            "max_error_rate": thresholds.max_error_rate,
+        },
+        "missed": missed,
+        "passed": not missed,
+    }
+
+
+def headline(summary: dict[str, Any]) -> str:
+    o, a, p = (
+        summary[k] for k in ("request_to_offer_s", "offer_to_accept_s", "request_to_pickup_s")
+    )
+    return (
+        f"drivers {summary['drivers']} | requests {summary['requests']} "
+        f"({summary['requests_per_minute_offered']}/min) | matched {summary['matched']} | "
+        f"completed {summary['completed']} | expired {summary['expired']} | "
+        f"request→offer p50/p95/p99 {o['p50']}/{o['p95']}/{o['p99']} s | "
+        f"offer→accept p50 {a['p50']} s | request→pickup p50 {p['p50']} s | "
+        f"errors {summary['locust']['failures']}/{summary['locust']['requests']}"
+    )
+
+
+def one_run(
+    target: Target,
+    plan: LoadPlan,
+    out: Path,
+    *,
+    thresholds: Thresholds,
+    ui: bool,
+    processes: int,
+) -> dict[str, Any]:
+    out.mkdir(parents=True, exist_ok=True)
+    ensure_service_area(target, plan)
+    print(
+        f"[loadtest] {plan.drivers} drivers, "
+        + (
+            f"the demand file's rate × {plan.speedup:g}"
+            if plan.trace
+            else f"{plan.requests_per_minute:g} requests/min"
+        )
+        + f", surge × {plan.surge_factor:g}, {plan.total_s:g} s → {out}",
+        flush=True,
+    )
+    rc, _, ended = run_locust(target, plan, out, ui=ui, processes=processes)
+    if rc not in (0, 1) or not (out / "locust_stats.csv").exists():
+        tail = (out / "locust.out").read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"Locust failed (exit {rc}):\n{tail}")
+    summary = summarise(target, plan, out, locust_rc=rc, ended=ended, thresholds=thresholds)
+    (out / "kpi.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    print(f"[loadtest] {headline(summary)}", flush=True)
+    if summary["errors"]:
+        for kind, n in sorted(summary["errors"].items(), key=lambda kv: -kv[1])[:10]:
+            print(f"[loadtest]   error ×{n}: {kind}", flush=True)
+    verdict = "PASS" if summary["passed"] else "FAIL: " + "; ".join(summary["missed"])
+    print(f"[loadtest] {verdict}  ({out / 'kpi.json'})", flush=True)
+    return summary
+
+
+# -- capacity ------------------------------------------------------------------------------
+
+
+def capacity_steps(args: argparse.Namespace) -> list[tuple[int, float]]:
+    """(drivers, requests a minute) per step: ``--steps`` as given, else from
+    ``--start-rpm`` up by ``CAPACITY_FACTOR`` with ``--drivers-per-rpm`` drivers."""
+    if args.steps:
+        steps = []
+        for part in args.steps.split(","):
+            drivers, rpm = part.split(":")
+            steps.append((int(drivers), float(rpm)))
+        return steps
+    rpm = args.start_rpm
+    out = []
+    for _ in range(args.max_steps):
+        out.append((max(1, math.ceil(rpm * args.drivers_per_rpm)), round(rpm, 1)))
+        rpm *= CAPACITY_FACTOR
+    return out
+
+
+def capacity_table(rows: list[dict[str, Any]], *, batch_s: float) -> str:
+    lines = [
+        f"| drivers | requests/min (planned) | requests/min (made) | request→offer p50 / p95 / "
+        f"p99 (s) | offer→accept p50 (s) | completed | errors | verdict (p99 ≤ {batch_s + 1:g} s, "
+        "0 errors) |",
+        "|---:|---:|---:|---|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        o = r["request_to_offer_s"]
+        lines.append(
+            f"| {r['drivers']} | {r['plan']['requests_per_minute']:g} | "
+            f"{r['requests_per_minute_offered']} | {o['p50']} / {o['p95']} / {o['p99']} | "
+            f"{r['offer_to_accept_s']['p50']} | {r['completed']} | {r['locust']['failures']} | "
+            f"{'holds' if r['passed'] else 'missed: ' + '; '.join(r['missed'])} |"
+        )
+    return "\n".join(lines)
+
+
+def find_capacity(
+    target: Target, base_plan: LoadPlan, out: Path, args: argparse.Namespace, th: Thresholds
+) -> int:
+    rows = []
+    for k, (drivers, rpm) in enumerate(capacity_steps(args)):
+        plan = base_plan.with_(
+            drivers=drivers,
+            requests_per_minute=rpm,
+            trace=False,
+            run_id=f"lt-{secrets.token_hex(4)}",
+        )
+        summary = one_run(
+            target,
+            plan,
+            out / f"step{k + 1:02d}",
+            thresholds=th,
+            ui=False,
+            processes=args.processes,
+        )
+        rows.append(summary)
+        if not summary["passed"]:
+            break
+    table = capacity_table(rows, batch_s=target.settings.dispatch_batch_s)
+    held = [r for r in rows if r["passed"]]
+    best = held[-1] if held else None
+    lines = [
+        f"Capacity on {os.cpu_count()} cores, {args.api_workers} api process(es) + dispatcher "
+        f"+ Locust on the same machine; each step {base_plan.total_s:g} s, drivers move "
+        f"{base_plan.drive_speedup:g}× street speed.",
+        "",
+        table,
+        "",
+        (
+            f"Largest city held: {best['drivers']} online drivers at "
+            f"{best['requests_per_minute_offered']} requests/min "
+            f"({best['requests_per_minute_offered'] / 440:.0%} of the NYC yellow-cab peak, "
+            "~440/min)."
+            if best
+            else "No step held."
+        ),
+    ]
+    text = "\n".join(lines)
+    (out / "capacity.md").write_text(text + "\n")
+    print(text, flush=True)
+    return 0 if best else 1
+
+
+# -- command line ----------------------------------------------------------------------------
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """``coopride loadtest``'s options (``server/cli.py`` adds them to its subparser)."""
+    d = LoadPlan()
+    p.add_argument("--config", help="JSON file of plan settings (LoadPlan field names)")
+    p.add_argument("--host", help="target a running server (127.0.0.1 only)")
+    p.add_argument("--api-workers", type=int, default=1, help="api processes to start")
+    p.add_argument("--batch-s", type=float, help="the started server's dispatch window")
+    p.add_argument("--processes", type=int, default=1, help="Locust processes (-1: one per core)")
+    p.add_argument("--out", help="output directory (default artifacts/loadtest-<time>)")
+    p.add_argument("--ui", action="store_true", help="run Locust's web UI (on 127.0.0.1)")
+    p.add_argument("--duration", type=float, dest="duration_s", help=f"seconds ({d.duration_s:g})")
+    p.add_argument("--drivers", type=int, help=f"online drivers at the target ({d.drivers})")
+    p.add_argument(
+        "--requests-per-minute", type=float, help=f"base arrival rate ({d.requests_per_minute:g})"
+    )
+    p.add_argument("--surge-factor", type=float, help=f"surge × base rate ({d.surge_factor:g})")
+    for phase in ("driver-ramp-s", "rider-ramp-s", "hold-s", "surge-s"):
+        p.add_argument(f"--{phase}", type=float, help="phase length (default: share of duration)")
+    p.add_argument("--trace", action="store_true", default=None, help="replay the demand's rate")
+    p.add_argument("--speedup", type=float, help="trace replay speed (× real)")
+    p.add_argument("--demand", help="demand file (see ../shared/data/README.md)")
+    p.add_argument("--trace-start", help="local time in the file where the replay starts")
+    p.add_argument("--area", choices=("manhattan", "all"))
+    p.add_argument("--rider-pool", type=int, help="rider phones (default: from the peak rate)")
+    p.add_argument("--decline-rate", type=float)
+    p.add_argument("--cancel-rate", type=float)
+    p.add_argument("--drive-speedup", type=float, help=f"× street speed ({d.drive_speedup:g})")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--operator-token", help="with --host (default: COOP_OPERATOR_TOKEN)")
+    p.add_argument("--max-p99-offer-s", type=float, help="threshold (default: batch + 1 s)")
+    p.add_argument("--max-error-rate", type=float, default=0.0, help="threshold (0)")
+    p.add_argument("--find-capacity", action="store_true", help="step the city up; headline table")
+    p.add_argument("--steps", help="capacity steps DRIVERS:RPM,... (default: geometric)")
+    p.add_argument("--start-rpm", type=float, default=20.0)
+    p.add_argument("--drivers-per-rpm", type=float, default=2.5)
+    p.add_argument("--max-steps", type=int, default=8)
+
+
+def build_plan(args: argparse.Namespace) -> LoadPlan:
+    values: dict[str, Any] = {}
+    if args.config:
+        values.update(json.loads(Path(args.config).read_text()))
+    names = {f.name for f in fields(LoadPlan)}
+    for name in names:
+        given = getattr(args, name, None)
+        if given is not None:
+            values[name] = given
+    values.setdefault("run_id", f"lt-{secrets.token_hex(4)}")
+    return LoadPlan.from_mapping(values)
+
+
+def main(args: argparse.Namespace) -> int:
+    base = get_settings()
+    try:
+        plan = build_plan(args)
+    except (ValueError, TypeError, OSError) as exc:
+        print(f"[loadtest] bad plan: {exc}", file=sys.stderr)
+        return 2
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = Path(args.out) if args.out else ROOT / "artifacts" / f"loadtest-{stamp}"
+    out.mkdir(parents=True, exist_ok=True)
+
+    @contextmanager
+    def target() -> Iterator[Target]:
+        if args.host:
+            token = args.operator_token or base.operator_token
+            yield Target(
+                _local_only(args.host), base.model_copy(update={"operator_token": token}), []
+            )
+        else:
+            with started_server(
+                base, api_workers=args.api_workers, batch_s=args.batch_s, out=out
+            ) as t:
+                yield t
+
+    try:
+        with target() as t:
+            plan = plan.with_(
+                operator_token=t.settings.operator_token,
+                offer_timeout_s=t.settings.offer_timeout_s,
+            )
+            th = Thresholds(
+                max_p99_request_to_offer_s=(
+                    args.max_p99_offer_s
+                    if args.max_p99_offer_s is not None
+                    else t.settings.dispatch_batch_s + 1.0
+                ),
+                max_error_rate=args.max_error_rate,
+            )
+            if args.find_capacity:
+                return find_capacity(t, plan, out, args, th)
+            summary = one_run(t, plan, out, thresholds=th, ui=args.ui, processes=args.processes)
+            return 0 if summary["passed"] else 1
+    except (RuntimeError, OSError, asyncpg.PostgresError, httpx.HTTPError) as exc:
+        print(f"[loadtest] run failed: {exc}", file=sys.stderr)
+        return 2
