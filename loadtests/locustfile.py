@@ -55,9 +55,6 @@ WANDER_M = 30.0
 START_JITTER_DEG = 0.0008
 # A socket that cannot be opened within this long counts as a failed connect.
 CONNECT_TIMEOUT_S = 20.0
-# The schedule's piecewise-constant rate is re-read this often (a Poisson process is
-# memoryless, so redrawing after each step keeps it exact).
-RATE_STEP_S = 2.0
 # What an accept racing the rider's cancel is answered with (docs/websocket.md).
 LOST_RACE_CODES = frozenset({"offer-withdrawn", "offer-expired"})
 
@@ -81,11 +78,16 @@ class City:
     pool: int = 0
     started: float | None = None
 
+    text: str | None = None
+
     @classmethod
     def load(cls, environment: Environment) -> tuple[LoadPlan, trace.Demand]:
-        if cls.plan is None or cls.demand is None:
-            options = environment.parsed_options
-            text = getattr(options, "coop_plan", "") if options is not None else ""
+        """The plan in the options; a worker gets the master's with its first spawn
+        message (before ``test_start``), so a changed plan is read again."""
+        options = environment.parsed_options
+        text = getattr(options, "coop_plan", "") if options is not None else ""
+        if cls.plan is None or cls.demand is None or text != cls.text:
+            cls.text = text
             cls.plan = LoadPlan.from_json(text) if text else LoadPlan()
             cls.demand = trace.load(cls.plan)
             cls.pool = cls.plan.pool(trace.peak_rpm(cls.plan, cls.demand))
@@ -417,31 +419,10 @@ class RiderUser(FastHttpUser):
         if self.socket is not None:
             self.socket.close()
 
-    def rate_per_s(self, t: float) -> float:
-        """This phone's share of the arrival rate at ``t`` (test seconds)."""
-        plan, demand = self.plan, self.demand
-        m = plan.rate_multiplier(t)
-        if m <= 0:
-            return 0.0
-        if plan.trace:
-            replay_s = (t - plan.riders_start_s) * plan.speedup
-            rpm = demand.rate_rpm(replay_s) * plan.speedup
-        else:
-            rpm = plan.requests_per_minute
-        return rpm * m / 60.0 / plan.riders_at(t, City.pool)
-
     def next_arrival(self, after: float) -> float | None:
-        """The next arrival of this phone's share of the schedule after ``after`` (a
-        Poisson process with a piecewise-constant rate), None when the test ends."""
-        t = after
-        while t < self.plan.total_s:
-            rate = self.rate_per_s(t)
-            if rate > 0:
-                wait = self.rng.expovariate(rate)
-                if wait <= RATE_STEP_S:
-                    return t + wait
-            t += RATE_STEP_S
-        return None
+        return self.plan.next_arrival(
+            after, pool=City.pool, trace_rpm=self.demand.rate_rpm, rng=self.rng
+        )
 
     @task
     def ride(self) -> None:

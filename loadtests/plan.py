@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import json
 import math
+import random
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,9 @@ PHASE_FRACTIONS = {
 TRIP_BUSY_S_AT_1X = 15 * 60.0
 POOL_HEADROOM = 2.0
 MIN_POOL = 4
+# The arrival schedule's piecewise-constant rate is re-read this often (a Poisson process
+# is memoryless, so drawing again after each step keeps it exact).
+RATE_STEP_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -162,6 +167,39 @@ class LoadPlan:
             return 0
         top = max(1.0, self.surge_factor)
         return max(1, min(pool, math.ceil(pool * m / top)))
+
+    def base_rpm(self, t: float, trace_rpm: Callable[[float], float]) -> float:
+        """The base arrival rate at test time ``t``: the plan's, or the demand file's
+        (``trace_rpm`` of the replay time) × ``speedup``."""
+        if not self.trace:
+            return self.requests_per_minute
+        return trace_rpm((t - self.riders_start_s) * self.speedup) * self.speedup
+
+    def next_arrival(
+        self,
+        after: float,
+        *,
+        pool: int,
+        trace_rpm: Callable[[float], float],
+        rng: random.Random,
+    ) -> float | None:
+        """One rider phone's next arrival after test time ``after``: each of the phones
+        running at ``t`` takes an equal share of the rate (a Poisson process with a
+        piecewise-constant rate). None when the rollout ends first."""
+        t = after
+        while t < self.total_s:
+            phones = self.riders_at(t, pool)
+            rate_per_s = (
+                self.base_rpm(t, trace_rpm) * self.rate_multiplier(t) / 60.0 / phones
+                if phones
+                else 0.0
+            )
+            if rate_per_s > 0:
+                wait = rng.expovariate(rate_per_s)
+                if wait <= RATE_STEP_S:
+                    return t + wait
+            t += RATE_STEP_S
+        return None
 
     # -- (de)serialising -----------------------------------------------------------------
 
