@@ -42,7 +42,9 @@ import websocket
 from gevent.queue import Empty, Queue
 from locust import FastHttpUser, LoadTestShape, events, task
 from locust.env import Environment
+from locust.runners import WorkerRunner
 
+from dispatch.simulation import RideRequest
 from geo.eta import DEFAULT_MODEL
 from geo.point import LatLng, haversine_m
 from loadtests import trace
@@ -389,6 +391,60 @@ class DriverUser(FastHttpUser):
         return r.status_code == 200 and r.json().get("status") == "cancelled"
 
 
+class Arrivals:
+    """This process's riders: one greenlet draws the arrival schedule (Poisson, at the
+    plan's rate over time) and queues each rider as it arrives; free phones take them.
+
+    One Locust process makes the whole rate. A worker of a distributed run makes the
+    share of it that its phones are of the shape's phones, so the workers together make
+    the plan's rate."""
+
+    queue: Queue[tuple[float, RideRequest]] = Queue()
+    phones = 0
+    scheduler: gevent.Greenlet | None = None
+
+    @classmethod
+    def phone_started(cls, environment: Environment) -> None:
+        cls.phones += 1
+        if cls.scheduler is None or cls.scheduler.dead:
+            cls.scheduler = gevent.spawn(cls._schedule, environment)
+
+    @classmethod
+    def _share(cls, environment: Environment, t: float) -> float:
+        if not isinstance(environment.runner, WorkerRunner):
+            return 1.0
+        assert City.plan is not None
+        planned = City.plan.riders_at(t, City.pool)
+        return min(1.0, cls.phones / planned) if planned else 0.0
+
+    @classmethod
+    def _schedule(cls, environment: Environment) -> None:
+        plan, demand = City.load(environment)
+        rng = random.Random()
+
+        def rate(t: float) -> float:
+            return plan.arrival_rate_per_s(t, demand.rate_rpm) * cls._share(environment, t)
+
+        due = plan.next_arrival(City.elapsed_s(), rate_per_s=rate, rng=rng)
+        while due is not None:
+            wait = due - City.elapsed_s()
+            if wait > 0:
+                gevent.sleep(wait)
+            if plan.trace:
+                request = demand.near((due - plan.riders_start_s) * plan.speedup, rng)
+            else:
+                request = demand.requests[rng.randrange(len(demand.requests))]
+            cls.queue.put((due, request))
+            due = plan.next_arrival(due, rate_per_s=rate, rng=rng)
+
+
+@events.test_stop.add_listener
+def _stop(**_: Any) -> None:
+    if Arrivals.scheduler is not None:
+        Arrivals.scheduler.kill(block=False)
+    Arrivals.queue = Queue()
+
+
 class RiderUser(FastHttpUser):
     """A rider's phone, taking arrivals from the schedule (see the module docstring)."""
 
@@ -411,35 +467,26 @@ class RiderUser(FastHttpUser):
             r.json()["token"],
             "rider connect",
         )
-        self.due = self.next_arrival(City.elapsed_s())
+        Arrivals.phone_started(self.environment)
+        self.counted = True
 
     def on_stop(self) -> None:
+        if getattr(self, "counted", False):
+            Arrivals.phones -= 1
+            self.counted = False
         if self.trip_id is not None:
             self.cancel(self.trip_id)
         if self.socket is not None:
             self.socket.close()
 
-    def next_arrival(self, after: float) -> float | None:
-        return self.plan.next_arrival(
-            after, pool=City.pool, trace_rpm=self.demand.rate_rpm, rng=self.rng
-        )
-
     @task
     def ride(self) -> None:
-        if self.due is None:
-            gevent.sleep(self.plan.total_s)  # the shape stops the test first
-            return
-        wait = self.due - City.elapsed_s()
-        if wait > 0:
-            gevent.sleep(wait)
-        # The schedule is kept even when this phone was busy: a late arrival rides as
-        # soon as it can, so the arrival rate stays the plan's.
-        replay_s = (self.due - self.plan.riders_start_s) * self.plan.speedup
-        self.due = self.next_arrival(self.due)
-        if self.plan.trace:
-            request = self.demand.near(replay_s, self.rng)
-        else:
-            request = self.demand.requests[self.rng.randrange(len(self.demand.requests))]
+        due, request = Arrivals.queue.get()
+        late_s = City.elapsed_s() - due
+        if late_s > 1.0:
+            # Every phone was busy when this rider arrived: the pool is too small for
+            # the rate (raise rider_pool); the rider still rides, late.
+            fire(self.environment, "rider waited for a free phone", late_s)
         self.one_trip({"pickup": point(request.pickup), "dropoff": point(request.dropoff)})
 
     def one_trip(self, body: dict[str, Any]) -> None:

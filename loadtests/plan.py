@@ -12,7 +12,8 @@ locustfile's shape and users read the same numbers. The shape, in four phases:
 The base rate is either ``requests_per_minute`` (Poisson arrivals at pickups drawn from
 the demand file) or, with ``trace = true``, the demand file's own minute-by-minute rate
 × ``speedup``. Riders are an open model: a rider arrives when the schedule says so, not
-when the previous one finished; ``rider_pool`` phones (Locust users) take the arrivals.
+when the previous one finished; ``rider_pool`` phones (Locust users) take the arrivals
+from a queue, so a busy phone delays no arrival unless every phone is busy.
 """
 
 from __future__ import annotations
@@ -175,29 +176,23 @@ class LoadPlan:
             return self.requests_per_minute
         return trace_rpm((t - self.riders_start_s) * self.speedup) * self.speedup
 
+    def arrival_rate_per_s(self, t: float, trace_rpm: Callable[[float], float]) -> float:
+        """Riders arriving per second at test time ``t``, over the whole city."""
+        m = self.rate_multiplier(t)
+        return self.base_rpm(t, trace_rpm) * m / 60.0 if m > 0 else 0.0
+
     def next_arrival(
-        self,
-        after: float,
-        *,
-        pool: int,
-        trace_rpm: Callable[[float], float],
-        rng: random.Random,
+        self, after: float, *, rate_per_s: Callable[[float], float], rng: random.Random
     ) -> float | None:
-        """One rider phone's next arrival after test time ``after``: each of the phones
-        running at ``t`` takes an equal share of the rate (a Poisson process with a
-        piecewise-constant rate). None when the rollout ends first."""
+        """The next arrival after test time ``after`` of a Poisson process whose rate is
+        ``rate_per_s(t)``, read every ``RATE_STEP_S``; None when the rollout ends first."""
         t = after
         while t < self.total_s:
-            phones = self.riders_at(t, pool)
-            rate_per_s = (
-                self.base_rpm(t, trace_rpm) * self.rate_multiplier(t) / 60.0 / phones
-                if phones
-                else 0.0
-            )
-            if rate_per_s > 0:
-                wait = rng.expovariate(rate_per_s)
+            rate = rate_per_s(t)
+            if rate > 0:
+                wait = rng.expovariate(rate)
                 if wait <= RATE_STEP_S:
-                    return t + wait
+                    return t + wait if t + wait < self.total_s else None
             t += RATE_STEP_S
         return None
 

@@ -268,8 +268,9 @@ def run_locust(
         try:
             rc = proc.wait(plan.total_s + LOCUST_GRACE_S + (60 if ui else 0))
         except subprocess.TimeoutExpired:
-            _stop(proc)
             rc = -1
+        finally:
+            _stop(proc)  # timed out, or this command was interrupted
     ended = datetime.fromtimestamp(started.timestamp() + plan.total_s, UTC)
     return rc, started, ended
 

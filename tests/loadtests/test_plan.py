@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -95,31 +96,29 @@ def test_the_verdict_names_each_missed_threshold() -> None:
     assert "no trip was requested" in verdict(none, clean, th)
 
 
-def _arrivals(plan: LoadPlan, pool: int, trace_rpm: object, seed: int) -> list[float]:
-    """Every arrival of the rollout: phone k runs from the first moment the shape has
-    more than k rider phones, as Locust spawns them."""
+def _arrivals(plan: LoadPlan, trace_rpm: Callable[[float], float], seed: int) -> list[float]:
+    """Every arrival of the rollout, as the locustfile's scheduler draws them."""
     rng = random.Random(seed)
     out: list[float] = []
-    for k in range(pool):
-        start = next(
-            (t / 10 for t in range(int(plan.total_s * 10)) if plan.riders_at(t / 10, pool) > k),
-            None,
-        )
-        at = start
-        while at is not None:
-            at = plan.next_arrival(at, pool=pool, trace_rpm=trace_rpm, rng=rng)  # type: ignore[arg-type]
-            if at is not None:
-                out.append(at)
+    at: float | None = 0.0
+
+    def rate(t: float) -> float:
+        return plan.arrival_rate_per_s(t, trace_rpm)
+
+    while at is not None:
+        at = plan.next_arrival(at, rate_per_s=rate, rng=rng)
+        if at is not None:
+            out.append(at)
     return out
 
 
-def test_the_phones_together_arrive_at_the_planned_rate() -> None:
-    plan = LoadPlan(duration_s=600, requests_per_minute=60, surge_factor=2.0, rider_pool=20)
-    arrivals = _arrivals(plan, 20, lambda _: 0.0, seed=1)
+def test_riders_arrive_at_the_planned_rate_through_ramp_hold_and_surge() -> None:
+    plan = LoadPlan(duration_s=600, requests_per_minute=60, surge_factor=2.0)
+    arrivals = _arrivals(plan, lambda _: 0.0, seed=1)
     # Expected: ramp 90 s at half the rate, hold 300 s, surge 120 s at twice the rate.
     expected = 60 / 60 * (90 * 0.5 + 300 + 120 * 2.0)
     assert abs(len(arrivals) - expected) < 4 * math.sqrt(expected)
-    assert min(arrivals) >= plan.riders_start_s
+    assert min(arrivals) >= plan.riders_start_s and max(arrivals) < plan.total_s
     in_surge = sum(1 for a in arrivals if a >= plan.surge_start_s)
     assert abs(in_surge - 240) < 4 * math.sqrt(240)
 
@@ -133,10 +132,9 @@ def test_a_trace_replay_follows_the_files_rate_times_the_speedup() -> None:
         surge_s=0,
         trace=True,
         speedup=3.0,
-        rider_pool=10,
     )
     # The file: 10 requests a minute for its first 5 minutes, 40 after (replay seconds).
-    arrivals = _arrivals(plan, 10, lambda replay_s: 10.0 if replay_s < 300 else 40.0, seed=2)
+    arrivals = _arrivals(plan, lambda replay_s: 10.0 if replay_s < 300 else 40.0, seed=2)
     # Replayed 3× faster: 100 s at 30/min, then 200 s at 120/min.
     early = sum(1 for a in arrivals if a < 100)
     late = sum(1 for a in arrivals if a >= 100)
