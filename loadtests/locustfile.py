@@ -91,7 +91,10 @@ class City:
         if cls.plan is None or cls.demand is None or text != cls.text:
             cls.text = text
             cls.plan = LoadPlan.from_json(text) if text else LoadPlan()
-            cls.demand = trace.load(cls.plan)
+            # Reading the file takes seconds of CPU: in a thread of gevent's pool, so
+            # the hub keeps answering (a worker that misses its heartbeats to the
+            # master is dropped from the test).
+            cls.demand = gevent.get_hub().threadpool.apply(trace.load, (cls.plan,))
             cls.pool = cls.plan.pool(trace.peak_rpm(cls.plan, cls.demand))
             DriverUser.fixed_count = cls.plan.drivers
         return cls.plan, cls.demand

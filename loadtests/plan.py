@@ -48,6 +48,9 @@ MIN_POOL = 4
 # The arrival schedule's piecewise-constant rate is re-read this often (a Poisson process
 # is memoryless, so drawing again after each step keeps it exact).
 RATE_STEP_S = 2.0
+# A run whose phones made fewer than this share of the planned requests measured the
+# load generator, not the server (Locust short of CPU): its figures do not count.
+GENERATOR_KEPT_UP = 0.8
 
 
 @dataclass(frozen=True)
@@ -180,6 +183,14 @@ class LoadPlan:
         """Riders arriving per second at test time ``t``, over the whole city."""
         m = self.rate_multiplier(t)
         return self.base_rpm(t, trace_rpm) * m / 60.0 if m > 0 else 0.0
+
+    def planned_requests(self, trace_rpm: Callable[[float], float], step_s: float = 1.0) -> float:
+        """How many riders the plan makes arrive over the whole rollout (the integral of
+        ``arrival_rate_per_s``)."""
+        steps = math.ceil(self.total_s / step_s)
+        return sum(
+            self.arrival_rate_per_s((k + 0.5) * step_s, trace_rpm) * step_s for k in range(steps)
+        )
 
     def next_arrival(
         self, after: float, *, rate_per_s: Callable[[float], float], rng: random.Random

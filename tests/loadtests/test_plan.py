@@ -140,3 +140,20 @@ def test_a_trace_replay_follows_the_files_rate_times_the_speedup() -> None:
     late = sum(1 for a in arrivals if a >= 100)
     assert abs(early - 50) < 4 * math.sqrt(50)
     assert abs(late - 400) < 4 * math.sqrt(400)
+
+
+def test_planned_requests_integrate_the_rate_and_a_lagging_generator_fails_the_run() -> None:
+    plan = LoadPlan(duration_s=600, requests_per_minute=60, surge_factor=2.0)
+    planned = plan.planned_requests(lambda _: 0.0)
+    assert planned == pytest.approx(90 * 0.5 + 300 + 120 * 2.0, rel=0.01)
+    trips = {"requests": 400, "request_to_offer_s": kpi.percentiles([0.5] * 400)}
+    th = Thresholds(max_p99_request_to_offer_s=3.0, max_error_rate=0.0)
+    clean = kpi.LocustCounts(requests=1000, failures=0, errors={})
+    assert verdict(trips, clean, th, planned_requests=planned) == [
+        "the load generator fell behind: 400 of 585 planned requests made"
+    ]
+    trips["requests"] = 560
+    assert verdict(trips, clean, th, planned_requests=planned) == []
+    # A short run is not failed by chance: 1 of 3 is within Poisson's reach.
+    few = {"requests": 1, "request_to_offer_s": kpi.percentiles([0.5])}
+    assert verdict(few, clean, th, planned_requests=3.0) == []
