@@ -207,7 +207,7 @@ def _wait_ready(target: Target) -> None:
 def _local_only(url: str) -> str:
     host = urlsplit(url).hostname or ""
     if host not in LOCAL_HOSTS:
-        raise SystemExit(f"load tests only target this machine (127.0.0.1), not {host!r}")
+        raise RuntimeError(f"load tests only target this machine (127.0.0.1), not {host!r}")
     return url.rstrip("/")
 
 
