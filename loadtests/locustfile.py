@@ -38,6 +38,7 @@ from datetime import datetime
 from typing import Any
 
 import gevent
+import httpx
 import websocket
 from gevent.queue import Empty, Queue
 from locust import FastHttpUser, LoadTestShape, events, task
@@ -57,6 +58,8 @@ WANDER_M = 30.0
 START_JITTER_DEG = 0.0008
 # A socket that cannot be opened within this long counts as a failed connect.
 CONNECT_TIMEOUT_S = 20.0
+# A rider's clean-up call when the test stops.
+TEARDOWN_TIMEOUT_S = 5.0
 # What an accept racing the rider's cancel is answered with (docs/websocket.md).
 LOST_RACE_CODES = frozenset({"offer-withdrawn", "offer-expired"})
 
@@ -270,12 +273,12 @@ class DriverUser(FastHttpUser):
         next_report = time.monotonic() + self.plan.location_every_s
         while True:
             frame = self.socket.next(next_report - time.monotonic())
-            if frame is None:
+            if frame is not None:
+                self.on_frame(frame)
+            if time.monotonic() >= next_report:  # due even while frames keep coming
                 self.move()
                 self.report()
                 next_report = time.monotonic() + self.plan.location_every_s
-                continue
-            self.on_frame(frame)
 
     def on_frame(self, frame: dict[str, Any]) -> None:
         assert self.socket is not None
@@ -478,7 +481,15 @@ class RiderUser(FastHttpUser):
             Arrivals.phones -= 1
             self.counted = False
         if self.trip_id is not None:
-            self.cancel(self.trip_id)
+            # Clean-up after the measured window, not load: a client of its own (this
+            # phone's may have been cut mid-request by the stop) and no statistics. A
+            # trip it cannot cancel shows in the KPIs as open at the end.
+            with contextlib.suppress(Exception):
+                httpx.post(
+                    f"{self.host}/v1/trips/{self.trip_id}/cancel",
+                    headers=self.auth,
+                    timeout=TEARDOWN_TIMEOUT_S,
+                )
         if self.socket is not None:
             self.socket.close()
 
