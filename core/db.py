@@ -47,12 +47,29 @@ def outbox(db: AsyncSession) -> list[Any]:
     return box
 
 
+# SQLSTATEs that say the server, not the statement, is the problem: class 08 (connection
+# exception) and the operator interventions 57P01 admin_shutdown ("terminating connection
+# due to administrator command", what every session hears when PostgreSQL stops),
+# 57P02 crash_shutdown and 57P03 cannot_connect_now ("the database system is shutting
+# down / starting up").
+_UNAVAILABLE_SQLSTATE_PREFIXES = ("08", "57P01", "57P02", "57P03")
+
+
 def is_connection_error(exc: BaseException) -> bool:
-    """True when the database itself is unreachable, not when a statement failed."""
+    """True when the database itself is unreachable, not when a statement failed.
+
+    The driver's own verdict (``connection_invalidated``) is not enough: asyncpg reports
+    an admin shutdown as an ordinary server error, and whether the socket is already
+    marked closed when SQLAlchemy asks depends on which packet arrived first. The
+    SQLSTATE says it without a race.
+    """
     if isinstance(exc, OperationalError | InterfaceError):
         return True
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        sqlstate = str(getattr(exc.orig, "sqlstate", "") or "")
+        return sqlstate.startswith(_UNAVAILABLE_SQLSTATE_PREFIXES)
     return isinstance(exc, OSError | ConnectionError)
 
 
@@ -72,7 +89,9 @@ async def unit_of_work(
                 raise
             events = list(outbox(db))
             outbox(db).clear()
-    except (OSError, OperationalError, InterfaceError) as exc:
+    except (OSError, DBAPIError) as exc:
+        if not is_connection_error(exc):
+            raise
         raise Unavailable(f"database unavailable: {type(exc).__name__}") from exc
     if events and publish is not None:
         await publish(events)

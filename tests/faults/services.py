@@ -198,6 +198,15 @@ class OwnPostgres:
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.datadir), "-m", mode, "-w", "stop")
         _wait(lambda: not _port_open(self.port), f"postgres port {self.port} closed")
 
+    def begin_stop(self, mode: str = "smart") -> None:
+        """Ask for a shutdown without waiting for it: with ``smart`` the server keeps its
+        open sessions and refuses every new connection (SQLSTATE 57P03, "the database
+        system is shutting down") until the last session leaves."""
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.datadir), "-m", mode, "-W", "stop")
+
+    def wait_stopped(self) -> None:
+        _wait(lambda: not _port_open(self.port), f"postgres port {self.port} closed")
+
     def psql(self, sql: str, database: str = "postgres") -> str:
         out = self._run(
             str(self.bin / "psql"),

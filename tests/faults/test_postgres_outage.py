@@ -12,9 +12,13 @@ import asyncio
 import secrets
 from collections.abc import Iterator
 
+import asyncpg
 import httpx
 import pytest
+from sqlalchemy import text
 
+from core.db import is_connection_error, make_engine, make_sessionmaker, unit_of_work
+from core.errors import Unavailable
 from tests.conftest import Server, start_server, stop_server
 from tests.e2e.phones import CHELSEA, MIDTOWN, NEAR_MIDTOWN, new_driver, new_rider, open_socket
 from tests.faults.conftest import Backing
@@ -154,3 +158,34 @@ async def test_postgres_crash_under_traffic(server: Server, backing: Backing) ->
             for t in (await http.get("/v1/riders/me/trips", headers=rider)).json()["items"]:
                 await http.post(f"/v1/trips/{t['id']}/cancel", headers=rider)
     await check_database(dsn)
+
+
+async def test_a_database_shutting_down_is_unavailable_not_an_error(backing: Backing) -> None:
+    """While PostgreSQL shuts down it still accepts TCP and answers every new connection
+    with SQLSTATE 57P03. asyncpg reports that as a plain server error, not a lost
+    connection, so only the SQLSTATE tells a unit of work to say 503 instead of 500."""
+    dsn = backing.pg.libpq_url("coopride")
+    held = await asyncpg.connect(dsn, timeout=10)  # keeps the smart shutdown waiting
+    engine = make_engine(backing.settings.database_url)
+    try:
+        backing.pg.begin_stop("smart")
+        refused = None
+        for _ in range(1_000):  # the postmaster flips state on its signal, not on our clock
+            try:
+                await (await asyncpg.connect(dsn, timeout=10)).close()
+            except asyncpg.CannotConnectNowError as exc:
+                refused = exc
+                break
+        assert refused is not None and refused.sqlstate == "57P03"
+
+        with pytest.raises(Unavailable) as caught:
+            async with unit_of_work(make_sessionmaker(engine)) as db:
+                await db.execute(text("SELECT 1"))
+        assert is_connection_error(caught.value.__cause__)
+        # The session that was already open still works: nothing was cut off.
+        assert await held.fetchval("SELECT 1") == 1
+    finally:
+        await engine.dispose()
+        await held.close()
+        backing.pg.wait_stopped()
+        backing.pg.start()
