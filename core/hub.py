@@ -5,6 +5,10 @@ process produced them (``core.events``); the process that holds the person's soc
 is subscribed to that channel and hands each frame to the socket's queue. This is the
 encode/broadcaster shape: subscribing is per channel, not per connection, so a process
 with 5,000 drivers holds one Redis connection for all of their events.
+
+Pub/sub delivers nothing published while the connection is down. So each time the hub
+opens a new connection it hands every subscription ``RECONNECTED``; a socket then fetches
+what it missed from the durable event log (``dispatch.realtime``).
 """
 
 from __future__ import annotations
@@ -25,6 +29,10 @@ log = logging.getLogger(__name__)
 # last acked event_id; better than unbounded memory for one slow phone.
 SUBSCRIBER_QUEUE_MAX = 1000
 
+# Put in every subscription's queue after the hub replaced its connection: whatever was
+# published in between never arrived. Not JSON, so it is never mistaken for a frame.
+RECONNECTED = "\x00hub:reconnected"
+
 
 class Subscription:
     def __init__(self, channel: str) -> None:
@@ -40,6 +48,9 @@ class Subscription:
 
 
 class Hub:
+    """Owns ``redis`` (closed by ``stop``): a client of its own, without retries, so a
+    lost connection always surfaces here and is followed by ``RECONNECTED``."""
+
     def __init__(self, redis: Redis, control_channel_prefix: str) -> None:
         self._redis = redis
         self._pubsub: PubSub | None = None
@@ -63,6 +74,7 @@ class Hub:
         if self._pubsub is not None:
             with contextlib.suppress(RedisError, OSError):
                 await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+        await self._redis.aclose()
 
     @contextlib.asynccontextmanager
     async def subscribe(self, channel: str) -> AsyncIterator[Subscription]:
@@ -112,6 +124,9 @@ class Hub:
                     await fresh.aclose()  # type: ignore[no-untyped-call]
                 raise
             old, self._pubsub = self._pubsub, fresh
+            for listeners in self._subs.values():
+                for sub in listeners:
+                    sub.deliver(RECONNECTED)
         if old is not None:
             with contextlib.suppress(RedisError, OSError):
                 await old.aclose()  # type: ignore[no-untyped-call]
@@ -121,17 +136,23 @@ class Hub:
         assert self._pubsub is not None
         backoff_s = 0.1
         while True:
+            pubsub = self._pubsub
             try:
-                message = await self._pubsub.get_message(timeout=1.0)
+                message = await pubsub.get_message(timeout=1.0)
                 backoff_s = 0.1
             except (RedisError, OSError) as exc:
+                if pubsub is not self._pubsub:
+                    # A subscribe found the connection broken and replaced it already:
+                    # read the new one (replacing it again would drop what it holds).
+                    continue
                 # The pubsub connection is gone (Redis restarted, or the network
                 # dropped): open a new one with every channel a socket here listens on.
                 log.warning("hub: redis error, resubscribing", extra={"error": str(exc)})
                 await asyncio.sleep(backoff_s)
                 backoff_s = min(backoff_s * 2, 2.0)
-                with contextlib.suppress(RedisError, OSError):
-                    await self._resubscribe()
+                if pubsub is self._pubsub:
+                    with contextlib.suppress(RedisError, OSError):
+                        await self._resubscribe()
                 continue
             if message is None or message.get("type") != "message":
                 continue

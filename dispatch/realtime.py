@@ -48,6 +48,7 @@ from core.errors import (
     Unavailable,
 )
 from core.events import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED, REVOKED_PREFIX
+from core.hub import RECONNECTED
 from dispatch.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -56,9 +57,12 @@ log = logging.getLogger(__name__)
 # one is a broken or hostile client.
 MAX_FRAME_BYTES = 16 * 1024
 CLOSE_TRY_AGAIN = 1013
+# After the hub reconnected, how soon a socket whose catch-up failed tries again.
+CATCH_UP_RETRY_S = 1.0
 CLOSE_TOO_BIG = 1009
 
 _EVENT_ID = re.compile(rb'^\{"event_id":(\d+),')
+RESYNC_MISSED = {"type": "resync", "detail": "events were missed; refetch state"}
 RESYNC_RESTARTED = {
     "type": "resync",
     "detail": "event ids restarted; refetch state and take the ids that follow",
@@ -145,6 +149,27 @@ async def serve_socket(
                 nonlocal last_sent
                 while True:
                     frame = await sub.queue.get()
+                    if frame == RECONNECTED:
+                        try:
+                            last_sent = await _catch_up(
+                                rt,
+                                ws,
+                                audience=audience,
+                                ident=ident,
+                                last_sent=last_sent,
+                                replayed=replayed,
+                            )
+                        except (RedisError, OSError) as exc:
+                            # Redis is not back after all: try again in a moment (the
+                            # socket stays up, as it does for frames that fail).
+                            log.warning(
+                                "socket catch-up failed; retrying",
+                                extra={"error": repr(exc), "audience": audience},
+                            )
+                            asyncio.get_running_loop().call_later(
+                                CATCH_UP_RETRY_S, sub.deliver, RECONNECTED
+                            )
+                        continue
                     if frame.startswith(REVOKED_PREFIX):
                         control = orjson.loads(frame)
                         if control["jti"] is None or control["jti"] == who.token_id:
@@ -220,17 +245,50 @@ async def _replay(
     else:
         stored = await rt.redis.get(ack_key(rt, audience, ident))
         last = int(stored) if stored else await rt.bus.current_event_id(audience, ident)
-    frames, complete, sent = await rt.bus.missed_since(audience, ident, last)
+    frames, complete, base = await rt.bus.missed_since(audience, ident, last)
     if not complete:
-        await send(ws, {"type": "resync", "detail": "events were missed; refetch state"})
+        await send(ws, RESYNC_MISSED)
     replayed: dict[int, str] = {}
+    return await _send_logged(ws, frames, after=base, replayed=replayed), replayed
+
+
+async def _catch_up(
+    rt: Runtime,
+    ws: WebSocket,
+    *,
+    audience: str,
+    ident: str,
+    last_sent: int,
+    replayed: dict[int, str],
+) -> int:
+    """The hub's connection to Redis was replaced, and events published meanwhile never
+    reached this socket: send them from the event log. Their live copies, if any come
+    later, are recognised in ``replayed`` and not sent twice. Returns the last id sent."""
+    frames, complete, base = await rt.bus.missed_since(audience, ident, last_sent)
+    if base < last_sent:
+        # Redis lost the sequence (it restarted): the new one starts again from 1.
+        await send(ws, RESYNC_RESTARTED)
+        last_sent = base
+        replayed.clear()
+    elif not complete:
+        await send(ws, RESYNC_MISSED)
+    return await _send_logged(ws, frames, after=last_sent, replayed=replayed)
+
+
+async def _send_logged(
+    ws: WebSocket, frames: list[str], *, after: int, replayed: dict[int, str]
+) -> int:
+    """Send the logged frames whose event id is above ``after``, remembering each in
+    ``replayed`` (so its live copy is not sent again); the last id sent."""
+    last = after
     for frame in frames:
         m = _EVENT_ID.match(frame.encode()[:32])
-        if m is not None:
-            sent = max(sent, int(m.group(1)))
-            replayed[int(m.group(1))] = frame
+        if m is None or int(m.group(1)) <= last:
+            continue
+        last = int(m.group(1))
         await ws.send_text(frame)
-    return sent, replayed
+        replayed[last] = frame
+    return last
 
 
 async def _read(rt: Runtime, ws: WebSocket, *, audience: str, ident: str, handle: Handler) -> None:

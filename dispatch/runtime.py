@@ -70,7 +70,7 @@ class Runtime:
             redis=redis,
             keys=keys,
             bus=EventBus(redis, keys),
-            hub=Hub(redis, settings.redis_prefix),
+            hub=Hub(make_redis(settings.redis_url, retries=0), settings.redis_prefix),
             presence=Presence(
                 redis,
                 keys,
