@@ -55,31 +55,43 @@ async def _drive(
     errors = 0
     acks = 0
     connect_gate = asyncio.Semaphore(100)
-    connected = 0
+    settled = 0  # sockets set up, or failed to
     all_connected = asyncio.Event()
     start: list[float] = []
     started = asyncio.Event()
 
+    def settle() -> None:
+        # The run starts once every socket is up or has failed: a socket that cannot
+        # connect is reported as an error instead of holding the others forever.
+        nonlocal settled
+        settled += 1
+        if settled == len(tokens):
+            all_connected.set()
+
     async def one(token: str) -> None:
-        nonlocal acks, errors, connected
-        async with connect_gate:
-            ws = await connect(
-                url,
-                additional_headers={"Authorization": f"Bearer {token}"},
-                compression=None,
-                open_timeout=60,
-                ping_interval=None,
-                max_queue=None,
-            )
+        nonlocal acks, errors
+        try:
+            async with connect_gate:
+                ws = await connect(
+                    url,
+                    additional_headers={"Authorization": f"Bearer {token}"},
+                    compression=None,
+                    open_timeout=60,
+                    ping_interval=None,
+                    max_queue=None,
+                )
+        except BaseException:
+            settle()
+            raise
         lat = 40.70 + rng.random() * 0.12
         lng = -74.02 + rng.random() * 0.09
         try:
-            # Ready once the server has finished setting the socket up and answered.
-            await ws.send('{"type":"status","status":"online","id":0}')
-            await ws.recv()
-            connected += 1
-            if connected == len(tokens):
-                all_connected.set()
+            try:
+                # Ready once the server has finished setting the socket up and answered.
+                await ws.send('{"type":"status","status":"online","id":0}')
+                await asyncio.wait_for(ws.recv(), 60)
+            finally:
+                settle()
             await all_connected.wait()
             await started.wait()
             t_start = start[0]
