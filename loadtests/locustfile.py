@@ -388,7 +388,8 @@ class DriverUser(FastHttpUser):
             if r.status_code == 409 and self.cancelled(trip_id):
                 r.success()  # the rider cancelled first: the trip.cancelled frame is coming
             else:
-                r.failure(f"{r.status_code}: {r.text[:200]}")
+                # No text when the connection itself failed (status 0).
+                r.failure(f"{r.status_code}: {(r.text or '')[:200]}")
         self.trip, self.leg = None, None
         return False
 
