@@ -18,6 +18,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
@@ -32,6 +33,14 @@ SUBSCRIBER_QUEUE_MAX = 1000
 # Put in every subscription's queue after the hub replaced its connection: whatever was
 # published in between never arrived. Not JSON, so it is never mistaken for a frame.
 RECONNECTED = "\x00hub:reconnected"
+
+
+async def _close_quietly(pubsub: PubSub) -> None:
+    """Close a pubsub connection that may already be broken. (``aclose`` is untyped in
+    some redis-py releases and typed in others, hence the ``Any``.)"""
+    close: Any = pubsub.aclose
+    with contextlib.suppress(RedisError, OSError):
+        await close()
 
 
 class Subscription:
@@ -72,8 +81,7 @@ class Hub:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         if self._pubsub is not None:
-            with contextlib.suppress(RedisError, OSError):
-                await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+            await _close_quietly(self._pubsub)
         await self._redis.aclose()
 
     @contextlib.asynccontextmanager
@@ -120,16 +128,14 @@ class Hub:
             try:
                 await fresh.subscribe(self._control, *self._subs)
             except BaseException:
-                with contextlib.suppress(RedisError, OSError):
-                    await fresh.aclose()  # type: ignore[no-untyped-call]
+                await _close_quietly(fresh)
                 raise
             old, self._pubsub = self._pubsub, fresh
             for listeners in self._subs.values():
                 for sub in listeners:
                     sub.deliver(RECONNECTED)
         if old is not None:
-            with contextlib.suppress(RedisError, OSError):
-                await old.aclose()  # type: ignore[no-untyped-call]
+            await _close_quietly(old)
         log.info("hub: resubscribed", extra={"channels": len(self._subs)})
 
     async def _read(self) -> None:
