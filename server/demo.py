@@ -367,16 +367,16 @@ class DemoCity:
                 if quote.status_code != 200:
                     self.tally.errors[f"quote:{quote.json().get('type')}"] += 1
                     return
-                trip = await http.post(
-                    "/v1/trips", json=body, headers={**auth, "Idempotency-Key": request.trip_id}
-                )
-                if trip.status_code != 201:
-                    self.tally.errors[f"request:{trip.json().get('type')}"] += 1
-                    return
-                self.tally.requested += 1
-                trip_id = trip.json()["id"]
+                order = {**auth, "Idempotency-Key": request.trip_id}
+                trip_id: str | None = None
                 status = "requested"
                 try:
+                    trip = await http.post("/v1/trips", json=body, headers=order)
+                    if trip.status_code != 201:
+                        self.tally.errors[f"request:{trip.json().get('type')}"] += 1
+                        return
+                    self.tally.requested += 1
+                    trip_id = trip.json()["id"]
                     async for raw in ws:
                         frame = orjson.loads(raw)
                         status = frame.get("trip", {}).get("status", status)
@@ -385,12 +385,11 @@ class DemoCity:
                             break
                 except asyncio.CancelledError:
                     # The demo is stopping: a rider still waiting (or riding) cancels,
-                    # so no open trip is left behind for the next run.
+                    # so no open trip is left behind for the next run (or for any other
+                    # dispatcher of this database, which would offer it to its drivers).
                     if status not in FINAL:
                         with contextlib.suppress(Exception):
-                            await asyncio.shield(
-                                http.post(f"/v1/trips/{trip_id}/cancel", headers=auth)
-                            )
+                            await asyncio.shield(_withdraw(http, order, body=body, trip_id=trip_id))
                     raise
                 if status == "completed":
                     receipt = (await http.get(f"/v1/trips/{trip_id}/receipt", headers=auth)).json()
@@ -469,6 +468,21 @@ class DemoCity:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _withdraw(
+    http: httpx.AsyncClient, order: dict[str, str], *, body: dict[str, Any], trip_id: str | None
+) -> None:
+    """Cancel the rider's trip. Stopped while its request was on the wire, the rider does
+    not know whether the trip was made: asking again with the same Idempotency-Key
+    answers with that trip if it was (and makes it if not), and then it is cancelled."""
+    if trip_id is None:
+        r = await http.post("/v1/trips", json=body, headers=order)
+        if not r.is_success:
+            return
+        trip_id = r.json()["id"]
+    auth = {k: v for k, v in order.items() if k != "Idempotency-Key"}
+    await http.post(f"/v1/trips/{trip_id}/cancel", headers=auth)
 
 
 def _say(line: str) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
 
+import asyncpg
 import pytest
 
 from core.settings import Settings
@@ -61,3 +63,18 @@ def test_the_demo_city_completes_trips_and_keeps_no_commission(test_settings: Se
     assert f"http://127.0.0.1:{port}/ops" in result.stdout
     assert f"operator token  {settings.operator_token}" in result.stdout
     assert "seeding: members 6/6" in result.stdout
+    # Stopping leaves no request open behind it: another dispatcher of this database
+    # (the next run's) would offer it to its drivers.
+    assert asyncio.run(_open_demo_requests(settings.database_url)) == 0
+
+
+async def _open_demo_requests(database_url: str) -> int:
+    conn = await asyncpg.connect(database_url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        count: int = await conn.fetchval(
+            "SELECT count(*) FROM trips JOIN riders ON riders.id = trips.rider_id "
+            "WHERE riders.name = 'Demo rider' AND trips.status = 'requested'"
+        )
+        return count
+    finally:
+        await conn.close()
