@@ -546,13 +546,22 @@ async def run_demo(
         log_level="warning",
     )
     server = uvicorn.Server(config)
-    # Ctrl-C (or SIGTERM) asks the server to exit and the city to stop, then the summary
-    # prints; uvicorn's own handler would re-raise the signal after shutting down.
+    # Ctrl-C (or SIGTERM) stops the city first, while the server still answers (riders
+    # cancel what they asked for, drivers go offline), then the server; then the summary
+    # prints. A second Ctrl-C stops the server at once. uvicorn's own handler would stop
+    # the server first and re-raise the signal after shutting down.
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
+    interrupted = asyncio.Event()
+
+    def on_signal() -> None:
+        if interrupted.is_set():
+            server.should_exit = True
+        interrupted.set()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
+            loop.add_signal_handler(sig, on_signal)
     serving = asyncio.create_task(server.serve())
     while not server.started:
         if serving.done():
@@ -577,16 +586,17 @@ async def run_demo(
         seed=seed,
         demand=demand,
     )
-    city.server_exiting = lambda: bool(server.should_exit)  # Ctrl-C reached uvicorn
+    city.server_exiting = lambda: interrupted.is_set() or bool(server.should_exit)
     stop = asyncio.Event()
     playing = asyncio.create_task(city.run(stop, report_every_s=report_every_s))
+    until_interrupted = asyncio.create_task(interrupted.wait())
     try:
-        if duration_s is None:
-            await serving  # until Ctrl-C (uvicorn catches it and shuts down)
-        else:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(serving), duration_s)
+        # Until Ctrl-C, the duration, or the server ending by itself.
+        await asyncio.wait(
+            {serving, until_interrupted}, timeout=duration_s, return_when=asyncio.FIRST_COMPLETED
+        )
     finally:
+        until_interrupted.cancel()
         stop.set()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await asyncio.wait_for(playing, 20)
