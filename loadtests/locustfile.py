@@ -227,6 +227,7 @@ class DriverUser(FastHttpUser):
         self.offers_seen: dict[str, float] = {}  # offer id → received (monotonic)
         self.withdrawn: set[str] = set()
         self.socket: Socket | None = None
+        self.last_fix_ms = 0
         start = demand.requests[self.rng.randrange(len(demand.requests))].pickup
         self.position = LatLng(
             start.lat + self.rng.uniform(-1, 1) * START_JITTER_DEG,
@@ -264,7 +265,13 @@ class DriverUser(FastHttpUser):
 
     def report(self) -> None:
         assert self.socket is not None
-        self.socket.send({"type": "location", **point(self.position), "accuracy_m": 6})
+        # Like a phone, each position carries its fix time, later than the one before. (A
+        # frame without one is stamped with the server's clock, and two of one driver's
+        # frames handled in the same millisecond under load would make the second stale.)
+        self.last_fix_ms = max(int(time.time() * 1000), self.last_fix_ms + 1)
+        self.socket.send(
+            {"type": "location", **point(self.position), "accuracy_m": 6, "ts": self.last_fix_ms}
+        )
 
     @task
     def drive(self) -> None:
