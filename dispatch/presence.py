@@ -60,13 +60,18 @@ TRACE_MAX = 5_000
 # KEYS: driver hash. ARGV: driver, lat, lng, ts_ms, acc, heading, speed, cell, now_ms,
 # status to assume if none is stored; then the same for every call: cell-key prefix,
 # trace-key prefix, trace sampling interval (ms), seen key, rate-limit burst, refill per
-# ms (so they are packed once).
+# ms (so they are packed once); then the rider forward, all empty when there is none:
+# the trip the caller believes the driver is on, its target as 'tlat,tlng', the rider's
+# channel, the frame to publish there.
 # First the driver's rate limit: a token bucket in the driver's own hash (rl_t tokens,
 # rl_at when counted), so it costs no extra key and no extra round trip. Every frame
 # that reaches the script spends a token, a stale one too; with none left the frame is
 # dropped ('limited', with the ms until the next token) and nothing else changes.
 # While the driver is on a trip, one position per interval is appended to the trip's
-# trace (PostgreSQL gets it when the trip ends).
+# trace (PostgreSQL gets it when the trip ends). And if the driver is still on the trip
+# the caller believed, heading for the same target, the caller's frame for the rider
+# (the position and the ETA computed for that target) is published here, so the frame
+# costs no second round trip; otherwise the caller publishes it itself.
 _LOCATION = (
     _GEO_HELPERS
     + """
@@ -78,7 +83,7 @@ local tokens = tonumber(h[9] or ARGV[15])
 local counted_at = tonumber(h[10] or ARGV[9])
 if now > counted_at then tokens = math.min(burst, tokens + (now - counted_at) * refill) end
 if tokens < 1 then
-  return {'limited', tostring(math.ceil((1 - tokens) / refill)), '', '', '', '', ''}
+  return {'limited', tostring(math.ceil((1 - tokens) / refill)), '', '', '', '', '', ''}
 end
 tokens = tostring(tokens - 1)
 if now < counted_at then now = counted_at end
@@ -86,7 +91,7 @@ local prev_ts = tonumber(h[1] or '0')
 local ts = tonumber(ARGV[4])
 if ts <= prev_ts then
   redis.call('HSET', KEYS[1], 'rl_t', tokens, 'rl_at', now)
-  return {'stale', tostring(prev_ts), '', '', '', '', ''}
+  return {'stale', tostring(prev_ts), '', '', '', '', '', ''}
 end
 -- No status at all means Redis lost the driver (a restart): take the status the
 -- driver's socket last asked for, so the next frame restores it.
@@ -121,7 +126,12 @@ if h[4] and ts - tonumber(h[8] or '0') >= tonumber(ARGV[13]) then
   redis.call('EXPIRE', trace, 86400)
   redis.call('HSET', KEYS[1], 'trace_ts', ARGV[4])
 end
-return {'ok', status, h[4] or '', h[5] or '', h[6] or '', h[7] or '', restored}
+local forwarded = ''
+if h[4] and h[4] == ARGV[17] and (h[6] or '') .. ',' .. (h[7] or '') == ARGV[18] then
+  redis.call('PUBLISH', ARGV[19], ARGV[20])
+  forwarded = '1'
+end
+return {'ok', status, h[4] or '', h[5] or '', h[6] or '', h[7] or '', restored, forwarded}
 """
 )
 
@@ -509,6 +519,9 @@ class ScriptBatcher:
         return results
 
 
+_NO_FORWARD = ("", "", "", "")
+
+
 @dataclass(frozen=True, slots=True)
 class LocationResult:
     accepted: bool
@@ -523,6 +536,22 @@ class LocationResult:
     # Redis held no status for the driver (it lost its data, or the driver has never
     # sent one): the frame assumed the socket's status; the caller re-checks the trip.
     restored: bool = False
+    # The target as Redis holds it ('tlat,tlng'), to pass back as the next frame's
+    # ``RiderForward.target``; and whether this frame's forward was published.
+    target: str = ","
+    forwarded: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RiderForward:
+    """A location frame's position for the rider, published by the location script itself
+    when the driver is still on ``trip_id`` heading for ``target`` (as the previous
+    frame's ``LocationResult`` said), so an on-trip frame is one round trip too."""
+
+    trip_id: str
+    target: str
+    channel: str
+    frame: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -581,8 +610,8 @@ class Presence:
             location_burst,
             repr(location_rate_per_s / 1000),
         )
-        # EVALSHA sha 1 <key> <10 args> <6 constants>: 20 parts.
-        self._location_head = b"*20\r\n" + pack_args("EVALSHA", self._batcher.sha, 1)
+        # EVALSHA sha 1 <key> <10 args> <6 constants> <4 forward>: 24 parts.
+        self._location_head = b"*24\r\n" + pack_args("EVALSHA", self._batcher.sha, 1)
         self._location_tail = pack_args(*self._location_constants)
         self._search_batcher = ScriptBatcher(bulk_search, _CANDIDATES)
         self._reserve_batcher = ScriptBatcher(bulk_search, _RESERVE)
@@ -609,11 +638,14 @@ class Presence:
         cell: str,
         now_ms: int,
         assumed_status: str = "offline",
+        forward: RiderForward | None = None,
     ) -> LocationResult:
         """Take one location frame into the index. Frames from every socket of the
         process that arrive in the same event-loop turn go to Redis in one pipeline.
         ``assumed_status`` is what the driver's socket last asked for; it is used only
-        when Redis holds no status for the driver (after Redis lost its data)."""
+        when Redis holds no status for the driver (after Redis lost its data).
+        ``forward`` is published if the driver is still on that trip and target
+        (``LocationResult.forwarded`` says whether it was)."""
         variable = (
             self._driver_prefix + driver_id,
             driver_id,
@@ -627,14 +659,27 @@ class Presence:
             str(now_ms),
             assumed_status,
         )
+        extra = (
+            _NO_FORWARD
+            if forward is None
+            else (
+                forward.trip_id,
+                forward.target,
+                forward.channel,
+                forward.frame,
+            )
+        )
         # The hot path: one string for the parts that change, the rest packed once.
         body = "".join([f"${len(p)}\r\n{p}\r\n" for p in variable])
-        if body.isascii():
-            command = self._location_head + body.encode() + self._location_tail
+        tail = "".join([f"${len(p)}\r\n{p}\r\n" for p in extra])
+        if body.isascii() and tail.isascii():
+            command = self._location_head + body.encode() + self._location_tail + tail.encode()
         else:
-            command = pack("EVALSHA", self._batcher.sha, 1, *variable, *self._location_constants)
+            command = pack(
+                "EVALSHA", self._batcher.sha, 1, *variable, *self._location_constants, *extra
+            )
         result = await self._batcher.submit_command(command)
-        kind, status, trip, rider, tlat, tlng, restored = result
+        kind, status, trip, rider, tlat, tlng, restored, forwarded = result
         if kind == "stale":
             return LocationResult(False, "", None, None, last_ts_ms=int(status))
         if kind == "limited":
@@ -647,6 +692,8 @@ class Presence:
             target_lat=float(tlat) if tlat else None,
             target_lng=float(tlng) if tlng else None,
             restored=bool(restored),
+            target=f"{tlat},{tlng}",
+            forwarded=bool(forwarded),
         )
 
     async def set_status(self, driver_id: str, status: str, *, now_ms: int) -> str:

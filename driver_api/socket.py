@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -26,8 +27,9 @@ from core.errors import (
     StaleLocation,
     UnknownFrameType,
 )
-from core.events import CLOSE_FORBIDDEN, Event
+from core.events import CLOSE_FORBIDDEN, Event, encode
 from dispatch import offers, trips
+from dispatch.presence import RiderForward
 from dispatch.realtime import (
     authenticate_socket,
     error_frame,
@@ -71,9 +73,37 @@ def parse_ts_ms(value: Any, *, now: int) -> int:
     return int(value if value >= _MS_THRESHOLD else value * 1000)
 
 
+@dataclass
+class RiderLink:
+    """Per socket: the trip, rider and target the last location frame reported. The next
+    frame's position for the rider is computed against them and handed to the location
+    script, which publishes it if they still hold (one round trip for the frame)."""
+
+    trip_id: str | None = None
+    rider_id: str = ""
+    target: str = ","
+    target_point: LatLng | None = None
+
+
+def _rider_frame(rt: Runtime, trip_id: str, point: LatLng, target: LatLng | None) -> dict[str, Any]:
+    return {
+        "type": "driver.location",
+        "trip_id": trip_id,
+        "lat": point.lat,
+        "lng": point.lng,
+        "eta_s": None if target is None else rt.eta.seconds(point, target),
+    }
+
+
 async def handle_location(
-    rt: Runtime, driver_id: str, frame: dict[str, Any], *, assumed_status: str = "offline"
+    rt: Runtime,
+    driver_id: str,
+    frame: dict[str, Any],
+    *,
+    assumed_status: str = "offline",
+    link: RiderLink | None = None,
 ) -> None:
+    link = RiderLink() if link is None else link
     point = LatLng.checked(frame.get("lat"), frame.get("lng"))
     now = now_ms()
     ts_ms = parse_ts_ms(frame.get("ts"), now=now)
@@ -101,6 +131,14 @@ async def handle_location(
         cell=cells.cell_of(point, rt.presence.resolution),
         now_ms=now,
         assumed_status=assumed_status,
+        forward=None
+        if link.trip_id is None
+        else RiderForward(
+            link.trip_id,
+            link.target,
+            rt.keys.channel("rider", link.rider_id),
+            encode(_rider_frame(rt, link.trip_id, point, link.target_point)),
+        ),
     )
     if result.retry_after_ms is not None:
         raise RateLimited(
@@ -114,22 +152,24 @@ async def handle_location(
     if result.restored:
         # Redis had forgotten this driver (a restart): the frame put it back with the
         # status its socket asked for, but PostgreSQL says whether it is on a trip.
+        link.trip_id = None
         async with rt.sessions() as db:
             await trips.sync_presence(db, rt, driver_id=driver_id)
         # On a trip: positions reach the rider again from the next frame on.
         return
-    if result.rider_id and result.trip_id:
-        eta_s = None
-        if result.target_lat is not None and result.target_lng is not None:
-            eta_s = rt.eta.seconds(point, LatLng(result.target_lat, result.target_lng))
-        frame_out = {
-            "type": "driver.location",
-            "trip_id": result.trip_id,
-            "lat": point.lat,
-            "lng": point.lng,
-            "eta_s": eta_s,
-        }
+    if not (result.rider_id and result.trip_id):
+        link.trip_id = None
+        return
+    target = None
+    if result.target_lat is not None and result.target_lng is not None:
+        target = LatLng(result.target_lat, result.target_lng)
+    if not result.forwarded:
+        # The first frame of a trip or of a new target: the script did not know what to
+        # tell the rider, so it is published here (a second round trip, once per leg).
+        frame_out = _rider_frame(rt, result.trip_id, point, target)
         await rt.bus.publish([Event("rider", result.rider_id, frame_out, durable=False)])
+    link.trip_id, link.rider_id = result.trip_id, result.rider_id
+    link.target, link.target_point = result.target, target
 
 
 def _offer_id(frame: dict[str, Any]) -> str:
@@ -157,11 +197,12 @@ async def driver_socket(ws: WebSocket) -> None:
 
     # What this socket last asked for; restores the driver if Redis forgets it.
     wanted_status = "offline"
+    link = RiderLink()
 
     async def handle(frame: dict[str, Any]) -> dict[str, Any] | None:
         kind = frame["type"]
         if kind == "location":
-            await handle_location(rt, driver_id, frame, assumed_status=wanted_status)
+            await handle_location(rt, driver_id, frame, assumed_status=wanted_status, link=link)
         elif kind == "status":
             await _status(frame)
         elif kind == "accept":

@@ -7,7 +7,7 @@ import random
 from collections.abc import Sequence
 
 from core.clock import now_ms
-from dispatch.presence import LocationResult, Presence
+from dispatch.presence import LocationResult, Presence, RiderForward
 from dispatch.runtime import Runtime
 from geo import cells
 from geo.point import LatLng, haversine_m
@@ -310,6 +310,63 @@ async def test_driver_on_a_trip_stays_on_trip_until_cleared(runtime: Runtime) ->
         None,
         None,
     )
+
+
+async def test_an_on_trip_frame_publishes_the_riders_frame_only_while_trip_and_target_hold(
+    runtime: Runtime,
+) -> None:
+    """The location script publishes the caller's frame for the rider (no second round
+    trip) exactly when the driver is on the trip, heading for the target, the caller
+    believed, and the frame itself is taken."""
+    rt = runtime
+    t = now_ms()
+    await online_at(rt, "drv_f", MIDTOWN, ts=t)
+    target = point_in_ring(rt, 3)
+    await presence(rt).set_trip(
+        "drv_f", trip_id="trp_f", rider_id="rdr_f", target_lat=target.lat, target_lng=target.lng
+    )
+    first = await locate(rt, "drv_f", point_in_ring(rt, 1), ts=t + 1)
+    assert not first.forwarded  # nothing was asked of it
+    assert first.target == f"{target.lat!r},{target.lng!r}"
+
+    channel = rt.keys.channel("rider", "rdr_f")
+    listener = rt.redis.pubsub()
+    await listener.subscribe(channel)
+    assert (await listener.get_message(timeout=5))["type"] == "subscribe"
+
+    async def frame_with(trip_id: str, target_text: str, ts: int, body: str) -> bool:
+        result = await rt.presence.update_location(
+            "drv_f",
+            lat=MIDTOWN.lat,
+            lng=MIDTOWN.lng,
+            ts_ms=ts,
+            accuracy_m=None,
+            heading=None,
+            speed_mps=None,
+            cell=cells.cell_of(MIDTOWN, res(rt)),
+            now_ms=ts,
+            forward=RiderForward(trip_id, target_text, channel, body),
+        )
+        return result.forwarded
+
+    try:
+        assert await frame_with("trp_f", first.target, t + 2, "holds") is True
+        assert await frame_with("trp_other", first.target, t + 3, "other trip") is False
+        assert await frame_with("trp_f", "40.0,-73.0", t + 4, "other target") is False
+        assert await frame_with("trp_f", first.target, t + 4, "stale frame") is False
+        await presence(rt).clear_trip("drv_f", now_ms=t)
+        assert await frame_with("trp_f", first.target, t + 5, "trip over") is False
+        await rt.redis.publish(channel, "end")
+        heard = []
+        while not heard or heard[-1] != "end":
+            message = await listener.get_message(timeout=5)
+            assert message is not None, heard
+            if message["type"] == "message":
+                data = message["data"]
+                heard.append(data.decode() if isinstance(data, bytes) else data)
+        assert heard == ["holds", "end"]
+    finally:
+        await listener.aclose()
 
 
 async def test_clear_trip_leaves_an_offline_driver_offline(runtime: Runtime) -> None:

@@ -116,6 +116,12 @@ async def test_a_whole_trip(server: Server) -> None:
             moving = await rider.expect("driver.location")
             assert moving["trip_id"] == trip_id
             assert moving["lat"] == 40.7555 and moving["eta_s"] is not None
+            # The next position on the same leg is published by the location script itself
+            # (one round trip); the rider cannot tell the difference.
+            await driver.call({"type": "location", "lat": 40.7552, "lng": -73.9845})
+            closer = await rider.expect("driver.location")
+            assert closer["trip_id"] == trip_id and closer["lat"] == 40.7552
+            assert closer["eta_s"] is not None and closer["eta_s"] <= moving["eta_s"]
 
             auth = {"Authorization": f"Bearer {driver_token}"}
             for path, status in (
@@ -129,6 +135,12 @@ async def test_a_whole_trip(server: Server) -> None:
                 update = await rider.expect("trip.updated")
                 assert update["trip"]["status"] == status
                 seen.append(update)
+                if status == "in_progress":
+                    # Riding: the ETA is to the drop-off now, on every position.
+                    for lat in (40.7540, 40.7530):
+                        await driver.call({"type": "location", "lat": lat, "lng": -73.9860})
+                        riding = await rider.expect("driver.location", lat=lat)
+                        assert riding["eta_s"] is not None and riding["eta_s"] > closer["eta_s"]
 
             # Every status the rider saw, in order, each with a larger event_id.
             assert [f["trip"]["status"] for f in seen] == [
@@ -140,6 +152,10 @@ async def test_a_whole_trip(server: Server) -> None:
             ]
             ids = [f["event_id"] for f in seen]
             assert ids == sorted(ids) and len(set(ids)) == len(ids)
+            # Each position reached the rider once (all were published on the rider's
+            # channel before `completed`, which has been read).
+            positions = [f["lat"] for f in rider.frames if f["type"] == "driver.location"]
+            assert positions == [40.7555, 40.7552, 40.7540, 40.7530]
             done = seen[-1]["trip"]
             for stamp in ("assigned_at", "arrived_at", "started_at", "completed_at"):
                 assert done[stamp] is not None
