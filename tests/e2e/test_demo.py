@@ -13,14 +13,24 @@ import pytest
 
 from core.settings import Settings
 from tests.conftest import ROOT, _free_port, service_env
+from tests.isolated_db import isolated_database, libpq_url
 
 pytestmark = pytest.mark.e2e
 
 
 def test_the_demo_city_completes_trips_and_keeps_no_commission(test_settings: Settings) -> None:
-    settings = test_settings.model_copy(
-        update={"redis_prefix": f"{test_settings.redis_prefix}demo:"}
-    )
+    # A database of its own: the demo seeds an area and a fare rule, and its trips must
+    # not reach the shared e2e server's dispatcher (it re-queues open trips from
+    # PostgreSQL).
+    with isolated_database(test_settings.database_url, "demo") as url:
+        _run_the_demo(
+            test_settings.model_copy(
+                update={"redis_prefix": f"{test_settings.redis_prefix}demo:", "database_url": url}
+            )
+        )
+
+
+def _run_the_demo(settings: Settings) -> None:
     port = _free_port()
     result = subprocess.run(
         [
@@ -69,7 +79,7 @@ def test_the_demo_city_completes_trips_and_keeps_no_commission(test_settings: Se
 
 
 async def _open_demo_requests(database_url: str) -> int:
-    conn = await asyncpg.connect(database_url.replace("postgresql+asyncpg://", "postgresql://"))
+    conn = await asyncpg.connect(libpq_url(database_url))
     try:
         count: int = await conn.fetchval(
             "SELECT count(*) FROM trips JOIN riders ON riders.id = trips.rider_id "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -13,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from core.settings import Settings
 from tests.conftest import Server, start_server, stop_server
 from tests.e2e.phones import CHELSEA, NEAR_MIDTOWN, new_driver, new_rider, open_socket
+from tests.isolated_db import isolated_database
 
 pytestmark = pytest.mark.e2e
 
@@ -112,45 +114,58 @@ async def test_a_trip_moves_the_metrics(server: Server) -> None:
                 await asyncio.sleep(0.05)
 
 
-async def test_expired_and_withdrawn_offers_are_counted(
+@pytest.fixture
+def expiry_server(
     test_settings: Settings, tmp_path_factory: pytest.TempPathFactory
-) -> None:
+) -> Iterator[Server]:
+    """A server with one-second offers and a database of its own (every dispatcher
+    re-queues the open trips of its database)."""
+    with isolated_database(test_settings.database_url, "expiry") as url:
+        settings = test_settings.model_copy(
+            update={
+                "redis_prefix": f"{test_settings.redis_prefix}expiry:",
+                "database_url": url,
+                "offer_timeout_s": 1.0,
+            }
+        )
+        proc, srv = start_server(settings, tmp_path_factory.mktemp("expiry") / "server.log")
+        try:
+            yield srv
+        finally:
+            stop_server(proc)
+
+
+async def test_expired_and_withdrawn_offers_are_counted(expiry_server: Server) -> None:
     """An offer nobody answers expires, one whose trip is cancelled is withdrawn: each
     is counted, and so is the cancelled trip. Its own server, with one-second offers."""
-    settings = test_settings.model_copy(
-        update={"redis_prefix": f"{test_settings.redis_prefix}expiry:", "offer_timeout_s": 1.0}
-    )
-    proc, srv = start_server(settings, tmp_path_factory.mktemp("expiry") / "server.log")
-    try:
-        async with httpx.AsyncClient(base_url=srv.base_url, timeout=10) as http:
-            _, t1 = await new_driver(http, srv)
-            _, t2 = await new_driver(http, srv)
-            _, rider = await new_rider(http)
-            before = await scrape(http)
-            async with (
-                open_socket(srv, "/v1/drivers/ws", t1) as first,
-                open_socket(srv, "/v1/drivers/ws", t2) as second,
-            ):
-                await first.call({"type": "status", "status": "online"})
-                await first.call({"type": "location", **NEAR_MIDTOWN})
-                r = await http.post(
-                    "/v1/trips", json={"pickup": NEAR_MIDTOWN, "dropoff": CHELSEA}, headers=rider
-                )
-                assert r.status_code == 201, r.text
-                trip_id = r.json()["id"]
-                # The first driver lets its offer run out ...
-                offer = await first.expect("offer", trip_id=trip_id)
-                await first.expect("offer.expired", offer_id=offer["offer_id"])
-                # ... the second gets the trip next, and the rider cancels meanwhile.
-                await second.call({"type": "status", "status": "online"})
-                await second.call({"type": "location", **NEAR_MIDTOWN})
-                offer = await second.expect("offer", trip_id=trip_id)
-                r = await http.post(f"/v1/trips/{trip_id}/cancel", headers=rider)
-                assert r.status_code == 200, r.text
-                await second.expect("offer.withdrawn", offer_id=offer["offer_id"])
-            after = await scrape(http)
-    finally:
-        stop_server(proc)
+    srv = expiry_server
+    async with httpx.AsyncClient(base_url=srv.base_url, timeout=10) as http:
+        _, t1 = await new_driver(http, srv)
+        _, t2 = await new_driver(http, srv)
+        _, rider = await new_rider(http)
+        before = await scrape(http)
+        async with (
+            open_socket(srv, "/v1/drivers/ws", t1) as first,
+            open_socket(srv, "/v1/drivers/ws", t2) as second,
+        ):
+            await first.call({"type": "status", "status": "online"})
+            await first.call({"type": "location", **NEAR_MIDTOWN})
+            r = await http.post(
+                "/v1/trips", json={"pickup": NEAR_MIDTOWN, "dropoff": CHELSEA}, headers=rider
+            )
+            assert r.status_code == 201, r.text
+            trip_id = r.json()["id"]
+            # The first driver lets its offer run out ...
+            offer = await first.expect("offer", trip_id=trip_id)
+            await first.expect("offer.expired", offer_id=offer["offer_id"])
+            # ... the second gets the trip next, and the rider cancels meanwhile.
+            await second.call({"type": "status", "status": "online"})
+            await second.call({"type": "location", **NEAR_MIDTOWN})
+            offer = await second.expect("offer", trip_id=trip_id)
+            r = await http.post(f"/v1/trips/{trip_id}/cancel", headers=rider)
+            assert r.status_code == 200, r.text
+            await second.expect("offer.withdrawn", offer_id=offer["offer_id"])
+        after = await scrape(http)
     for name, labels in (
         ("coop_offers_total", {"outcome": "sent"}),
         ("coop_offers_total", {"outcome": "expired"}),
