@@ -671,9 +671,11 @@ class Presence:
         )
         # The hot path: one string for the parts that change, the rest packed once.
         body = "".join([f"${len(p)}\r\n{p}\r\n" for p in variable])
-        tail = "".join([f"${len(p)}\r\n{p}\r\n" for p in extra])
-        if body.isascii() and tail.isascii():
-            command = self._location_head + body.encode() + self._location_tail + tail.encode()
+        forward_body = "".join([f"${len(p)}\r\n{p}\r\n" for p in extra])
+        if body.isascii() and forward_body.isascii():
+            command = (
+                self._location_head + body.encode() + self._location_tail + forward_body.encode()
+            )
         else:
             command = pack(
                 "EVALSHA", self._batcher.sha, 1, *variable, *self._location_constants, *extra

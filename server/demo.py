@@ -389,7 +389,9 @@ class DemoCity:
                     # dispatcher of this database, which would offer it to its drivers).
                     if status not in FINAL:
                         with contextlib.suppress(Exception):
-                            await asyncio.shield(_withdraw(http, order, body=body, trip_id=trip_id))
+                            await asyncio.shield(
+                                _withdraw(http, auth, order=order, body=body, trip_id=trip_id)
+                            )
                     raise
                 if status == "completed":
                     receipt = (await http.get(f"/v1/trips/{trip_id}/receipt", headers=auth)).json()
@@ -471,17 +473,22 @@ class DemoCity:
 
 
 async def _withdraw(
-    http: httpx.AsyncClient, order: dict[str, str], *, body: dict[str, Any], trip_id: str | None
+    http: httpx.AsyncClient,
+    auth: dict[str, str],
+    *,
+    order: dict[str, str],
+    body: dict[str, Any],
+    trip_id: str | None,
 ) -> None:
     """Cancel the rider's trip. Stopped while its request was on the wire, the rider does
-    not know whether the trip was made: asking again with the same Idempotency-Key
-    answers with that trip if it was (and makes it if not), and then it is cancelled."""
+    not know whether the trip was made: asking again with the same headers (``order``,
+    with its Idempotency-Key) answers with that trip if it was (and makes it if not), and
+    then it is cancelled."""
     if trip_id is None:
         r = await http.post("/v1/trips", json=body, headers=order)
         if not r.is_success:
             return
         trip_id = r.json()["id"]
-    auth = {k: v for k, v in order.items() if k != "Idempotency-Key"}
     await http.post(f"/v1/trips/{trip_id}/cancel", headers=auth)
 
 

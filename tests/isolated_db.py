@@ -21,8 +21,10 @@ from contextlib import contextmanager
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import pytest
 
-from tests.conftest import ROOT, RUN_ID
+from core.settings import Settings
+from tests.conftest import ROOT, RUN_ID, Server, start_server, stop_server
 
 
 def with_database(url: str, name: str) -> str:
@@ -81,3 +83,38 @@ def isolated_database(base_url: str, label: str) -> Iterator[str]:
         yield with_database(base_url, name)
     finally:
         _admin(base_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def isolated_settings(
+    test_settings: Settings, label: str, **overrides: object
+) -> Iterator[Settings]:
+    """``test_settings`` on a database of its own and the Redis prefix
+    ``<run prefix><label>:``, with ``overrides``; the database is dropped after the block.
+    For servers and dispatchers whose trips, rules or periods must not reach the shared
+    ones: every dispatcher re-queues the open trips of its database."""
+    with isolated_database(test_settings.database_url, label) as url:
+        yield test_settings.model_copy(
+            update={
+                "database_url": url,
+                "redis_prefix": f"{test_settings.redis_prefix}{label}:",
+                **overrides,
+            }
+        )
+
+
+@contextmanager
+def isolated_server(
+    test_settings: Settings,
+    tmp_path_factory: pytest.TempPathFactory,
+    label: str,
+    **overrides: object,
+) -> Iterator[Server]:
+    """A real server (api + dispatcher) on ``isolated_settings``, stopped after the
+    block."""
+    with isolated_settings(test_settings, label, **overrides) as settings:
+        proc, server = start_server(settings, tmp_path_factory.mktemp(label) / "server.log")
+        try:
+            yield server
+        finally:
+            stop_server(proc)

@@ -30,7 +30,13 @@ def point_in_ring(rt: Runtime, k: int, index: int = 0) -> LatLng:
 
 
 async def locate(
-    rt: Runtime, driver_id: str, point: LatLng, *, ts: int, now: int | None = None
+    rt: Runtime,
+    driver_id: str,
+    point: LatLng,
+    *,
+    ts: int,
+    now: int | None = None,
+    forward: RiderForward | None = None,
 ) -> LocationResult:
     return await rt.presence.update_location(
         driver_id,
@@ -42,6 +48,7 @@ async def locate(
         speed_mps=4.25,
         cell=cells.cell_of(point, res(rt)),
         now_ms=ts if now is None else now,
+        forward=forward,
     )
 
 
@@ -335,19 +342,8 @@ async def test_an_on_trip_frame_publishes_the_riders_frame_only_while_trip_and_t
     assert (await listener.get_message(timeout=5))["type"] == "subscribe"
 
     async def frame_with(trip_id: str, target_text: str, ts: int, body: str) -> bool:
-        result = await rt.presence.update_location(
-            "drv_f",
-            lat=MIDTOWN.lat,
-            lng=MIDTOWN.lng,
-            ts_ms=ts,
-            accuracy_m=None,
-            heading=None,
-            speed_mps=None,
-            cell=cells.cell_of(MIDTOWN, res(rt)),
-            now_ms=ts,
-            forward=RiderForward(trip_id, target_text, channel, body),
-        )
-        return result.forwarded
+        forward = RiderForward(trip_id, target_text, channel, body)
+        return (await locate(rt, "drv_f", MIDTOWN, ts=ts, forward=forward)).forwarded
 
     try:
         assert await frame_with("trp_f", first.target, t + 2, "holds") is True

@@ -19,7 +19,7 @@ import pytest
 from core.settings import Settings
 from fares.accounts import Period
 from fares.ledger import next_period
-from tests.conftest import Server, start_server, stop_server
+from tests.conftest import Server
 from tests.e2e.phones import (
     CHELSEA,
     MIDTOWN,
@@ -30,7 +30,7 @@ from tests.e2e.phones import (
     problem_of,
 )
 from tests.e2e.test_vote import fetch_audit, verify_chain
-from tests.isolated_db import isolated_database, libpq_url
+from tests.isolated_db import isolated_server, libpq_url
 
 pytestmark = pytest.mark.e2e
 
@@ -43,15 +43,8 @@ FEE = 2001  # 6001 over 3 expected trips, rounded up
 def books_server(
     test_settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
-    with isolated_database(test_settings.database_url, "accounts") as url:
-        settings = test_settings.model_copy(
-            update={"database_url": url, "redis_prefix": f"{test_settings.redis_prefix}books:"}
-        )
-        proc, server = start_server(settings, tmp_path_factory.mktemp("books") / "server.log")
-        try:
-            yield server
-        finally:
-            stop_server(proc)
+    with isolated_server(test_settings, tmp_path_factory, "books") as server:
+        yield server
 
 
 def bearer(token: str) -> dict[str, str]:

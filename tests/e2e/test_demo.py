@@ -13,7 +13,7 @@ import pytest
 
 from core.settings import Settings
 from tests.conftest import ROOT, _free_port, service_env
-from tests.isolated_db import isolated_database, libpq_url
+from tests.isolated_db import isolated_settings, libpq_url
 
 pytestmark = pytest.mark.e2e
 
@@ -22,12 +22,8 @@ def test_the_demo_city_completes_trips_and_keeps_no_commission(test_settings: Se
     # A database of its own: the demo seeds an area and a fare rule, and its trips must
     # not reach the shared e2e server's dispatcher (it re-queues open trips from
     # PostgreSQL).
-    with isolated_database(test_settings.database_url, "demo") as url:
-        _run_the_demo(
-            test_settings.model_copy(
-                update={"redis_prefix": f"{test_settings.redis_prefix}demo:", "database_url": url}
-            )
-        )
+    with isolated_settings(test_settings, "demo") as settings:
+        _run_the_demo(settings)
 
 
 def _run_the_demo(settings: Settings) -> None:

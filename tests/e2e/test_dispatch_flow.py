@@ -11,9 +11,9 @@ import httpx
 import pytest
 
 from core.settings import Settings
-from tests.conftest import Server, start_server, stop_server
+from tests.conftest import Server
 from tests.e2e.phones import CHELSEA, MIDTOWN, NEAR_MIDTOWN, new_driver, new_rider, open_socket
-from tests.isolated_db import isolated_database
+from tests.isolated_db import isolated_server
 
 pytestmark = pytest.mark.e2e
 
@@ -27,20 +27,10 @@ def quick_server(
 ) -> Iterator[Server]:
     """A server whose offers expire after 1 s and requests after 4 s, with a database of
     its own (every dispatcher re-queues the open trips of its database)."""
-    with isolated_database(test_settings.database_url, "quick") as url:
-        settings = test_settings.model_copy(
-            update={
-                "redis_prefix": f"{test_settings.redis_prefix}quick:",
-                "database_url": url,
-                "offer_timeout_s": 1.0,
-                "trip_request_timeout_s": 4.0,
-            }
-        )
-        proc, srv = start_server(settings, tmp_path_factory.mktemp("quick") / "server.log")
-        try:
-            yield srv
-        finally:
-            stop_server(proc)
+    with isolated_server(
+        test_settings, tmp_path_factory, "quick", offer_timeout_s=1.0, trip_request_timeout_s=4.0
+    ) as srv:
+        yield srv
 
 
 @pytest.fixture

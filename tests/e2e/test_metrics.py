@@ -12,9 +12,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from core.settings import Settings
-from tests.conftest import Server, start_server, stop_server
+from tests.conftest import Server
 from tests.e2e.phones import CHELSEA, NEAR_MIDTOWN, new_driver, new_rider, open_socket
-from tests.isolated_db import isolated_database
+from tests.isolated_db import isolated_server
 
 pytestmark = pytest.mark.e2e
 
@@ -120,19 +120,8 @@ def expiry_server(
 ) -> Iterator[Server]:
     """A server with one-second offers and a database of its own (every dispatcher
     re-queues the open trips of its database)."""
-    with isolated_database(test_settings.database_url, "expiry") as url:
-        settings = test_settings.model_copy(
-            update={
-                "redis_prefix": f"{test_settings.redis_prefix}expiry:",
-                "database_url": url,
-                "offer_timeout_s": 1.0,
-            }
-        )
-        proc, srv = start_server(settings, tmp_path_factory.mktemp("expiry") / "server.log")
-        try:
-            yield srv
-        finally:
-            stop_server(proc)
+    with isolated_server(test_settings, tmp_path_factory, "expiry", offer_timeout_s=1.0) as srv:
+        yield srv
 
 
 async def test_expired_and_withdrawn_offers_are_counted(expiry_server: Server) -> None:

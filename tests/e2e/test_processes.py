@@ -9,7 +9,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -19,16 +19,23 @@ from redis.asyncio import Redis
 from core.settings import Settings
 from tests.conftest import ROOT, Server, service_env, start_server, stop_server
 from tests.e2e.phones import CHELSEA, MIDTOWN, NEAR_MIDTOWN, new_driver, new_rider, open_socket
+from tests.isolated_db import isolated_settings
 
 pytestmark = pytest.mark.e2e
 
 
+@pytest.fixture
+def own_settings(test_settings: Settings, request: pytest.FixtureRequest) -> Iterator[Settings]:
+    """A database and Redis prefix of the test's own: its dispatchers must not pick up
+    the shared server's open trips, nor leave theirs to it."""
+    with isolated_settings(test_settings, request.node.name.removeprefix("test_")[:24]) as s:
+        yield s
+
+
 async def test_api_and_dispatcher_in_separate_processes(
-    test_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+    own_settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    settings = test_settings.model_copy(
-        update={"redis_prefix": f"{test_settings.redis_prefix}split:"}
-    )
+    settings = own_settings
     logs = tmp_path_factory.mktemp("split")
     api, server = start_server(settings, logs / "api.log", dispatcher=False)
     dispatcher = _dispatcher(settings, logs / "dispatcher.log")
@@ -81,11 +88,9 @@ async def _wait_for(predicate: Callable[[], Awaitable[bool]], timeout_s: float) 
 
 
 async def test_a_standby_dispatcher_takes_over_when_the_leader_dies(
-    test_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+    own_settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    settings = test_settings.model_copy(
-        update={"redis_prefix": f"{test_settings.redis_prefix}takeover:"}
-    )
+    settings = own_settings
     logs = tmp_path_factory.mktemp("takeover")
     redis = Redis.from_url(settings.redis_url, decode_responses=True)
     leader_key = f"{settings.redis_prefix}leader:default"

@@ -20,7 +20,7 @@ import pytest
 
 from core.settings import Settings
 from fares.pricing import FareRuleTerms, price
-from tests.conftest import Server, start_server, stop_server
+from tests.conftest import Server
 from tests.e2e.phones import (
     CHELSEA,
     MIDTOWN,
@@ -30,7 +30,7 @@ from tests.e2e.phones import (
     open_socket,
     problem_of,
 )
-from tests.isolated_db import isolated_database
+from tests.isolated_db import isolated_server
 
 pytestmark = pytest.mark.e2e
 
@@ -55,20 +55,10 @@ NEW_RULE = {
 def vote_server(
     test_settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
-    with isolated_database(test_settings.database_url, "vote") as url:
-        settings = test_settings.model_copy(
-            update={
-                "database_url": url,
-                "redis_prefix": f"{test_settings.redis_prefix}vote:",
-                "vote_min_window_s": 1,
-                "vote_quorum": 0.5,
-            }
-        )
-        proc, server = start_server(settings, tmp_path_factory.mktemp("vote") / "server.log")
-        try:
-            yield server
-        finally:
-            stop_server(proc)
+    with isolated_server(
+        test_settings, tmp_path_factory, "vote", vote_min_window_s=1, vote_quorum=0.5
+    ) as server:
+        yield server
 
 
 def bearer(token: str) -> dict[str, str]:

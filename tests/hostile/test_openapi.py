@@ -28,8 +28,8 @@ from schemathesis.checks import (
 )
 
 from core.settings import Settings
-from tests.conftest import Server, start_server, stop_server
-from tests.isolated_db import isolated_database
+from tests.conftest import Server
+from tests.isolated_db import isolated_server
 
 pytestmark = pytest.mark.e2e
 
@@ -48,15 +48,8 @@ CHECKS = [
 def fuzz_server(
     test_settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
-    with isolated_database(test_settings.database_url, "fuzz") as url:
-        settings_ = test_settings.model_copy(
-            update={"database_url": url, "redis_prefix": f"{test_settings.redis_prefix}fuzz:"}
-        )
-        proc, srv = start_server(settings_, tmp_path_factory.mktemp("fuzz") / "server.log")
-        try:
-            yield srv
-        finally:
-            stop_server(proc)
+    with isolated_server(test_settings, tmp_path_factory, "fuzz") as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 
 from core.settings import Settings
-from tests.conftest import Server, start_server, stop_server
-from tests.isolated_db import isolated_database
+from tests.conftest import Server
+from tests.isolated_db import isolated_server
 
 
 @pytest.fixture(scope="module")
@@ -20,12 +20,5 @@ def own_server(
     request: pytest.FixtureRequest,
 ) -> Iterator[Server]:
     name = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")
-    with isolated_database(test_settings.database_url, name) as url:
-        settings = test_settings.model_copy(
-            update={"database_url": url, "redis_prefix": f"{test_settings.redis_prefix}{name}:"}
-        )
-        proc, server = start_server(settings, tmp_path_factory.mktemp(name) / "server.log")
-        try:
-            yield server
-        finally:
-            stop_server(proc)
+    with isolated_server(test_settings, tmp_path_factory, name) as server:
+        yield server
