@@ -411,24 +411,30 @@ class DemoCity:
         started = time.monotonic()
         t0 = requests[0].requested_s
         running: set[asyncio.Task[None]] = set()
-        for request in itertools.cycle(requests):
-            if stop.is_set():
-                break
-            if self.rng.random() > keep:
-                continue
-            delay = (request.requested_s - t0) / self.speedup - (time.monotonic() - started)
-            if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
+        try:
+            for request in itertools.cycle(requests):
                 if stop.is_set():
                     break
-            task = asyncio.create_task(self._safely(self.rider(request)))
-            running.add(task)
-            task.add_done_callback(running.discard)
-            if request is requests[-1]:  # the replay wraps around
-                started, t0 = time.monotonic(), requests[0].requested_s
-        for task in list(running):
-            task.cancel()
+                if self.rng.random() > keep:
+                    continue
+                delay = (request.requested_s - t0) / self.speedup - (time.monotonic() - started)
+                if delay > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), delay)
+                    if stop.is_set():
+                        break
+                task = asyncio.create_task(self._safely(self.rider(request)))
+                running.add(task)
+                task.add_done_callback(running.discard)
+                if request is requests[-1]:  # the replay wraps around
+                    started, t0 = time.monotonic(), requests[0].requested_s
+        finally:
+            # Whether the replay ended or was cancelled (the city stopping cancels this
+            # task too, racing its own exit), every rider still out is stopped and
+            # waited for: each cancels its trip while the server still answers.
+            for task in list(running):
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
 
     async def _safely(self, job: Any) -> None:
         try:
