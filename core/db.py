@@ -73,6 +73,15 @@ def is_connection_error(exc: BaseException) -> bool:
     return isinstance(exc, OSError | ConnectionError)
 
 
+def is_data_error(exc: BaseException) -> bool:
+    """True for a PostgreSQL data exception (SQLSTATE class 22): a value it cannot store
+    or compare, such as a NUL character in a string. The input was bad, not the
+    database."""
+    if not isinstance(exc, DBAPIError) or is_connection_error(exc):
+        return False
+    return str(getattr(exc.orig, "sqlstate", "") or "").startswith("22")
+
+
 @asynccontextmanager
 async def unit_of_work(
     sessions: async_sessionmaker[AsyncSession],

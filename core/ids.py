@@ -12,3 +12,9 @@ import time
 
 def new_id(prefix: str) -> str:
     return f"{prefix}_{time.time_ns() // 1_000_000:012x}{secrets.token_hex(7)}"
+
+
+def can_exist(ident: str) -> bool:
+    """Whether any stored row could have this id. PostgreSQL text cannot hold NUL, so a
+    client's id with one names nothing (looking it up would fail as a data error)."""
+    return "\x00" not in ident

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.clock import iso, now_ms, utcnow
 from core.errors import NotYourOffer, OfferExpired, OfferNotFound, OfferWithdrawn
 from core.events import Event
-from core.ids import new_id
+from core.ids import can_exist, new_id
 from core.models import Offer, Trip, TripEvent
 from dispatch import trip_states
 from dispatch.runtime import Runtime, after_commit, emit
@@ -194,6 +194,8 @@ async def _already_engaged(
 async def _locked_offer(db: AsyncSession, *, offer_id: str, driver_id: str) -> tuple[Offer, Trip]:
     """The offer and its trip, both locked, trip first: every path that locks both
     (accept, decline, cancel, expiry) takes them in that order, so none can deadlock."""
+    if not can_exist(offer_id):
+        raise OfferNotFound(f"no offer {offer_id!r}")
     found = await db.execute(select(Offer.trip_id, Offer.driver_id).where(Offer.id == offer_id))
     row = found.first()
     if row is None:

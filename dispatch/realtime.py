@@ -36,6 +36,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from core import identity, metrics
 from core.auth import Principal, Role, authenticate, bearer_from_header
+from core.db import is_data_error
 from core.errors import (
     CoopError,
     Forbidden,
@@ -323,6 +324,12 @@ async def _read(rt: Runtime, ws: WebSocket, *, audience: str, ident: str, handle
             await send(ws, error_frame(exc, ref))
             continue
         except (RedisError, SQLAlchemyError, OSError) as exc:
+            if is_data_error(exc):
+                # A value PostgreSQL cannot hold (as over HTTP: invalid input).
+                bad = InvalidFrame("a value in this frame is not acceptable")
+                metrics.SOCKET_ERRORS.labels(audience, bad.slug).inc()
+                await send(ws, error_frame(bad, ref))
+                continue
             # A backing service failed this frame; the socket stays up for the next one.
             log.warning("socket frame failed", extra={"error": repr(exc), "audience": audience})
             metrics.SOCKET_ERRORS.labels(audience, "service-unavailable").inc()

@@ -17,7 +17,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from core.db import is_connection_error
+from core.db import is_connection_error, is_data_error
 from core.errors import (
     Conflict,
     CoopError,
@@ -188,9 +188,7 @@ def install(app: FastAPI) -> None:
     async def _db(request: Request, exc: DBAPIError) -> JSONResponse:
         if is_connection_error(exc):
             return await _unavailable(request, exc)
-        if str(getattr(exc.orig, "sqlstate", "") or "").startswith("22"):
-            # A data exception (SQLSTATE class 22): a value PostgreSQL cannot store or
-            # compare, such as a NUL character in a string. The input was bad.
+        if is_data_error(exc):
             return problem(422, "invalid-input", "Invalid input", "a value is not acceptable")
         log.exception("database error", exc_info=exc)
         return problem(500, "internal-error", "Internal error", "an unexpected error occurred")

@@ -199,6 +199,10 @@ async def test_driver_socket_bad_frames_keep_socket_open(
             ({"type": "accept"}, "invalid-frame"),
             ({"type": "accept", "offer_id": "ofr_unknown"}, "offer-not-found"),
             ({"type": "decline", "offer_id": "ofr_unknown"}, "offer-not-found"),
+            # PostgreSQL text cannot hold NUL: such an id names no offer (hypothesis found
+            # it answered service-unavailable).
+            ({"type": "accept", "offer_id": "ofr_\u0000"}, "offer-not-found"),
+            ({"type": "decline", "offer_id": "\u0000"}, "offer-not-found"),
             ({"type": "ack", "event_id": "one"}, "invalid-frame"),
         ]
         for frame, code in cases:
