@@ -45,9 +45,10 @@ from scipy.optimize import linear_sum_assignment  # noqa: E402
 
 from benchmarks import citygen  # noqa: E402
 from core.settings import Settings  # noqa: E402
-from dispatch import fairness, solver  # noqa: E402
-from dispatch.dispatcher import CANDIDATES_PER_REQUEST  # noqa: E402
-from dispatch.matching import Assignment, Request, nearest_first, optimal  # noqa: E402
+from dispatch.batch import solver  # noqa: E402
+from dispatch.batch.matching import nearest_first, optimal  # noqa: E402
+from dispatch.batch.planner import CANDIDATES_PER_REQUEST  # noqa: E402
+from dispatch.batch.types import Assignment, DriverStats, Request  # noqa: E402
 from geo.eta import DEFAULT_MODEL  # noqa: E402
 
 SCENARIOS = [(2_000, 4_000), (2_000, 2_000)]
@@ -112,20 +113,20 @@ def dense_optimum(costs: Matrix, penalty: int) -> tuple[Outcome, float]:
 def sparse_as_dense(requests: list[Request], n_drivers: int) -> Matrix:
     out = np.full((len(requests), n_drivers), FORBIDDEN, dtype=np.int64)
     for i, r in enumerate(requests):
-        for e in r.edges:
+        for e in r.candidates:
             k = citygen.driver_number(e.driver_id)
             out[i, k] = min(out[i, k], e.pickup_eta_s)
     return out
 
 
-def synthetic_driver_stats(city: citygen.City, seed: int) -> dict[str, fairness.DriverStats]:
+def synthetic_driver_stats(city: citygen.City, seed: int) -> dict[str, DriverStats]:
     """Idle times roughly exponential (mean 10 min, a few online for an hour or more) and
     shift earnings spread over a day's range."""
     rng = np.random.default_rng(seed)
     idle = rng.exponential(600, size=len(city.driver_ids)).astype(int)
     earned = rng.integers(0, 30_000, size=len(city.driver_ids))
     return {
-        d: fairness.DriverStats(int(i), int(c))
+        d: DriverStats(int(i), int(c))
         for d, i, c in zip(city.driver_ids, idle, earned, strict=True)
     }
 
@@ -211,11 +212,11 @@ def run(pickups: citygen.Pickups, n_requests: int, n_drivers: int) -> None:
         graphs[extra] = requests
         first_batch[extra] = solution.assignments
         ours[extra] = Outcome.of(solution.assignments, n_requests, UNMATCHED_PENALTY_S)
-        n_edges = sum(len(r.edges) for r in requests)
+        n_edges = sum(len(r.candidates) for r in requests)
         print(
             f"  graph, {rule}: {n_edges:,} edges ({n_edges / n_requests:.2f}/request), "
-            f"{len({e.driver_id for r in requests for e in r.edges}):,} drivers on an edge, "
-            f"{sum(not r.edges for r in requests)} requests with none; ETA ≠ "
+            f"{len({e.driver_id for r in requests for e in r.candidates}):,} drivers on an edge, "
+            f"{sum(not r.candidates for r in requests)} requests with none; ETA ≠ "
             f"DEFAULT_MODEL.seconds on "
             f"{sum(1 for _ in citygen.edge_mismatches(city, requests, DEFAULT_MODEL))} edges"
         )
@@ -235,11 +236,11 @@ def run(pickups: citygen.Pickups, n_requests: int, n_drivers: int) -> None:
         keep_all=True,
     )
     wide, wide_ms = timed(partial(solve, untruncated))
-    wide_edges = sum(len(r.edges) for r in untruncated)
+    wide_edges = sum(len(r.candidates) for r in untruncated)
     print(
         f"  graph, every driver the search finds (candidates.search today, no cut at "
         f"{CANDIDATES_PER_REQUEST}): {wide_edges:,} edges, up to "
-        f"{max(len(r.edges) for r in untruncated)} per request; solve {wide_ms:.1f} ms, "
+        f"{max(len(r.candidates) for r in untruncated)} per request; solve {wide_ms:.1f} ms, "
         f"{len(wide.assignments)} matched, total ETA "
         f"{sum(a.pickup_eta_s for a in wide.assignments):,} s"
     )

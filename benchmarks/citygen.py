@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from dispatch.matching import Edge, Request
+from dispatch.batch.types import Candidate, Request
 from geo import cells
 from geo.eta import EtaModel
 from geo.point import EARTH_RADIUS_M, LatLng
@@ -184,7 +184,7 @@ def exact_candidate_graph(
             for s_, d in zip(seconds, found, strict=True)
             if s_ <= max_pickup_eta_s
         )
-        out.append(Request(city.request_ids[i], tuple(Edge(d, s_) for s_, d in edges)))
+        out.append(Request(city.request_ids[i], tuple(Candidate(d, s_) for s_, d in edges)))
     return out
 
 
@@ -211,7 +211,7 @@ def candidate_graph(
     for i in range(len(city.request_ids)):
         point = LatLng(float(city.request_lat[i]), float(city.request_lng[i]))
         by_request_cell[cells.cell_of(point, resolution)].append(i)
-    edges: list[tuple[Edge, ...]] = [()] * len(city.request_ids)
+    edges: list[tuple[Candidate, ...]] = [()] * len(city.request_ids)
     ids = city.driver_ids
     for centre, members in by_request_cell.items():
         found_ids = sorted(_found_in_rings(by_cell, centre, k_max, want, extra_rings))
@@ -235,7 +235,7 @@ def candidate_graph(
         key.sort(axis=1)
         for r, i in enumerate(members):
             edges[i] = tuple(
-                Edge(ids[found_ids[c]], s)
+                Candidate(ids[found_ids[c]], s)
                 for s, c in (divmod(k, n_found) for k in key[r].tolist())
                 if s <= max_pickup_eta_s
             )
@@ -281,6 +281,6 @@ def edge_mismatches(city: City, requests: list[Request], eta: EtaModel) -> Itera
     }
     for i, r in enumerate(requests):
         pickup = LatLng(float(city.request_lat[i]), float(city.request_lng[i]))
-        for e in r.edges:
+        for e in r.candidates:
             if eta.seconds(driver_at[e.driver_id], pickup) != e.pickup_eta_s:
                 yield f"{r.trip_id}→{e.driver_id}"

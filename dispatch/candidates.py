@@ -5,21 +5,12 @@ is reached, then rank them by pickup ETA."""
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
 
+from dispatch.batch.types import Candidate
 from dispatch.presence import Presence
 from geo import cells
 from geo.eta import EtaModel
 from geo.point import LatLng
-
-
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    driver_id: str
-    position: LatLng
-    pickup_eta_s: int
-    idle_since_ms: int | None = None
-    shift_cents: int = 0
 
 
 def max_rings(eta: EtaModel, *, max_pickup_eta_s: float, resolution: int) -> int:
@@ -44,16 +35,10 @@ async def search(
         cells.disk_by_ring(centre, k_max),
         min_seen_ms=min_seen_ms,
         want=want + len(exclude),
+        eta_s=lambda position: eta.seconds(position, pickup),
         pickup=pickup,
         radius_m=eta.reach_m(max_pickup_eta_s),
     )
-    ranked = []
-    for c in found:
-        if c.driver_id in exclude:
-            continue
-        position = LatLng(c.lat, c.lng)
-        seconds = eta.seconds(position, pickup)
-        if seconds <= max_pickup_eta_s:
-            ranked.append(Candidate(c.driver_id, position, seconds, c.idle_since_ms, c.shift_cents))
+    ranked = [c for c in found if c.driver_id not in exclude and c.pickup_eta_s <= max_pickup_eta_s]
     ranked.sort(key=lambda c: (c.pickup_eta_s, c.driver_id))
     return ranked

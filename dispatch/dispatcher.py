@@ -19,25 +19,22 @@ import secrets
 import time
 
 import orjson
-from geoalchemy2.shape import to_shape
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from core import metrics
 from core.clock import now_ms, utcnow
 from core.errors import CoopError
-from dispatch import candidates, fairness, matching, offers, trips
+from dispatch import candidates, offers, trips
+from dispatch.batch import planner
+from dispatch.batch.planner import BATCH_MAX_REQUESTS, CANDIDATES_PER_REQUEST
+from dispatch.batch.types import Request
 from dispatch.runtime import Runtime
+from dispatch.views import latlng_of
 from fares import governance, rules
-from geo.point import LatLng
 
 log = logging.getLogger(__name__)
 
-# How many queued requests one batch considers; the rest wait for the next window.
-BATCH_MAX_REQUESTS = 2000
-# Candidates fetched per request: enough for the matcher to route around a driver that
-# a nearer request takes, few enough to keep the candidate graph sparse.
-CANDIDATES_PER_REQUEST = 8
 # The lock outlives three missed batches, so a slow tick does not cost leadership but a
 # dead leader is replaced within seconds.
 LEADER_TTL_BATCHES = 3
@@ -155,7 +152,8 @@ class Dispatcher:
         return await self.dispatch_batch()
 
     async def dispatch_batch(self) -> int:
-        """Match the region's queue in one go and turn the matches into offers."""
+        """Plan the region's queue in one go (``dispatch.batch.planner``) and turn the
+        assignments into offers."""
         rt = self.rt
         started = time.perf_counter()
         queue_key = rt.keys.pending(self.region)
@@ -178,63 +176,40 @@ class Dispatcher:
             excluded = await pipe.execute()
         now = now_ms()
         min_seen = now - int(rt.settings.driver_stale_s * 1000)
-        pickups = [to_shape(t.pickup) for t in open_trips]
         # Gathered, so all the batch's searches go to Redis in one round trip.
         found = await asyncio.gather(
             *(
                 candidates.search(
                     rt.presence,
                     rt.eta,
-                    LatLng(p.y, p.x),
+                    latlng_of(trip.pickup),
                     want=CANDIDATES_PER_REQUEST,
                     max_pickup_eta_s=rt.settings.max_pickup_eta_s,
                     min_seen_ms=min_seen,
                     exclude=excl,
                 )
-                for p, excl in zip(pickups, excluded, strict=True)
+                for trip, excl in zip(open_trips, excluded, strict=True)
             )
         )
         searched = time.perf_counter()
-        requests: list[matching.Request] = []
-        stats: dict[str, fairness.DriverStats] = {}
-        for trip, ranked in zip(open_trips, found, strict=True):
-            # The nearest few only: the graph stays sparse, the solve fast.
-            nearest = ranked[:CANDIDATES_PER_REQUEST]
-            requests.append(
-                matching.Request(
-                    trip.id, tuple(matching.Edge(c.driver_id, c.pickup_eta_s) for c in nearest)
-                )
-            )
-            for c in nearest:
-                idle_s = 0 if c.idle_since_ms is None else max(0, (now - c.idle_since_ms) // 1000)
-                stats[c.driver_id] = fairness.DriverStats(
-                    idle_s=idle_s, shift_earnings_cents=c.shift_cents
-                )
-        weight = float(getattr(rule, "fairness_weight", 0.0))
-        penalty = self.unmatched_penalty_s
-        if rt.settings.dispatch_policy == "greedy":
-            chosen = matching.nearest_first(requests)
-        else:
-            chosen = matching.optimal(
-                requests, unmatched_penalty=penalty, driver_stats=stats, fairness_weight=weight
-            )
+        requests = [
+            Request(trip.id, planner.nearest(ranked))
+            for trip, ranked in zip(open_trips, found, strict=True)
+        ]
+        weight = rule.fairness_weight
+        batch = planner.plan(
+            requests,
+            policy=rt.settings.dispatch_policy,
+            max_pickup_eta_s=rt.settings.max_pickup_eta_s,
+            stats=planner.stats_of(requests, now_ms=now),
+            fairness_weight=weight,
+        )
         solved = time.perf_counter()
         made = await offers.make_batch(
-            rt,
-            [offers.Match(a.trip_id, a.driver_id, a.pickup_eta_s) for a in chosen],
-            region=self.region,
-            fence=self.lock.fence,
+            rt, batch.assignments, region=self.region, fence=self.lock.fence
         )
         batch_id = f"{self.region}:{self.lock.fence}:{int(time.time() * 1000)}"
-        await self._explain(
-            batch_id,
-            requests,
-            chosen,
-            {o.trip_id for o in made},
-            stats,
-            weight,
-            rule.version,
-        )
+        await self._explain(batch_id, batch, {o.trip_id for o in made}, rule.version)
         metrics.DISPATCH_BATCH_SIZE.observe(len(requests))
         metrics.DISPATCH_SOLVE_SECONDS.observe(solved - searched)
         metrics.OFFERS.labels("sent").inc(len(made))
@@ -244,12 +219,12 @@ class Dispatcher:
                 "batch": batch_id,
                 "region": self.region,
                 "fence": self.lock.fence,
-                "policy": rt.settings.dispatch_policy,
+                "policy": batch.policy,
                 "fairness_weight": weight,
                 "fare_rule_version": rule.version,
                 "requests": len(requests),
-                "candidate_edges": sum(len(r.edges) for r in requests),
-                "matched": len(chosen),
+                "candidate_edges": sum(len(r.candidates) for r in batch.requests),
+                "matched": len(batch.assignments),
                 "offers": len(made),
                 "search_ms": round((searched - started) * 1000, 2),
                 "solve_ms": round((solved - searched) * 1000, 2),
@@ -258,56 +233,22 @@ class Dispatcher:
         )
         return len(made)
 
-    @property
-    def unmatched_penalty_s(self) -> int:
-        """Leaving a rider unmatched this batch costs twice the longest pickup we would
-        ever offer, so the solver prefers any allowed match to none, yet never forces a
-        driver beyond the limit on a rider (such edges are not in the graph)."""
-        return 2 * int(self.rt.settings.max_pickup_eta_s)
-
     async def _explain(
-        self,
-        batch_id: str,
-        requests: list[matching.Request],
-        chosen: list[matching.Assignment],
-        offered: set[str],
-        stats: dict[str, fairness.DriverStats],
-        weight: float,
-        rule_version: int,
+        self, batch_id: str, batch: planner.Plan, offered: set[str], rule_version: int
     ) -> None:
         """Tell every candidate driver what the batch decided about each trip it could
         have had, and why (``GET /v1/drivers/me/dispatch-log``)."""
-        winner = {a.trip_id: a for a in chosen}
-        took = {a.driver_id: a.trip_id for a in chosen}
-        bonus = fairness.bonuses(stats, weight) if weight > 0 else {}
-        at = utcnow().isoformat()
-        entries: dict[str, list[str]] = {}
-        for request in requests:
-            won = winner.get(request.trip_id)
-            for edge in request.edges:
-                if won is not None and won.driver_id == edge.driver_id:
-                    outcome = "offered" if request.trip_id in offered else "offer-not-made"
-                elif edge.driver_id in took:
-                    outcome = "matched-to-another-trip"
-                elif won is not None:
-                    outcome = "went-to-another-driver"
-                else:
-                    outcome = "left-unmatched"
-                entry = {
-                    "at": at,
-                    "batch": batch_id,
-                    "trip_id": request.trip_id,
-                    "pickup_eta_s": edge.pickup_eta_s,
-                    "fairness_bonus_s": bonus.get(edge.driver_id, 0),
-                    "outcome": outcome,
-                    "winner_pickup_eta_s": None if won is None else won.pickup_eta_s,
-                    "winner_fairness_bonus_s": None if won is None else bonus.get(won.driver_id, 0),
-                    "candidates": len(request.edges),
-                    "policy": self.rt.settings.dispatch_policy,
-                    "fairness_weight": weight,
-                    "fare_rule_version": rule_version,
-                }
-                entries.setdefault(edge.driver_id, []).append(orjson.dumps(entry).decode())
+        context = {
+            "at": utcnow().isoformat(),
+            "batch": batch_id,
+            "policy": batch.policy,
+            "fairness_weight": batch.fairness_weight,
+            "fare_rule_version": rule_version,
+        }
+        entries = {
+            driver_id: [orjson.dumps({**context, **d}).decode() for d in decisions]
+            for driver_id, decisions in planner.explain(batch, offered=offered).items()
+        }
         await self.rt.presence.append_dispatch_log(
             entries, keep=DISPATCH_LOG_KEEP, ttl_s=DISPATCH_LOG_TTL_S
         )

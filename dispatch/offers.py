@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select, update
@@ -26,19 +25,13 @@ from core.events import Event
 from core.ids import can_exist, new_id
 from core.models import Offer, Trip, TripEvent
 from dispatch import trip_states
+from dispatch.batch.types import Assignment
 from dispatch.runtime import Runtime, after_commit, emit
 from dispatch.views import point_of, trip_view
 
 # The reservation outlives the offer by this much, so the expiry job (not the TTL) ends
 # a normal offer; the TTL only frees a driver whose dispatcher died mid-offer.
 RESERVATION_GRACE_S = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class Match:
-    trip_id: str
-    driver_id: str
-    pickup_eta_s: int
 
 
 def offer_frame(offer: Offer, trip: Trip) -> dict[str, object]:
@@ -68,9 +61,9 @@ async def _requeue(rt: Runtime, *, trip: Trip, requested_at: datetime, driver_id
 
 
 async def make_batch(
-    rt: Runtime, matches: Sequence[Match], *, region: str, fence: int | None = None
+    rt: Runtime, matches: Sequence[Assignment], *, region: str, fence: int | None = None
 ) -> list[Offer]:
-    """Turn a batch's matches into offers and push each to its driver.
+    """Turn a batch's assignments into offers and push each to its driver.
 
     Reservations for the whole batch go to Redis in one round trip; a match whose
     driver or trip was taken meanwhile, or every match once ``fence`` is no longer the
@@ -101,7 +94,7 @@ async def make_batch(
     if not held:
         return []
 
-    async def release(pairs: Sequence[tuple[Match, str]]) -> None:
+    async def release(pairs: Sequence[tuple[Assignment, str]]) -> None:
         await asyncio.gather(
             *(
                 rt.presence.release_offer(offer_id=oid, driver_id=m.driver_id, trip_id=m.trip_id)

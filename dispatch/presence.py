@@ -16,7 +16,7 @@ import asyncio
 import hashlib
 import math
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +32,7 @@ from core.bulk_redis import (
     pack_with_tail,
 )
 from core.keys import Keys
+from dispatch.batch.types import Candidate
 from geo import cells
 from geo.point import LatLng
 
@@ -555,15 +556,6 @@ class RiderForward:
 
 
 @dataclass(frozen=True, slots=True)
-class Candidate:
-    driver_id: str
-    lat: float
-    lng: float
-    idle_since_ms: int | None = None
-    shift_cents: int = 0
-
-
-@dataclass(frozen=True, slots=True)
 class DriverState:
     driver_id: str
     status: str
@@ -794,15 +786,16 @@ class Presence:
         *,
         min_seen_ms: int,
         want: int,
+        eta_s: Callable[[LatLng], int],
         pickup: LatLng | None = None,
         radius_m: float | None = None,
     ) -> list[Candidate]:
         """The ``want`` available, fresh drivers nearest ``pickup`` in straight line
-        among the cells of ``rings`` (nearest first), within ``radius_m``. Without a
-        pickup the centre of the first ring's cell stands in for it. Searches started
-        in the same event-loop turn (a dispatch batch gathers them) share one round
-        trip, on a connection of their own so a big batch never holds up location
-        frames."""
+        among the cells of ``rings`` (nearest first), within ``radius_m``, each with its
+        pickup ETA ``eta_s(position)``. Without a pickup the centre of the first ring's
+        cell stands in for it. Searches started in the same event-loop turn (a dispatch
+        batch gathers them) share one round trip, on a connection of their own so a big
+        batch never holds up location frames."""
         # ``cells.disk_by_ring`` hands out the same tuples for the same disk.
         key = tuple(r if isinstance(r, tuple) else tuple(r) for r in rings)
         disk = self._cell_args.get(key)
@@ -828,16 +821,19 @@ class Presence:
             *disk.rings,
         ]
         flat = await self._search_batcher.submit((), args, tail=(disk.tail, 1))
-        return [
-            Candidate(
-                flat[i],
-                float(flat[i + 1]),
-                float(flat[i + 2]),
-                int(flat[i + 3]) if flat[i + 3] else None,
-                int(flat[i + 4]),
+        found = []
+        for i in range(0, len(flat), 6):
+            position = LatLng(float(flat[i + 1]), float(flat[i + 2]))
+            found.append(
+                Candidate(
+                    flat[i],
+                    eta_s(position),
+                    position,
+                    int(flat[i + 3]) if flat[i + 3] else None,
+                    int(flat[i + 4]),
+                )
             )
-            for i in range(0, len(flat), 6)
-        ]
+        return found
 
     async def take_trace(self, trip_id: str) -> list[tuple[int, float, float]]:
         """The positions sampled during a trip so far: (ts_ms, lat, lng), oldest first."""

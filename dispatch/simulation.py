@@ -5,9 +5,9 @@ simulated drivers on a simulated clock. Every ``batch_s`` the simulated dispatch
 what ``dispatch.dispatcher.Dispatcher.tick`` does: expire requests that waited too long,
 search candidates for every queued request with the live index's rule (H3 cells ring
 by ring, one ring past ``want``, ranked by ``geo.eta``, nearest
-``CANDIDATES_PER_REQUEST`` within the maximum pickup ETA), and match the batch with
-``dispatch.matching.nearest_first`` (greedy) or ``dispatch.matching.optimal`` (batched,
-with ``dispatch.fairness``). Each match is an offer; after ``offer_accept_s`` the driver
+``CANDIDATES_PER_REQUEST`` within the maximum pickup ETA), and plan the batch with the
+dispatcher's own planner (``dispatch.batch.planner``: greedy, or batched with the
+fairness weight). Each assignment is an offer; after ``offer_accept_s`` the driver
 accepts (or declines, at ``decline_rate``), drives to the pickup and then to the drop-off
 in straight lines at the ETA model's effective speed, is paid the fare
 (``fares.pricing.price``) at the drop-off and waits there for the next offer.
@@ -41,20 +41,16 @@ import numpy as np
 import numpy.typing as npt
 
 from core.settings import Settings
-from dispatch import candidates, fairness, matching
+from dispatch import candidates
+from dispatch.batch import fairness, planner
+from dispatch.batch.planner import BATCH_MAX_REQUESTS, CANDIDATES_PER_REQUEST
+from dispatch.batch.types import Candidate, DriverStats, Policy, Request
 from fares.pricing import FareRuleTerms, price
 from geo import cells
 from geo.eta import DEFAULT_MODEL, EtaModel
 from geo.point import EARTH_RADIUS_M, LatLng
 
-Policy = Literal["greedy", "batched"]
 Floats = npt.NDArray[np.float64]
-
-# The live dispatcher's constants (``dispatch.dispatcher``; a test keeps them equal).
-# Not imported from there: that module pulls in SQLAlchemy and Redis clients, and this
-# one stays pure.
-CANDIDATES_PER_REQUEST = 8
-BATCH_MAX_REQUESTS = 2000
 
 
 def _setting_default(name: str) -> Any:
@@ -394,8 +390,8 @@ class SimConfig:
 
     @property
     def unmatched_penalty_s(self) -> int:
-        """As ``Dispatcher.unmatched_penalty_s``: twice the longest pickup ever offered."""
-        return 2 * int(self.max_pickup_eta_s)
+        """The dispatcher's: twice the longest pickup ever offered."""
+        return planner.unmatched_penalty_s(self.max_pickup_eta_s)
 
 
 @dataclass(slots=True)
@@ -656,7 +652,7 @@ class _Simulation:
                 break
         return found
 
-    def _search(self, i: int, cache: dict[tuple[str, int], list[int]]) -> tuple[matching.Edge, ...]:
+    def _search(self, i: int, cache: dict[tuple[str, int], list[int]]) -> tuple[Candidate, ...]:
         """``candidates.search`` then the dispatcher's cut: nearest first by (ETA, driver
         id), none beyond the maximum pickup ETA, at most ``CANDIDATES_PER_REQUEST``."""
         excluded = self.excluded.get(i, set())
@@ -685,7 +681,7 @@ class _Simulation:
             if s <= limit:
                 ranked.append((s, driver_id))
         ranked.sort()
-        return tuple(matching.Edge(d, s) for s, d in ranked[:CANDIDATES_PER_REQUEST])
+        return tuple(Candidate(d, s) for s, d in ranked[:CANDIDATES_PER_REQUEST])
 
     def _tick(self, now: float) -> None:
         self._expire(now)
@@ -694,28 +690,25 @@ class _Simulation:
             return
         self.batches += 1
         cache: dict[tuple[str, int], list[int]] = {}
-        requests = [
-            matching.Request(self.requests[i].trip_id, self._search(i, cache)) for i in batch
-        ]
-        if self.cfg.policy == "greedy":
-            chosen = matching.nearest_first(requests)
-        else:
+        requests = [Request(self.requests[i].trip_id, self._search(i, cache)) for i in batch]
+        stats: dict[str, DriverStats] = {}
+        if self.cfg.policy == "batched" and self.cfg.fairness_weight > 0:
             # As the live index stores them: idle since the last drop-off (or the
             # shift's start), and what the driver has been paid this shift.
-            stats: dict[str, fairness.DriverStats] = {}
             for r in requests:
-                for e in r.edges:
-                    k = self.driver_index[e.driver_id]
-                    stats[e.driver_id] = fairness.DriverStats(
+                for c in r.candidates:
+                    k = self.driver_index[c.driver_id]
+                    stats[c.driver_id] = DriverStats(
                         idle_s=max(0, int(now - self.idle_since_s[k])),
                         shift_earnings_cents=self.drivers[k].earnings_cents,
                     )
-            chosen = matching.optimal(
-                requests,
-                unmatched_penalty=self.cfg.unmatched_penalty_s,
-                driver_stats=stats,
-                fairness_weight=self.cfg.fairness_weight,
-            )
+        chosen = planner.plan(
+            requests,
+            policy=self.cfg.policy,
+            max_pickup_eta_s=self.cfg.max_pickup_eta_s,
+            stats=stats,
+            fairness_weight=self.cfg.fairness_weight,
+        ).assignments
         for a in chosen:
             i, k = self.trip_index[a.trip_id], self.driver_index[a.driver_id]
             self.offers += 1

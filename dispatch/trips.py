@@ -9,8 +9,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from geoalchemy2 import WKTElement
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -28,6 +28,7 @@ from core.errors import (
 from core.events import Event
 from core.ids import new_id
 from core.models import Offer, Trip, TripEvent, TripTracePoint
+from core.models.spatial import point_value
 from dispatch import candidates, offers, trip_states
 from dispatch.runtime import Runtime, after_commit, emit
 from dispatch.views import fare_of, point_of, trip_view
@@ -51,8 +52,8 @@ class Quote:
     quote_expires_at: datetime | None = None
 
 
-def _wkt(point: LatLng) -> WKTElement:
-    return WKTElement(f"POINT({point.lng!r} {point.lat!r})", srid=4326)
+def _wkt(point: LatLng) -> Any:
+    return point_value(point.lat, point.lng)
 
 
 async def cost_recovery_fee_cents(db: AsyncSession, *, rule: FareRuleTerms) -> int:

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from geoalchemy2.shape import to_shape
-
 from core.clock import iso
 from core.models import Trip
+from core.models.spatial import lat_lng
 from fares.pricing import Fare
+from geo.point import LatLng
+
+
+def latlng_of(geography: Any) -> LatLng:
+    return LatLng(*lat_lng(geography))
 
 
 def point_of(geography: Any) -> dict[str, float]:
-    p = to_shape(geography)
-    return {"lat": float(p.y), "lng": float(p.x)}
+    lat, lng = lat_lng(geography)
+    return {"lat": lat, "lng": lng}
 
 
 def fare_view(fare: Fare) -> dict[str, Any]:

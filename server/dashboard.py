@@ -23,13 +23,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
-from geoalchemy2 import Geometry
-from sqlalchemy import cast, func, select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import metrics
 from core.clock import now_ms, utcnow
 from core.models import Member, Trip
+from core.models.spatial import lat_lng_columns
 from dispatch.runtime import Runtime
 from dispatch.simulation import gini
 from fares import governance, rules
@@ -96,8 +96,7 @@ async def open_requests(db: AsyncSession, *, limit: int | None = None) -> list[O
     stmt = (
         select(
             Trip.id,
-            func.ST_Y(cast(Trip.pickup, Geometry)),
-            func.ST_X(cast(Trip.pickup, Geometry)),
+            *lat_lng_columns(Trip.pickup),
             Trip.requested_at,
         )
         .where(Trip.status == "requested")

@@ -15,6 +15,7 @@ from core.clock import now_ms
 from core.models import Offer, Trip
 from core.settings import Settings
 from dispatch import offers, trips
+from dispatch.batch.types import Assignment
 from dispatch.dispatcher import Dispatcher
 from dispatch.runtime import Runtime
 from geo.point import LatLng
@@ -117,7 +118,7 @@ async def test_a_deposed_leader_makes_no_offer(world: Runtime) -> None:
     new = await lead(rt)  # took over: the fence moved on
     assert new.lock.fence == (old.lock.fence or 0) + 1
     made = await offers.make_batch(
-        rt, [offers.Match(trip_id, driver, 60)], region="default", fence=old.lock.fence
+        rt, [Assignment(trip_id, driver, 60)], region="default", fence=old.lock.fence
     )
     assert made == []
     assert await offers_of(rt, [trip_id]) == {}
@@ -164,7 +165,7 @@ async def test_a_connecting_driver_is_reconciled_with_postgresql(world: Runtime)
     trip_id = await request(rt, east(0))
     assert await lead(rt) is not None
     [offer] = await offers.make_batch(
-        rt, [offers.Match(trip_id, driver, 60)], region="default", fence=None
+        rt, [Assignment(trip_id, driver, 60)], region="default", fence=None
     )
     async with rt.unit_of_work() as db:
         await offers.accept(db, rt, offer_id=offer.id, driver_id=driver)

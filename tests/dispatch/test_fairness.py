@@ -1,4 +1,4 @@
-"""dispatch.fairness: bounded fairness costs, and how the solver uses them."""
+"""dispatch.batch.fairness: bounded fairness costs, and how the solver uses them."""
 
 from __future__ import annotations
 
@@ -8,15 +8,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dispatch.fairness import (
+from dispatch.batch.fairness import (
     SCALE_S,
-    DriverStats,
     FairCosts,
     deserving_scores,
     edge_costs,
 )
-from dispatch.matching import Assignment, Edge, Request, optimal
-from dispatch.solver import solve
+from dispatch.batch.matching import optimal
+from dispatch.batch.solver import solve
+from dispatch.batch.types import Assignment, Candidate, DriverStats, Request
 
 PROPERTY_SETTINGS = settings(max_examples=150, deadline=None)
 DRIVERS = [f"drv_{i}" for i in range(6)]
@@ -37,7 +37,7 @@ def batches(draw: st.DrawFn, max_requests: int = 6) -> list[Request]:
         Request(
             f"trp_{i}",
             tuple(
-                Edge(draw(st.sampled_from(DRIVERS)), draw(st.integers(0, 900)))
+                Candidate(draw(st.sampled_from(DRIVERS)), draw(st.integers(0, 900)))
                 for _ in range(draw(st.integers(0, 4)))
             ),
         )
@@ -55,7 +55,9 @@ def test_weight_zero_is_pure_eta(
     requests: list[Request], driver_stats: dict[str, DriverStats]
 ) -> None:
     fair = edge_costs(requests, driver_stats, 0.0)
-    assert fair == FairCosts(tuple(tuple(e.pickup_eta_s for e in r.edges) for r in requests), 0)
+    assert fair == FairCosts(
+        tuple(tuple(e.pickup_eta_s for e in r.candidates) for r in requests), 0
+    )
     pure = optimal(requests, unmatched_penalty=900)
     assert optimal(requests, unmatched_penalty=900, driver_stats=driver_stats) == pure
     assert (
@@ -72,8 +74,8 @@ def test_costs_are_integers_bounded_by_eta_and_eta_plus_offset(
     fair = edge_costs(requests, driver_stats, weight)
     assert fair.offset_s == math.floor(weight * SCALE_S + 0.5) <= SCALE_S
     for r, row in zip(requests, fair.per_edge, strict=True):
-        assert len(row) == len(r.edges)
-        for e, cost in zip(r.edges, row, strict=True):
+        assert len(row) == len(r.candidates)
+        for e, cost in zip(r.candidates, row, strict=True):
             assert isinstance(cost, int)
             assert e.pickup_eta_s <= cost <= e.pickup_eta_s + fair.offset_s
 
@@ -105,7 +107,7 @@ def test_more_idle_and_less_earned_never_scores_lower(
 
 @pytest.mark.parametrize("weight", [0.05, 0.3, 1.0])
 def test_equal_etas_the_longer_idle_driver_wins(weight: float) -> None:
-    requests = [Request("t", (Edge("fresh", 240), Edge("waiting", 240)))]
+    requests = [Request("t", (Candidate("fresh", 240), Candidate("waiting", 240)))]
     driver_stats = {
         "fresh": DriverStats(idle_s=60, shift_earnings_cents=5_000),
         "waiting": DriverStats(idle_s=2_400, shift_earnings_cents=5_000),
@@ -119,7 +121,7 @@ def test_equal_etas_the_longer_idle_driver_wins(weight: float) -> None:
 @pytest.mark.parametrize("weight", [0.05, 0.3, 1.0])
 def test_equal_etas_the_lower_earning_driver_wins(weight: float) -> None:
     # Listed second, and with the later driver id, so no tie-break could explain it.
-    requests = [Request("t", (Edge("a_earned_more", 240), Edge("z_earned_less", 240)))]
+    requests = [Request("t", (Candidate("a_earned_more", 240), Candidate("z_earned_less", 240)))]
     driver_stats = {
         "a_earned_more": DriverStats(idle_s=600, shift_earnings_cents=21_000),
         "z_earned_less": DriverStats(idle_s=600, shift_earnings_cents=3_500),
@@ -138,12 +140,12 @@ def test_close_etas_fairness_decides_and_the_ten_minute_driver_never_beats_the_t
         "close_idle": DriverStats(idle_s=3_000, shift_earnings_cents=0),
         "far_idle": DriverStats(idle_s=3_000, shift_earnings_cents=0),
     }
-    close = [Request("t", (Edge("near_busy", 120), Edge("close_idle", 180)))]
+    close = [Request("t", (Candidate("near_busy", 120), Candidate("close_idle", 180)))]
     assert optimal(close, unmatched_penalty=900) == [Assignment("t", "near_busy", 120)]
     assert optimal(
         close, unmatched_penalty=900, driver_stats=driver_stats, fairness_weight=1.0
     ) == [Assignment("t", "close_idle", 180)]
-    far = [Request("t", (Edge("near_busy", 120), Edge("far_idle", 600)))]
+    far = [Request("t", (Candidate("near_busy", 120), Candidate("far_idle", 600)))]
     assert optimal(far, unmatched_penalty=900, driver_stats=driver_stats, fairness_weight=1.0) == [
         Assignment("t", "near_busy", 120)
     ]
@@ -167,7 +169,7 @@ def test_a_driver_more_than_w_times_scale_farther_never_wins(
     weight: float,
 ) -> None:
     far_eta = near_eta + gap
-    requests = [Request("t", (Edge("near", near_eta), Edge("far", far_eta)))]
+    requests = [Request("t", (Candidate("near", near_eta), Candidate("far", far_eta)))]
     driver_stats = {**others, "near": near, "far": far}
     got = optimal(
         requests, unmatched_penalty=2_000, driver_stats=driver_stats, fairness_weight=weight
@@ -203,7 +205,7 @@ def test_fairness_never_changes_whether_a_lone_rider_is_served() -> None:
         "busy": DriverStats(idle_s=0, shift_earnings_cents=40_000),
         "idle": DriverStats(idle_s=5_000, shift_earnings_cents=0),
     }
-    lone = [Request("t1", (Edge("busy", 900),)), Request("t2", (Edge("idle", 901),))]
+    lone = [Request("t1", (Candidate("busy", 900),)), Request("t2", (Candidate("idle", 901),))]
     got = optimal(lone, unmatched_penalty=900, driver_stats=driver_stats, fairness_weight=1.0)
     assert got == [Assignment("t1", "busy", 900)]
 
@@ -214,7 +216,9 @@ def test_worked_example_from_the_docs() -> None:
         "bo": DriverStats(idle_s=300, shift_earnings_cents=9_000),
         "chen": DriverStats(idle_s=900, shift_earnings_cents=15_000),
     }
-    requests = [Request("t", (Edge("amara", 300), Edge("bo", 240), Edge("chen", 230)))]
+    requests = [
+        Request("t", (Candidate("amara", 300), Candidate("bo", 240), Candidate("chen", 230)))
+    ]
     assert deserving_scores(driver_stats, driver_stats) == {"amara": 1.0, "bo": 0.25, "chen": 0.25}
     fair = edge_costs(requests, driver_stats, 0.5)
     assert fair == FairCosts(per_edge=((300, 285, 275),), offset_s=60)

@@ -1,4 +1,4 @@
-"""dispatch.matching.nearest_first: greedy in request order, against a reference."""
+"""dispatch.batch.matching.nearest_first: greedy in request order, against a reference."""
 
 from __future__ import annotations
 
@@ -7,12 +7,13 @@ from collections import Counter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dispatch.matching import Assignment, Edge, Request, nearest_first
+from dispatch.batch.matching import nearest_first
+from dispatch.batch.types import Assignment, Candidate, Request
 
 DRIVERS = [f"drv_{i}" for i in range(8)]
 
 edges = st.builds(
-    Edge,
+    Candidate,
     driver_id=st.sampled_from(DRIVERS),
     pickup_eta_s=st.integers(min_value=0, max_value=40),
 )
@@ -30,7 +31,7 @@ def reference(requests: list[Request]) -> list[Assignment]:
     taken: set[str] = set()
     out: list[Assignment] = []
     for request in requests:
-        free = [e for e in request.edges if e.driver_id not in taken]
+        free = [e for e in request.candidates if e.driver_id not in taken]
         if not free:
             continue
         best = min(free, key=lambda e: (e.pickup_eta_s, e.driver_id))
@@ -55,9 +56,9 @@ def test_never_a_driver_twice_nor_a_trip_twice(requests: list[Request]) -> None:
 @PROPERTY_SETTINGS
 @given(requests=request_lists())
 def test_only_existing_edges_are_used(requests: list[Request]) -> None:
-    by_trip = {r.trip_id: set(r.edges) for r in requests}
+    by_trip = {r.trip_id: set(r.candidates) for r in requests}
     for a in nearest_first(requests):
-        assert Edge(a.driver_id, a.pickup_eta_s) in by_trip[a.trip_id]
+        assert Candidate(a.driver_id, a.pickup_eta_s) in by_trip[a.trip_id]
 
 
 @PROPERTY_SETTINGS
@@ -82,15 +83,15 @@ def test_a_request_left_out_had_no_free_candidate(requests: list[Request]) -> No
         if request.trip_id in by_trip:
             taken_before.add(by_trip[request.trip_id].driver_id)
         else:
-            assert all(e.driver_id in taken_before for e in request.edges)
+            assert all(e.driver_id in taken_before for e in request.candidates)
 
 
 def test_examples() -> None:
     requests = [
-        Request("t1", (Edge("a", 300), Edge("b", 120), Edge("c", 60))),
-        Request("t2", (Edge("c", 30), Edge("b", 90))),
-        Request("t3", (Edge("c", 10), Edge("b", 20))),
-        Request("t4", (Edge("a", 5),)),
+        Request("t1", (Candidate("a", 300), Candidate("b", 120), Candidate("c", 60))),
+        Request("t2", (Candidate("c", 30), Candidate("b", 90))),
+        Request("t3", (Candidate("c", 10), Candidate("b", 20))),
+        Request("t4", (Candidate("a", 5),)),
         Request("t5", ()),
     ]
     assert nearest_first(requests) == [
@@ -102,7 +103,7 @@ def test_examples() -> None:
 
 
 def test_ties_break_by_driver_id() -> None:
-    requests = [Request("t1", (Edge("z", 60), Edge("m", 60), Edge("q", 60)))]
+    requests = [Request("t1", (Candidate("z", 60), Candidate("m", 60), Candidate("q", 60)))]
     assert nearest_first(requests) == [Assignment("t1", "m", 60)]
 
 

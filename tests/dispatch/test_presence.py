@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Sequence
+from typing import Any
 
 from core.clock import now_ms
+from dispatch.batch.types import Candidate
 from dispatch.presence import LocationResult, Presence, RiderForward
 from dispatch.runtime import Runtime
 from geo import cells
@@ -90,6 +92,12 @@ def presence(rt: Runtime) -> Presence:
 
 
 # -- location frames -------------------------------------------------------------------
+
+
+async def search_index(rt: Runtime, rings: Any, **kwargs: Any) -> list[Candidate]:
+    """The index's answer alone (pickup ETAs are ``candidates.search``'s to rank by; 0
+    here)."""
+    return await presence(rt).candidates(rings, eta_s=lambda _: 0, **kwargs)
 
 
 async def test_location_frame_is_stored_and_online_driver_is_in_its_cell(runtime: Runtime) -> None:
@@ -253,9 +261,9 @@ async def test_set_status_online_and_offline(runtime: Runtime) -> None:
     state = await presence(rt).state("drv_a")
     assert state.status == "available" and state.seen_ms == t - 60_000
     rings = cells.disk_by_ring(cell, 1)
-    assert await presence(rt).candidates(rings, min_seen_ms=t - STALE_MS, want=1) == []
+    assert await search_index(rt, rings, min_seen_ms=t - STALE_MS, want=1) == []
     assert (await locate(rt, "drv_a", point, ts=t)).accepted
-    found = await presence(rt).candidates(rings, min_seen_ms=t - STALE_MS, want=1)
+    found = await search_index(rt, rings, min_seen_ms=t - STALE_MS, want=1)
     assert [c.driver_id for c in found] == ["drv_a"]
 
     assert await presence(rt).set_status("drv_a", "offline", now_ms=t + 1) == "offline"
@@ -301,14 +309,14 @@ async def test_driver_on_a_trip_stays_on_trip_until_cleared(runtime: Runtime) ->
     assert (moved.target_lat, moved.target_lng) == (target.lat, target.lng)
 
     rings = cells.disk_by_ring(home_cell(rt), 2)
-    assert await presence(rt).candidates(rings, min_seen_ms=t - STALE_MS, want=5) == []
+    assert await search_index(rt, rings, min_seen_ms=t - STALE_MS, want=5) == []
 
     await presence(rt).clear_trip("drv_a", now_ms=t)
     state = await presence(rt).state("drv_a")
     assert state.status == "available" and state.trip_id is None
     h = await rt.redis.hgetall(rt.keys.driver("drv_a"))
     assert not {"trip", "rider", "tlat", "tlng"} & set(h)
-    found = await presence(rt).candidates(rings, min_seen_ms=t - STALE_MS, want=5)
+    found = await search_index(rt, rings, min_seen_ms=t - STALE_MS, want=5)
     assert [c.driver_id for c in found] == ["drv_a"]
     after = await locate(rt, "drv_a", MIDTOWN, ts=t + 4)
     assert (after.status, after.trip_id, after.rider_id, after.target_lat) == (
@@ -399,19 +407,19 @@ async def test_candidates_are_only_available_fresh_unreserved_drivers(runtime: R
     await online_at(rt, "drv_stale", here, ts=t - STALE_MS - 1)
 
     rings = cells.disk_by_ring(home_cell(rt), 1)
-    found = await presence(rt).candidates(rings, min_seen_ms=t - STALE_MS, want=10)
+    found = await search_index(rt, rings, min_seen_ms=t - STALE_MS, want=10)
     assert [c.driver_id for c in found] == ["drv_free"]
-    assert (found[0].lat, found[0].lng) == (here.lat, here.lng)
+    assert found[0].position == here
 
     # The stale one is still in its cell (no reaper ran), just ignored; a lower
     # freshness bar brings it back.
     assert await cells_holding(rt, "drv_stale") == {home_cell(rt)}
-    older = await presence(rt).candidates(rings, min_seen_ms=t - STALE_MS - 1, want=10)
+    older = await search_index(rt, rings, min_seen_ms=t - STALE_MS - 1, want=10)
     assert {c.driver_id for c in older} == {"drv_free", "drv_stale"}
 
     # Releasing the offer makes that driver a candidate again.
     await presence(rt).release_offer(offer_id="ofr_1", driver_id="drv_offered", trip_id="trp_1")
-    again = await presence(rt).candidates(rings, min_seen_ms=t - STALE_MS, want=10)
+    again = await search_index(rt, rings, min_seen_ms=t - STALE_MS, want=10)
     assert {c.driver_id for c in again} == {"drv_free", "drv_offered"}
 
 
@@ -425,7 +433,7 @@ async def test_candidates_are_the_want_nearest_within_the_rings(runtime: Runtime
     fresh = t - STALE_MS
 
     async def ids(want: int, rs: Sequence[Sequence[str]] = rings) -> list[str]:
-        found = await presence(rt).candidates(rs, min_seen_ms=fresh, want=want, pickup=MIDTOWN)
+        found = await search_index(rt, rs, min_seen_ms=fresh, want=want, pickup=MIDTOWN)
         return [c.driver_id for c in found]
 
     # Exactly the ``want`` nearest, nearest first, whatever ring they sit in.
@@ -448,8 +456,8 @@ async def test_candidates_are_the_want_nearest_within_the_rings(runtime: Runtime
     far_in_cell = point_in_ring(rt, 0)
     await online_at(rt, "drv_far_in_cell", far_in_cell, ts=t)
     pickup_near_edge = nearest_point_to(far_in_cell, rt)
-    found = await presence(rt).candidates(rings, min_seen_ms=fresh, want=1, pickup=pickup_near_edge)
-    dist = {c.driver_id: haversine_m(pickup_near_edge, LatLng(c.lat, c.lng)) for c in found}
+    found = await search_index(rt, rings, min_seen_ms=fresh, want=1, pickup=pickup_near_edge)
+    dist = {c.driver_id: haversine_m(pickup_near_edge, c.position) for c in found}
     everyone = {
         "drv_r1": point_in_ring(rt, 1, 2),
         "drv_r2": point_in_ring(rt, 2, 7),
@@ -472,8 +480,8 @@ async def test_a_crowded_cell_gives_its_eight_nearest_in_order(runtime: Runtime)
     for k in range(40):
         await online_at(rt, f"drv_{k:02d}", LatLng(MIDTOWN.lat + k * 1e-5, MIDTOWN.lng), ts=t)
     await online_at(rt, "drv_ring3", point_in_ring(rt, 3), ts=t)
-    found = await presence(rt).candidates(
-        cells.disk_by_ring(home_cell(rt), 3), min_seen_ms=t - STALE_MS, want=8, pickup=MIDTOWN
+    found = await search_index(
+        rt, cells.disk_by_ring(home_cell(rt), 3), min_seen_ms=t - STALE_MS, want=8, pickup=MIDTOWN
     )
     assert [c.driver_id for c in found] == [f"drv_{k:02d}" for k in range(8)]
 
@@ -510,10 +518,10 @@ async def test_the_ring_walk_never_misses_a_nearer_driver(runtime: Runtime) -> N
         if cells.cell_of(pickup, res(rt)) != centre:
             continue
         for want in (1, 3, 8):
-            found = await presence(rt).candidates(
-                rings, min_seen_ms=t - STALE_MS, want=want, pickup=pickup
+            found = await search_index(
+                rt, rings, min_seen_ms=t - STALE_MS, want=want, pickup=pickup
             )
-            got = [haversine_m(pickup, LatLng(c.lat, c.lng)) for c in found]
+            got = [haversine_m(pickup, c.position) for c in found]
             best = sorted(haversine_m(pickup, p) for p in reachable.values())[:want]
             assert len(got) == len(best) == want
             assert all(abs(a - b) < 1.0 for a, b in zip(got, best, strict=True)), (got, best)
@@ -524,7 +532,7 @@ async def test_the_ring_walk_never_misses_a_nearer_driver(runtime: Runtime) -> N
 async def test_candidates_with_nobody_around(runtime: Runtime) -> None:
     rt = runtime
     rings = cells.disk_by_ring(home_cell(rt), 2)
-    assert await presence(rt).candidates(rings, min_seen_ms=now_ms() - STALE_MS, want=3) == []
+    assert await search_index(rt, rings, min_seen_ms=now_ms() - STALE_MS, want=3) == []
 
 
 # -- reaping ---------------------------------------------------------------------------
@@ -730,7 +738,7 @@ async def test_a_trip_ending_with_no_socket_open_leaves_the_driver_offline(
     assert await presence(rt).clear_trip("drv_a", now_ms=t) == "offline"
     assert await cells_holding(rt, "drv_a") == set()
     rings = cells.disk_by_ring(home_cell(rt), 1)
-    assert await presence(rt).candidates(rings, min_seen_ms=t - STALE_MS, want=1) == []
+    assert await search_index(rt, rings, min_seen_ms=t - STALE_MS, want=1) == []
 
 
 async def test_a_driver_forgotten_by_redis_comes_back_with_its_next_frame(
@@ -754,7 +762,7 @@ async def test_a_driver_forgotten_by_redis_comes_back_with_its_next_frame(
     )
     assert result.accepted and result.status == "available"
     rings = cells.disk_by_ring(home_cell(rt), 1)
-    found = await presence(rt).candidates(rings, min_seen_ms=t - STALE_MS, want=1)
+    found = await search_index(rt, rings, min_seen_ms=t - STALE_MS, want=1)
     assert [c.driver_id for c in found] == ["drv_a"]
 
 

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dispatch import candidates, dispatcher, simulation
+from dispatch import candidates, simulation
 from dispatch.simulation import RideRequest, SimConfig, simulate
 from fares.pricing import price
 from geo import cells
@@ -121,9 +121,7 @@ def check_conservation(result: simulation.SimResult, config: SimConfig) -> None:
     assert 0.0 <= k.earnings_gini < 1.0
 
 
-def test_the_live_dispatchers_constants() -> None:
-    assert simulation.CANDIDATES_PER_REQUEST == dispatcher.CANDIDATES_PER_REQUEST
-    assert simulation.BATCH_MAX_REQUESTS == dispatcher.BATCH_MAX_REQUESTS
+def test_the_unmatched_penalty_is_the_dispatchers() -> None:
     assert SimConfig(max_pickup_eta_s=900).unmatched_penalty_s == 1800
 
 

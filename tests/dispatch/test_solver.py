@@ -1,4 +1,4 @@
-"""dispatch.solver: one batch as a min-cost assignment, against brute force and greedy."""
+"""dispatch.batch.solver: one batch as a min-cost assignment, against brute force and greedy."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.optimize import linear_sum_assignment
 
-from dispatch.matching import Assignment, Edge, Request, nearest_first, optimal
-from dispatch.solver import MAX_COST, Solution, SolveStatus, solve
+from dispatch.batch.matching import nearest_first, optimal
+from dispatch.batch.solver import MAX_COST, Solution, SolveStatus, solve
+from dispatch.batch.types import Assignment, Candidate, Request
 
 PROPERTY_SETTINGS = settings(max_examples=150, deadline=None)
 
@@ -30,7 +31,8 @@ def instances(
     for i in range(n):
         k = draw(st.integers(0, min(6, 2 * len(drivers))))
         edges = tuple(
-            Edge(draw(st.sampled_from(drivers)), draw(st.integers(0, max_eta))) for _ in range(k)
+            Candidate(draw(st.sampled_from(drivers)), draw(st.integers(0, max_eta)))
+            for _ in range(k)
         )
         requests.append(Request(f"trp_{i}", edges))
         costs.append([draw(st.integers(0, max_eta)) for _ in range(k)])
@@ -39,7 +41,7 @@ def instances(
 
 
 def eta_costs(requests: Sequence[Request]) -> list[list[int]]:
-    return [[e.pickup_eta_s for e in r.edges] for r in requests]
+    return [[e.pickup_eta_s for e in r.candidates] for r in requests]
 
 
 def check_valid(
@@ -60,8 +62,8 @@ def check_valid(
         request, row = by_trip[a.trip_id]
         options = [
             row[j]
-            for j, e in enumerate(request.edges)
-            if e == Edge(a.driver_id, a.pickup_eta_s) and row[j] <= penalty
+            for j, e in enumerate(request.candidates)
+            if e == Candidate(a.driver_id, a.pickup_eta_s) and row[j] <= penalty
         ]
         assert options, f"{a} is not an edge of {a.trip_id} within the penalty"
         total += min(options)
@@ -81,7 +83,7 @@ def brute_force(
             best = min(best, (cost, -matched))
             return
         go(i + 1, taken, cost + penalty, matched)
-        for j, e in enumerate(requests[i].edges):
+        for j, e in enumerate(requests[i].candidates):
             if e.driver_id not in taken:
                 go(i + 1, taken | {e.driver_id}, cost + costs[i][j], matched + 1)
 
@@ -145,7 +147,7 @@ def test_equals_the_dense_optimum_on_larger_random_instances() -> None:
         requests = [
             Request(
                 f"trp_{i}",
-                tuple(Edge(f"drv_{k}", rng.randint(0, 900)) for k in rng.sample(range(d), 8)),
+                tuple(Candidate(f"drv_{k}", rng.randint(0, 900)) for k in rng.sample(range(d), 8)),
             )
             for i in range(n)
         ]
@@ -153,7 +155,7 @@ def test_equals_the_dense_optimum_on_larger_random_instances() -> None:
         dense = np.full((n, d + n), big, dtype=np.int64)
         dense[:, d:] = penalty
         for i, r in enumerate(requests):
-            for e in r.edges:
+            for e in r.candidates:
                 k = int(e.driver_id.removeprefix("drv_"))
                 dense[i, k] = min(dense[i, k], e.pickup_eta_s)
         rows, cols = linear_sum_assignment(dense)
@@ -163,8 +165,8 @@ def test_equals_the_dense_optimum_on_larger_random_instances() -> None:
 
 def test_a_better_batch_than_greedy() -> None:
     requests = [
-        Request("t1", (Edge("a", 10), Edge("b", 20))),
-        Request("t2", (Edge("a", 11),)),
+        Request("t1", (Candidate("a", 10), Candidate("b", 20))),
+        Request("t2", (Candidate("a", 11),)),
     ]
     assert nearest_first(requests) == [Assignment("t1", "a", 10)]
     sol = solve(requests, unmatched_penalty=900)
@@ -178,7 +180,7 @@ def test_a_better_batch_than_greedy() -> None:
 
 
 def test_a_candidate_costing_more_than_the_penalty_is_never_forced() -> None:
-    requests = [Request("far", (Edge("a", 901),)), Request("near", (Edge("b", 100),))]
+    requests = [Request("far", (Candidate("a", 901),)), Request("near", (Candidate("b", 100),))]
     sol = solve(requests, unmatched_penalty=900)
     assert sol.assignments == [Assignment("near", "b", 100)]
     assert sol.unmatched == ["far"]
@@ -187,7 +189,7 @@ def test_a_candidate_costing_more_than_the_penalty_is_never_forced() -> None:
 
 
 def test_a_candidate_costing_exactly_the_penalty_is_matched() -> None:
-    sol = solve([Request("t", (Edge("a", 900),))], unmatched_penalty=900)
+    sol = solve([Request("t", (Candidate("a", 900),))], unmatched_penalty=900)
     assert sol.assignments == [Assignment("t", "a", 900)]
     assert sol.total_cost == 900
 
@@ -195,8 +197,8 @@ def test_a_candidate_costing_exactly_the_penalty_is_matched() -> None:
 def test_leaves_a_rider_unmatched_when_the_chain_costs_more_than_the_penalty() -> None:
     # Serving both would cost 100 + 800; serving t1 with a and leaving t2 costs 0 + 500.
     requests = [
-        Request("t1", (Edge("a", 0), Edge("b", 100))),
-        Request("t2", (Edge("a", 800),)),
+        Request("t1", (Candidate("a", 0), Candidate("b", 100))),
+        Request("t2", (Candidate("a", 800),)),
     ]
     sol = solve(requests, unmatched_penalty=500)
     assert sol.assignments == [Assignment("t1", "a", 0)]
@@ -206,9 +208,9 @@ def test_leaves_a_rider_unmatched_when_the_chain_costs_more_than_the_penalty() -
 
 def test_duplicate_edges_and_requests_without_candidates() -> None:
     requests = [
-        Request("t1", (Edge("a", 50), Edge("a", 30))),
+        Request("t1", (Candidate("a", 50), Candidate("a", 30))),
         Request("t2", ()),
-        Request("t3", (Edge("a", 10),)),
+        Request("t3", (Candidate("a", 10),)),
     ]
     sol = solve(requests, unmatched_penalty=100)
     assert sol.assignments == [Assignment("t3", "a", 10)]
@@ -222,14 +224,14 @@ def test_empty_input() -> None:
 
 
 def test_uses_the_given_costs_not_the_etas() -> None:
-    requests = [Request("t", (Edge("a", 60), Edge("b", 90)))]
+    requests = [Request("t", (Candidate("a", 60), Candidate("b", 90)))]
     sol = solve(requests, unmatched_penalty=900, costs=[[100, 40]])
     assert sol.assignments == [Assignment("t", "b", 90)]
     assert sol.total_cost == 40
 
 
 def test_bad_input_is_a_status_not_an_exception() -> None:
-    one = [Request("t", (Edge("a", 60),))]
+    one = [Request("t", (Candidate("a", 60),))]
     cases: list[tuple[list[Request], int, object]] = [
         (one, -1, None),
         (one, MAX_COST + 1, None),
@@ -239,7 +241,7 @@ def test_bad_input_is_a_status_not_an_exception() -> None:
         (one, 900, [[1, 2]]),
         (one, 900, []),
         ([Request("t", ()), Request("t", ())], 900, None),
-        ([Request("t", (Edge("a", MAX_COST + 1),))], 900, None),
+        ([Request("t", (Candidate("a", MAX_COST + 1),))], 900, None),
     ]
     for requests, penalty, costs in cases:
         sol = solve(requests, unmatched_penalty=penalty, costs=costs)  # type: ignore[arg-type]
@@ -251,5 +253,5 @@ def test_bad_input_is_a_status_not_an_exception() -> None:
 
 
 def test_optimal_falls_back_to_greedy_when_the_solver_refuses() -> None:
-    requests = [Request("t", (Edge("a", 60),))]
+    requests = [Request("t", (Candidate("a", 60),))]
     assert optimal(requests, unmatched_penalty=-1) == nearest_first(requests)

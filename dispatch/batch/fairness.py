@@ -26,7 +26,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from dispatch import matching
+from dispatch.batch.types import DriverStats, Request
 
 # At w = 1 fairness is worth at most two minutes of pickup ETA: enough to rotate work
 # among drivers around a busy corner, never enough to send a driver from across town
@@ -36,15 +36,8 @@ MAX_WEIGHT = 1.0
 
 
 @dataclass(frozen=True, slots=True)
-class DriverStats:
-    # Seconds since the driver's last trip ended, or since going online if later.
-    idle_s: int
-    shift_earnings_cents: int
-
-
-@dataclass(frozen=True, slots=True)
 class FairCosts:
-    # ``per_edge[i][j]`` is the cost of ``requests[i].edges[j]``, for ``solver.solve``.
+    # ``per_edge[i][j]`` is the cost of ``requests[i].candidates[j]``, for ``solver.solve``.
     per_edge: tuple[tuple[int, ...], ...]
     # Added to every edge's cost before the bonus; add it to the unmatched penalty too.
     offset_s: int
@@ -103,7 +96,7 @@ def check_weight(weight: float) -> None:
 
 
 def edge_costs(
-    requests: Sequence[matching.Request],
+    requests: Sequence[Request],
     driver_stats: Mapping[str, DriverStats],
     weight: float,
 ) -> FairCosts:
@@ -113,9 +106,10 @@ def edge_costs(
     check_weight(weight)
     offset_s = _round_half_up(weight * SCALE_S)
     if offset_s == 0:
-        return FairCosts(tuple(tuple(e.pickup_eta_s for e in r.edges) for r in requests), 0)
-    bonus_s = bonuses(driver_stats, weight, (e.driver_id for r in requests for e in r.edges))
+        return FairCosts(tuple(tuple(e.pickup_eta_s for e in r.candidates) for r in requests), 0)
+    bonus_s = bonuses(driver_stats, weight, (e.driver_id for r in requests for e in r.candidates))
     per_edge = tuple(
-        tuple(e.pickup_eta_s + offset_s - bonus_s[e.driver_id] for e in r.edges) for r in requests
+        tuple(e.pickup_eta_s + offset_s - bonus_s[e.driver_id] for e in r.candidates)
+        for r in requests
     )
     return FairCosts(per_edge, offset_s)

@@ -2,8 +2,8 @@
 OR-Tools.
 
 The batch is a sparse bipartite graph: each request lists a handful of candidate
-drivers (``matching.Edge``), each edge has an integer cost (the pickup ETA, or the
-fairness-adjusted cost from ``dispatch.fairness``), and any request may instead stay
+drivers (``types.Candidate``), each edge has an integer cost (the pickup ETA, or the
+fairness-adjusted cost from ``dispatch.batch.fairness``), and any request may instead stay
 unmatched for ``unmatched_penalty``. The solver picks the set of edges with the lowest
 total cost, counting every unmatched request at the penalty, such that no driver gets
 two trips and no trip gets two drivers. It is a min-cost flow::
@@ -36,13 +36,13 @@ from enum import StrEnum
 import numpy as np
 from ortools.graph.python import min_cost_flow
 
-from dispatch import matching
+from dispatch.batch.types import Assignment, Candidate, Request
 
 # Costs are seconds. Anything beyond this (about 116 days) is a caller's bug, and the
 # cap keeps ``cost × (n + 1)`` and OR-Tools' own internal scaling far from int64 limits.
 MAX_COST = 10_000_000
 
-# Per-request costs aligned with ``requests[i].edges[j]``.
+# Per-request costs aligned with ``requests[i].candidates[j]``.
 EdgeCosts = Sequence[Sequence[int]]
 
 
@@ -55,7 +55,7 @@ class SolveStatus(StrEnum):
 @dataclass(frozen=True, slots=True)
 class Solution:
     status: SolveStatus
-    assignments: list[matching.Assignment] = field(default_factory=list)
+    assignments: list[Assignment] = field(default_factory=list)
     # Sum of the chosen edges' costs plus the penalty for every unmatched request;
     # None unless ``status`` is OPTIMAL.
     total_cost: int | None = None
@@ -68,7 +68,7 @@ def _is_cost(value: object) -> bool:
     return type(value) is int and 0 <= value <= MAX_COST
 
 
-def _invalid(requests: Sequence[matching.Request], detail: str) -> Solution:
+def _invalid(requests: Sequence[Request], detail: str) -> Solution:
     return Solution(
         SolveStatus.INVALID_INPUT,
         unmatched=[r.trip_id for r in requests],
@@ -77,14 +77,14 @@ def _invalid(requests: Sequence[matching.Request], detail: str) -> Solution:
 
 
 def solve(
-    requests: Sequence[matching.Request],
+    requests: Sequence[Request],
     *,
     unmatched_penalty: int,
     costs: EdgeCosts | None = None,
 ) -> Solution:
     """The cheapest assignment of this batch.
 
-    ``costs[i][j]`` is the cost of ``requests[i].edges[j]``; without ``costs`` an edge
+    ``costs[i][j]`` is the cost of ``requests[i].candidates[j]``; without ``costs`` an edge
     costs its ``pickup_eta_s``. Costs and the penalty are integers in [0, MAX_COST].
     An edge that costs more than the penalty is never used (leaving its request
     unmatched is cheaper and frees the driver). Assignments come out in request order
@@ -107,15 +107,15 @@ def solve(
     arc_request: list[int] = []
     arc_driver: list[int] = []
     arc_cost: list[int] = []
-    arc_edge: list[matching.Edge] = []
+    arc_edge: list[Candidate] = []
     for i, request in enumerate(requests):
         if costs is None:
-            row: Sequence[int] = [e.pickup_eta_s for e in request.edges]
+            row: Sequence[int] = [e.pickup_eta_s for e in request.candidates]
         else:
             row = costs[i]
-            if len(row) != len(request.edges):
+            if len(row) != len(request.candidates):
                 return _invalid(requests, f"costs[{i}] must have one cost per edge")
-        for edge, cost in zip(request.edges, row, strict=True):
+        for edge, cost in zip(request.candidates, row, strict=True):
             if type(cost) is not int or not 0 <= cost <= MAX_COST:
                 return _invalid(requests, f"cost of {request.trip_id}→{edge.driver_id} is invalid")
             if cost > unmatched_penalty:
@@ -164,7 +164,7 @@ def solve(
 
     used = np.flatnonzero(flow.flows(arcs[:m])).tolist()
     chosen = {
-        arc_request[k]: matching.Assignment(
+        arc_request[k]: Assignment(
             requests[arc_request[k]].trip_id, arc_edge[k].driver_id, arc_edge[k].pickup_eta_s
         )
         for k in used
