@@ -8,7 +8,7 @@ with 5,000 drivers holds one Redis connection for all of their events.
 
 Pub/sub delivers nothing published while the connection is down. So each time the hub
 opens a new connection it hands every subscription ``RECONNECTED``; a socket then fetches
-what it missed from the durable event log (``dispatch.realtime``).
+what it missed from the durable event log (``web.event_stream``).
 """
 
 from __future__ import annotations

@@ -1,8 +1,11 @@
-"""Everything a request, a socket or the dispatcher needs, built once per process.
+"""What the dispatch services and the dispatcher need, built once per process.
 
-The composition root (``server``) creates one ``Runtime`` and closes it at shutdown.
-It lives in ``dispatch`` because both audiences' APIs (which may not import each other)
-and the dispatcher itself need it.
+A ``Runtime`` holds the process's connections and the services built on them: the
+database engine and sessions, Redis and its key names, the event bus, the live driver
+index, the service areas and the ETA model. The dispatcher process (``coopride
+dispatcher``) runs on one as it is; an api process runs on ``web.runtime.ApiRuntime``,
+which adds what only sockets and HTTP routes use (the hub that fans events out to
+sockets, the rate limiter). Service functions take either as ``rt: Runtime``.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -19,9 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from core.bulk_redis import BulkScriptRunner
 from core.db import make_engine, make_sessionmaker, outbox, unit_of_work
 from core.events import Event, EventBus
-from core.hub import Hub
 from core.keys import Keys
-from core.ratelimit import RateLimiter
 from core.redis import make_redis
 from core.settings import Settings
 from dispatch import telemetry
@@ -51,27 +52,29 @@ class Runtime:
     redis: Redis
     keys: Keys
     bus: EventBus
-    hub: Hub
     presence: Presence
     areas: ServiceAreas
     eta: EtaModel
-    limits: RateLimiter
 
     @classmethod
-    def create(cls, settings: Settings) -> Runtime:
+    def create(cls, settings: Settings) -> Self:
+        return cls(**cls.parts(settings))
+
+    @classmethod
+    def parts(cls, settings: Settings) -> dict[str, Any]:
+        """The constructor's arguments for ``settings`` (a subclass adds its own)."""
         engine = make_engine(settings.database_url)
         sessions = make_sessionmaker(engine)
         redis = make_redis(settings.redis_url)
         keys = Keys(settings.redis_prefix)
-        return cls(
-            settings=settings,
-            engine=engine,
-            sessions=sessions,
-            redis=redis,
-            keys=keys,
-            bus=EventBus(redis, keys),
-            hub=Hub(make_redis(settings.redis_url, retries=0), settings.redis_prefix),
-            presence=Presence(
+        return {
+            "settings": settings,
+            "engine": engine,
+            "sessions": sessions,
+            "redis": redis,
+            "keys": keys,
+            "bus": EventBus(redis, keys),
+            "presence": Presence(
                 redis,
                 keys,
                 settings.h3_resolution,
@@ -80,16 +83,14 @@ class Runtime:
                 location_burst=settings.location_burst,
                 location_rate_per_s=settings.location_rate_per_s,
             ),
-            areas=ServiceAreas(redis, keys, sessions),
-            eta=load_eta_model(settings.eta_model),
-            limits=RateLimiter(redis, keys),
-        )
+            "areas": ServiceAreas(redis, keys, sessions),
+            "eta": load_eta_model(settings.eta_model),
+        }
 
     async def start(self) -> None:
-        await self.hub.start()
+        """Nothing to start here; ``ApiRuntime`` starts its hub."""
 
     async def close(self) -> None:
-        await self.hub.stop()
         await self.redis.aclose()
         self.presence.close()
         await self.engine.dispose()

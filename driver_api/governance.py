@@ -10,8 +10,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
-from dispatch.deps import CurrentDriver, CurrentPrincipal, RuntimeDep, Session
 from fares import governance
+from web.deps import CurrentDriver, CurrentPrincipal, RuntimeDep, Session
 
 router = APIRouter(tags=["governance"])
 

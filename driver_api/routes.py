@@ -7,8 +7,6 @@ from fastapi import APIRouter, Query, status
 from core import identity
 from core.clock import utcnow
 from dispatch import trips
-from dispatch.deps import CurrentDriver, CurrentOperator, RuntimeDep, Session
-from dispatch.schemas import TripOut
 from dispatch.views import trip_view
 from driver_api.schemas import (
     Credentials,
@@ -22,6 +20,8 @@ from driver_api.schemas import (
     VehicleOut,
 )
 from fares import accounts, ledger, rules
+from web.deps import CurrentDriver, CurrentOperator, RuntimeDep, Session
+from web.schemas import TripOut
 
 router = APIRouter(tags=["drivers"])
 

@@ -4,7 +4,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from dispatch.schemas import TripOut
+from web.schemas import TripOut
 
 
 class VehicleIn(BaseModel):

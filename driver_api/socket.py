@@ -25,20 +25,15 @@ from core.errors import (
     InvalidLocation,
     RateLimited,
     StaleLocation,
-    UnknownFrameType,
 )
 from core.events import CLOSE_FORBIDDEN, Event, encode
 from dispatch import offers, trips
 from dispatch.presence import RiderForward
-from dispatch.realtime import (
-    authenticate_socket,
-    error_frame,
-    send,
-    serve_socket,
-)
 from dispatch.runtime import Runtime
 from geo import cells
 from geo.point import LatLng
+from web.runtime import ApiRuntime
+from web.sockets import Frames, authenticate_socket, error_frame, send, serve_socket
 
 router = APIRouter()
 
@@ -179,9 +174,66 @@ def _offer_id(frame: dict[str, Any]) -> str:
     return offer_id
 
 
+class DriverSession:
+    """One driver socket's frames (``location``, ``status``, ``accept``, ``decline``) and
+    what the socket remembers between them."""
+
+    def __init__(self, rt: ApiRuntime, driver_id: str) -> None:
+        self.rt = rt
+        self.driver_id = driver_id
+        # What this socket last asked for; restores the driver if Redis forgets it.
+        self.wanted_status = "offline"
+        self.link = RiderLink()
+
+    def frames(self) -> Frames:
+        return Frames(
+            {
+                "location": self.location,
+                "status": self.status,
+                "accept": self.accept,
+                "decline": self.decline,
+            }
+        )
+
+    async def location(self, frame: dict[str, Any]) -> None:
+        await handle_location(
+            self.rt,
+            self.driver_id,
+            frame,
+            assumed_status=self.wanted_status,
+            link=self.link,
+        )
+
+    async def status(self, frame: dict[str, Any]) -> None:
+        rt, driver_id = self.rt, self.driver_id
+        wanted = frame.get("status")
+        if wanted not in ("online", "offline"):
+            raise InvalidFrame("status must be 'online' or 'offline'")
+        self.wanted_status = "available" if wanted == "online" else "offline"
+        await rt.presence.set_status(driver_id, self.wanted_status, now_ms=now_ms())
+        if wanted == "offline":
+            held = await rt.presence.offer_held_by(driver_id)
+            if held is not None:
+                try:
+                    async with rt.unit_of_work() as db:
+                        await offers.decline(db, rt, offer_id=held, driver_id=driver_id)
+                except CoopError:
+                    pass  # the offer ended meanwhile; nothing to give back
+
+    async def accept(self, frame: dict[str, Any]) -> None:
+        async with self.rt.unit_of_work() as db:
+            await offers.accept(db, self.rt, offer_id=_offer_id(frame), driver_id=self.driver_id)
+        metrics.OFFERS.labels("accepted").inc()
+
+    async def decline(self, frame: dict[str, Any]) -> None:
+        async with self.rt.unit_of_work() as db:
+            await offers.decline(db, self.rt, offer_id=_offer_id(frame), driver_id=self.driver_id)
+        metrics.OFFERS.labels("declined").inc()
+
+
 @router.websocket("/v1/drivers/ws")
 async def driver_socket(ws: WebSocket) -> None:
-    rt: Runtime = ws.app.state.runtime
+    rt: ApiRuntime = ws.app.state.runtime
     who = await authenticate_socket(rt, ws, "driver")
     if who is None:
         return
@@ -195,49 +247,12 @@ async def driver_socket(ws: WebSocket) -> None:
         await ws.close(CLOSE_FORBIDDEN, exc.slug)
         return
 
-    # What this socket last asked for; restores the driver if Redis forgets it.
-    wanted_status = "offline"
-    link = RiderLink()
-
-    async def handle(frame: dict[str, Any]) -> dict[str, Any] | None:
-        kind = frame["type"]
-        if kind == "location":
-            await handle_location(rt, driver_id, frame, assumed_status=wanted_status, link=link)
-        elif kind == "status":
-            await _status(frame)
-        elif kind == "accept":
-            async with rt.unit_of_work() as db:
-                await offers.accept(db, rt, offer_id=_offer_id(frame), driver_id=driver_id)
-            metrics.OFFERS.labels("accepted").inc()
-        elif kind == "decline":
-            async with rt.unit_of_work() as db:
-                await offers.decline(db, rt, offer_id=_offer_id(frame), driver_id=driver_id)
-            metrics.OFFERS.labels("declined").inc()
-        else:
-            raise UnknownFrameType(f"unknown frame type {kind!r}")
-        return None
-
-    async def _status(frame: dict[str, Any]) -> None:
-        nonlocal wanted_status
-        wanted = frame.get("status")
-        if wanted not in ("online", "offline"):
-            raise InvalidFrame("status must be 'online' or 'offline'")
-        wanted_status = "available" if wanted == "online" else "offline"
-        await rt.presence.set_status(driver_id, wanted_status, now_ms=now_ms())
-        if wanted == "offline":
-            held = await rt.presence.offer_held_by(driver_id)
-            if held is not None:
-                try:
-                    async with rt.unit_of_work() as db:
-                        await offers.decline(db, rt, offer_id=held, driver_id=driver_id)
-                except CoopError:
-                    pass  # the offer ended meanwhile; nothing to give back
-
+    session = DriverSession(rt, driver_id)
     await rt.presence.connected(driver_id)
     with contextlib.suppress(Exception):
         await offers.adopt_held(rt, driver_id=driver_id)
     try:
-        await serve_socket(rt, ws, audience="driver", who=who, handle=handle)
+        await serve_socket(rt, ws, audience="driver", who=who, frames=session.frames())
     finally:
         # A driver with no socket open cannot hear an offer, so the last socket closing
         # takes it offline (a driver on a trip stays on it), and an offer it holds is

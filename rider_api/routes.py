@@ -9,8 +9,6 @@ from fastapi import APIRouter, Header, Query, Request, Response, status
 from core import identity
 from core.ratelimit import Limit
 from dispatch import trips
-from dispatch.deps import CurrentPrincipal, CurrentRider, RuntimeDep, Session
-from dispatch.schemas import QuoteOut, ReceiptOut, TripOut, TripPage
 from dispatch.views import fare_view, point_of, receipt_view, trip_view
 from geo.point import LatLng
 from rider_api.schemas import (
@@ -22,6 +20,8 @@ from rider_api.schemas import (
     TripRequest,
     TripTrace,
 )
+from web.deps import CurrentPrincipal, CurrentRider, RuntimeDep, Session
+from web.schemas import QuoteOut, ReceiptOut, TripOut, TripPage
 
 router = APIRouter(tags=["riders"])
 

@@ -4,7 +4,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from dispatch.schemas import Point
+from web.schemas import Point
 
 
 class RiderSignUp(BaseModel):

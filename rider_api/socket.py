@@ -3,25 +3,21 @@ flow to the phone; the phone sends only ``ack`` frames."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, WebSocket
 
-from core.errors import UnknownFrameType
-from dispatch.realtime import authenticate_socket, serve_socket
-from dispatch.runtime import Runtime
+from web.runtime import ApiRuntime
+from web.sockets import Frames, authenticate_socket, serve_socket
 
 router = APIRouter()
+
+# Riders only listen: every frame but ``ack`` (the socket loop's own) is refused.
+RIDER_FRAMES = Frames({}, refusal="riders send only 'ack' frames, not {type!r}")
 
 
 @router.websocket("/v1/riders/ws")
 async def rider_socket(ws: WebSocket) -> None:
-    rt: Runtime = ws.app.state.runtime
+    rt: ApiRuntime = ws.app.state.runtime
     who = await authenticate_socket(rt, ws, "rider")
     if who is None:
         return
-
-    async def handle(frame: dict[str, Any]) -> dict[str, Any] | None:
-        raise UnknownFrameType(f"riders send only 'ack' frames, not {frame['type']!r}")
-
-    await serve_socket(rt, ws, audience="rider", who=who, handle=handle)
+    await serve_socket(rt, ws, audience="rider", who=who, frames=RIDER_FRAMES)

@@ -16,7 +16,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from core import metrics
 from core.settings import Settings, get_settings
 from dispatch.dispatcher import Dispatcher
-from dispatch.runtime import Runtime
 from driver_api import governance as governance_routes
 from driver_api import routes as driver_routes
 from driver_api import socket as driver_socket
@@ -24,6 +23,7 @@ from rider_api import routes as rider_routes
 from rider_api import socket as rider_socket
 from server import coop, fares_routes, health, logs, operator, ops, problems, security_routes
 from server.limits import BodySizeLimit
+from web.runtime import ApiRuntime
 
 
 class MetricsMiddleware:
@@ -66,7 +66,7 @@ def create_app(settings: Settings | None = None, *, run_dispatcher: bool = True)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        rt = Runtime.create(settings)
+        rt = ApiRuntime.create(settings)
         await rt.start()
         app.state.runtime = rt
         dispatcher_task = None

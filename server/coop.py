@@ -11,9 +11,9 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.clock import utcnow
-from dispatch.deps import CurrentOperator, CurrentPrincipal, Session
 from fares import audit, ledger
 from fares.accounts import Period
+from web.deps import CurrentOperator, CurrentPrincipal, Session
 
 router = APIRouter(tags=["coop"])
 

@@ -7,9 +7,9 @@ from datetime import datetime
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from dispatch.deps import Session
 from fares import rules
 from fares.pricing import FareRuleTerms
+from web.deps import Session
 
 router = APIRouter(tags=["fares"])
 

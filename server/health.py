@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from core.metrics import REGISTRY
-from dispatch.deps import RuntimeDep
+from web.deps import RuntimeDep
 
 router = APIRouter(tags=["health"])
 

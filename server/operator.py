@@ -7,10 +7,10 @@ from typing import Any
 from fastapi import APIRouter, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from dispatch.deps import CurrentOperator, RuntimeDep, Session
 from dispatch.runtime import after_commit
 from geo import areas
 from server import dashboard
+from web.deps import CurrentOperator, RuntimeDep, Session
 
 router = APIRouter(tags=["operators"])
 

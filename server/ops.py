@@ -13,7 +13,6 @@ credentials, 403 / close 4403 for a rider's or a driver's (``docs/dashboard.md``
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import html
 import re
 from pathlib import Path
@@ -25,22 +24,23 @@ from fastapi import APIRouter, FastAPI, Request, WebSocket
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
-from starlette.websockets import WebSocketDisconnect
 
 from core import metrics
 from core.errors import CoopError, NotFound, Unavailable, UnknownFrameType
 from core.settings import Settings
-from dispatch.deps import CurrentOperator, RuntimeDep
-from dispatch.realtime import (
+from server.dashboard import SNAPSHOT_EVERY_S, Dashboard
+from web.deps import CurrentOperator, RuntimeDep
+from web.runtime import ApiRuntime
+from web.sockets import (
     CLOSE_TOO_BIG,
     MAX_FRAME_BYTES,
     authenticate_socket,
+    close_quietly,
     error_frame,
+    first_to_end,
     parse_frame,
     send,
 )
-from dispatch.runtime import Runtime
-from server.dashboard import SNAPSHOT_EVERY_S, Dashboard
 
 router = APIRouter(tags=["operators"])
 
@@ -54,7 +54,7 @@ class DashboardNotBuilt(Unavailable):
     title = "The dashboard's front end has not been built"
 
 
-def dashboard_of(app: FastAPI, rt: Runtime) -> Dashboard:
+def dashboard_of(app: FastAPI, rt: ApiRuntime) -> Dashboard:
     """The process's one snapshot producer (``server.dashboard``)."""
     board: Dashboard | None = getattr(app.state, "dashboard", None)
     if board is None or board.rt is not rt:
@@ -133,7 +133,7 @@ async def dashboard_snapshot(
 
 @router.websocket("/v1/operator/live")
 async def live(ws: WebSocket) -> None:
-    rt: Runtime = ws.app.state.runtime
+    rt: ApiRuntime = ws.app.state.runtime
     who = await authenticate_socket(rt, ws, "operator")
     if who is None:
         return
@@ -179,17 +179,8 @@ async def live(ws: WebSocket) -> None:
             metrics.SOCKET_ERRORS.labels("operator", refused.slug).inc()
             await send(ws, error_frame(refused, ref))
 
-    tasks = [asyncio.create_task(push()), asyncio.create_task(read())]
     try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        await first_to_end(push, read)
     finally:
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(
-                asyncio.CancelledError, WebSocketDisconnect, RuntimeError, OSError
-            ):
-                await t
         metrics.SOCKETS_CONNECTED.labels("operator").dec()
-        with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
-            await ws.close()
+        await close_quietly(ws)

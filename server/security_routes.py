@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from core import identity
 from dispatch import members
-from dispatch.deps import CurrentOperator, CurrentPrincipal, Session
+from web.deps import CurrentOperator, CurrentPrincipal, Session
 
 router = APIRouter(tags=["security"])
 

@@ -8,11 +8,25 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import pytest
+
 from core.events import Event
 from core.hub import Subscription
-from dispatch.runtime import Runtime
+from core.settings import Settings
+from web.runtime import ApiRuntime as Runtime
 
 RECEIVE_TIMEOUT_S = 5.0
+
+
+@pytest.fixture
+async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
+    """The api process's runtime: these tests listen through its hub."""
+    rt = Runtime.create(settings)
+    await rt.start()
+    try:
+        yield rt
+    finally:
+        await rt.close()
 
 
 @asynccontextmanager

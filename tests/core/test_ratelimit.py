@@ -15,7 +15,7 @@ from dispatch.runtime import Runtime
 
 
 def limiter(rt: Runtime) -> RateLimiter:
-    return rt.limits
+    return RateLimiter(rt.redis, rt.keys)
 
 
 async def test_a_bucket_gives_its_burst_then_refuses_with_the_wait(runtime: Runtime) -> None:

@@ -17,15 +17,15 @@ from starlette.requests import HTTPConnection
 
 from core import identity
 from core.auth import Principal, authenticate
-from dispatch.runtime import Runtime
+from web.runtime import ApiRuntime
 
 
-def get_runtime(conn: HTTPConnection) -> Runtime:
-    runtime: Runtime = conn.app.state.runtime
+def get_runtime(conn: HTTPConnection) -> ApiRuntime:
+    runtime: ApiRuntime = conn.app.state.runtime
     return runtime
 
 
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+RuntimeDep = Annotated[ApiRuntime, Depends(get_runtime)]
 
 
 async def db_session(rt: RuntimeDep) -> AsyncIterator[AsyncSession]:
