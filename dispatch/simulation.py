@@ -40,12 +40,13 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import numpy.typing as npt
 
+from core.fare_terms import OPENING_TERMS, FareRuleTerms
 from core.settings import Settings
 from dispatch import candidates
 from dispatch.batch import fairness, planner
 from dispatch.batch.planner import BATCH_MAX_REQUESTS, CANDIDATES_PER_REQUEST
 from dispatch.batch.types import Candidate, DriverStats, Policy, Request
-from fares.pricing import FareRuleTerms, price
+from fares.pricing import price
 from geo import cells
 from geo.eta import DEFAULT_MODEL, EtaModel
 from geo.point import EARTH_RADIUS_M, LatLng
@@ -69,19 +70,10 @@ DEFAULT_SEED = 20140430
 # Without --start/--end, replay the busiest this-many consecutive clock hours.
 DEFAULT_WINDOW_HOURS = 2
 
-# The fare rule migration 0001 seeds (version 1), in cents. The simulator pays no
-# per-trip cost-recovery fee (the period's budget is not simulated), so the driver
-# keeps the whole fare.
-SEEDED_FARE_RULE = FareRuleTerms(
-    version=1,
-    base_cents=250,
-    per_km_cents=120,
-    per_minute_cents=35,
-    minimum_cents=800,
-    cancellation_fee_cents=500,
-    currency="USD",
-    cost_recovery_mode="per_trip",
-)
+# The fare rule migration 0001 seeds (version 1). The simulator pays no per-trip
+# cost-recovery fee (the period's budget is not simulated), so the driver keeps the
+# whole fare.
+SEEDED_FARE_RULE = FareRuleTerms(version=1, **OPENING_TERMS.payload())
 
 # Trip length (road distance, what the meter and ``EtaModel.leg`` count) when the file
 # has no drop-offs: lognormal through NYC's median ≈ 3.3 km and 90th percentile ≈ 10 km
@@ -842,15 +834,13 @@ def _parse_fare(text: str | None) -> FareRuleTerms:
     if len(parts) != 4 or not all(p.isdigit() for p in parts):
         raise ValueError("--fare takes BASE,PER_KM,PER_MINUTE,MINIMUM in whole cents")
     base, per_km, per_minute, minimum = (int(p) for p in parts)
-    return FareRuleTerms(
+    return replace(
+        SEEDED_FARE_RULE,
         version=0,
         base_cents=base,
         per_km_cents=per_km,
         per_minute_cents=per_minute,
         minimum_cents=minimum,
-        cancellation_fee_cents=SEEDED_FARE_RULE.cancellation_fee_cents,
-        currency=SEEDED_FARE_RULE.currency,
-        cost_recovery_mode=SEEDED_FARE_RULE.cost_recovery_mode,
     )
 
 

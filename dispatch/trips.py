@@ -26,6 +26,7 @@ from core.errors import (
     TripNotFound,
 )
 from core.events import Event
+from core.fare_terms import FareRuleTerms
 from core.ids import new_id
 from core.models import Offer, Trip, TripEvent, TripTracePoint
 from core.models.spatial import point_value
@@ -33,7 +34,7 @@ from dispatch import candidates, offers, trip_states
 from dispatch.runtime import Runtime, after_commit, emit
 from dispatch.views import fare_of, point_of, trip_view
 from fares import ledger, quotes, rules
-from fares.pricing import Fare, FareRuleTerms, cancellation_fee, price
+from fares.pricing import Fare, cancellation_fee, price
 from geo.point import LatLng
 
 DEFAULT_REGION = "default"

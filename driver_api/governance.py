@@ -4,69 +4,16 @@ proposals, live tallies and ballots (``fares.governance``, ``docs/governance.md`
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Literal
 
 from fastapi import APIRouter, Query
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from fares import governance
 from web.deps import CurrentDriver, CurrentPrincipal, RuntimeDep, Session
+from web.schemas import FareRuleFieldsIn, FareRuleFieldsOut
 
 router = APIRouter(tags=["governance"])
-
-# $10,000 per part: far above any fare, low enough that a typo cannot become a vote and
-# that every fare priced under the rule fits the trips table's integer columns.
-MAX_CENTS = 1_000_000
-
-Cents = Annotated[int, Field(ge=0, le=MAX_CENTS, strict=True)]
-
-
-def _permille(weight: float) -> int | None:
-    """A weight as written (0.25, not 0.25000000000000001) in per-mille; None when it
-    has more than 3 decimals. The bylaws are kept in per-mille: no float is stored."""
-    exact = Decimal(repr(weight)) * 1000
-    return int(exact) if exact == exact.to_integral_value() else None
-
-
-class FareRuleFieldsIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    base_cents: Cents
-    per_km_cents: Cents
-    per_minute_cents: Cents
-    minimum_cents: Cents
-    cancellation_fee_cents: Cents
-    currency: str = Field(pattern=r"^[A-Z]{3}$", description="Must be the current rule's.")
-    cost_recovery_mode: Literal["per_trip", "dues"]
-    fairness_weight: float | None = Field(
-        None,
-        ge=0,
-        le=1,
-        strict=True,
-        allow_inf_nan=False,
-        description="The dispatcher's fairness weight in [0, 1], to 3 decimals; "
-        "left out, it keeps the current rule's value.",
-    )
-
-    @field_validator("fairness_weight")
-    @classmethod
-    def _three_decimals(cls, value: float | None) -> float | None:
-        if value is not None and _permille(value) is None:
-            raise ValueError("fairness_weight has at most 3 decimals")
-        return value
-
-    def draft(self) -> governance.RuleDraft:
-        weight = None if self.fairness_weight is None else _permille(self.fairness_weight)
-        return governance.RuleDraft(
-            base_cents=self.base_cents,
-            per_km_cents=self.per_km_cents,
-            per_minute_cents=self.per_minute_cents,
-            minimum_cents=self.minimum_cents,
-            cancellation_fee_cents=self.cancellation_fee_cents,
-            currency=self.currency,
-            cost_recovery_mode=self.cost_recovery_mode,
-            fairness_weight_permille=weight,
-        )
 
 
 class ProposalIn(BaseModel):
@@ -88,17 +35,6 @@ class ProposalIn(BaseModel):
         if "\x00" in value:
             raise ValueError("rationale must not contain NUL characters")
         return value
-
-
-class FareRuleFieldsOut(BaseModel):
-    base_cents: int
-    per_km_cents: int
-    per_minute_cents: int
-    minimum_cents: int
-    cancellation_fee_cents: int
-    currency: str
-    cost_recovery_mode: Literal["per_trip", "dues"]
-    fairness_weight: float
 
 
 class TallyOut(BaseModel):

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Collection, Iterable
-from dataclasses import asdict, dataclass
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal, cast
 
@@ -43,11 +43,19 @@ from core.errors import (
     VotingClosed,
 )
 from core.events import Event
+from core.fare_terms import (
+    COST_RECOVERY_MODES,
+    TERM_FIELDS,
+    FareRuleTerms,
+    FareTerms,
+    Kind,
+    wire_view,
+)
 from core.ids import new_id
 from core.models import Ballot, FareRule, Member, Proposal, ProposalVoter
+from core.models.fare_rule import terms_of
 from core.settings import Settings
 from fares import audit, rules
-from fares.pricing import CostRecoveryMode, FareRuleTerms
 
 log = logging.getLogger(__name__)
 
@@ -68,84 +76,35 @@ Publish = Callable[[list[Any]], Awaitable[Any]]
 # -- pure: rules, tallies, outcomes ------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class RuleFields:
-    """The numbers a vote sets (``FareRuleFields`` on the wire): a rule version less its
-    version number and adoption record."""
-
-    base_cents: int
-    per_km_cents: int
-    per_minute_cents: int
-    minimum_cents: int
-    cancellation_fee_cents: int
-    currency: str
-    cost_recovery_mode: CostRecoveryMode
-    fairness_weight_permille: int
-
-    def payload(self) -> dict[str, Any]:
-        return asdict(self)
+# A proposed rule as a member sends it: ``FareTerms`` field names (per-mille as integers)
+# to values. A field that keeps the current value (``Term.keeps_current``) may be left
+# out; every other field must be there.
+RuleDraft = Mapping[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class RuleDraft:
-    """A proposed rule as a member sends it: the bylaw fields may be left out, and then
-    keep the current rule's value."""
-
-    base_cents: int
-    per_km_cents: int
-    per_minute_cents: int
-    minimum_cents: int
-    cancellation_fee_cents: int
-    currency: str
-    cost_recovery_mode: CostRecoveryMode
-    fairness_weight_permille: int | None = None
-
-
-def fields_of(terms: FareRuleTerms) -> RuleFields:
-    return RuleFields(
-        base_cents=terms.base_cents,
-        per_km_cents=terms.per_km_cents,
-        per_minute_cents=terms.per_minute_cents,
-        minimum_cents=terms.minimum_cents,
-        cancellation_fee_cents=terms.cancellation_fee_cents,
-        currency=terms.currency,
-        cost_recovery_mode=terms.cost_recovery_mode,
-        fairness_weight_permille=terms.fairness_weight_permille,
-    )
-
-
-def complete_rule(draft: RuleDraft, current: FareRuleTerms) -> RuleFields:
+def complete_rule(draft: RuleDraft, current: FareTerms) -> FareTerms:
     """The full rule a draft proposes, checked against the current one."""
-    if draft.currency != current.currency:
-        # Trips, earnings and budgets are summed in one currency; changing it is a
-        # migration of the co-op's books, not a fare vote.
-        raise InvalidInput(
-            f"a vote cannot change the currency ({current.currency} to {draft.currency})"
-        )
-    weight = draft.fairness_weight_permille
-    if weight is None:
-        weight = current.fairness_weight_permille
-    if not 0 <= weight <= 1000:
-        raise InvalidInput("fairness_weight must be within 0..1")
-    numbers = (
-        draft.base_cents,
-        draft.per_km_cents,
-        draft.per_minute_cents,
-        draft.minimum_cents,
-        draft.cancellation_fee_cents,
-    )
-    if any(n < 0 for n in numbers):
-        raise InvalidInput("fare amounts must not be negative")
-    return RuleFields(
-        base_cents=draft.base_cents,
-        per_km_cents=draft.per_km_cents,
-        per_minute_cents=draft.per_minute_cents,
-        minimum_cents=draft.minimum_cents,
-        cancellation_fee_cents=draft.cancellation_fee_cents,
-        currency=draft.currency,
-        cost_recovery_mode=draft.cost_recovery_mode,
-        fairness_weight_permille=weight,
-    )
+    known = {f.name for f in TERM_FIELDS}
+    unknown = sorted(set(draft) - known)
+    if unknown:
+        raise InvalidInput(f"a fare rule has no field {', '.join(unknown)}")
+    missing = [f.wire_name for f in TERM_FIELDS if f.name not in draft and not f.term.keeps_current]
+    if missing:
+        raise InvalidInput(f"a proposal must set {', '.join(missing)}")
+    terms = replace(current.terms(), **draft)
+    for f in TERM_FIELDS:
+        value = getattr(terms, f.name)
+        if f.term.kind is Kind.CURRENCY and value != current.currency:
+            # Trips, earnings and budgets are summed in one currency; changing it is a
+            # migration of the co-op's books, not a fare vote.
+            raise InvalidInput(f"a vote cannot change the currency ({current.currency} to {value})")
+        if f.term.kind is Kind.PERMILLE and not 0 <= value <= 1000:
+            raise InvalidInput(f"{f.wire_name} must be within 0..1")
+        if f.term.kind is Kind.CENTS and value < 0:
+            raise InvalidInput("fare amounts must not be negative")
+        if f.term.kind is Kind.MODE and value not in COST_RECOVERY_MODES:
+            raise InvalidInput(f"{f.name} must be one of {', '.join(COST_RECOVERY_MODES)}")
+    return terms
 
 
 def check_window(*, opens_at: datetime, closes_at: datetime, min_window_s: int) -> None:
@@ -239,7 +198,7 @@ def decide(t: Tally, *, eligible_voters: int, quorum_ballots: int) -> Outcome:
 class ProposalRecord:
     id: str
     status: Status
-    rule: RuleFields
+    rule: FareTerms
     rationale: str
     proposer_id: str
     opens_at: datetime
@@ -262,26 +221,12 @@ class BallotRecord:
     replaced: Choice | None = None
 
 
-def rule_view(rule: RuleFields) -> dict[str, Any]:
-    """``FareRuleFields`` on the wire: the bylaw weight as a number in [0, 1]."""
-    return {
-        "base_cents": rule.base_cents,
-        "per_km_cents": rule.per_km_cents,
-        "per_minute_cents": rule.per_minute_cents,
-        "minimum_cents": rule.minimum_cents,
-        "cancellation_fee_cents": rule.cancellation_fee_cents,
-        "currency": rule.currency,
-        "cost_recovery_mode": rule.cost_recovery_mode,
-        "fairness_weight": rule.fairness_weight_permille / 1000,
-    }
-
-
 def proposal_view(p: ProposalRecord) -> dict[str, Any]:
     """A ``Proposal`` as the contract shows it, in HTTP answers and socket frames alike."""
     return {
         "id": p.id,
         "status": p.status,
-        "rule": rule_view(p.rule),
+        "rule": wire_view(p.rule),
         "rationale": p.rationale,
         "proposer_id": p.proposer_id,
         "opens_at": iso(p.opens_at),
@@ -296,34 +241,21 @@ def proposal_view(p: ProposalRecord) -> dict[str, Any]:
     }
 
 
-def rule_adopted_payload(terms: FareRuleTerms) -> dict[str, Any]:
+def rule_adopted_payload(rule: FareRuleTerms) -> dict[str, Any]:
     """The audit payload of ``rule.adopted`` (the same shape the migration seeded)."""
     return {
-        "version": terms.version,
-        "proposal_id": terms.proposal_id,
-        **fields_of(terms).payload(),
-        "adopted_at": audit.format_at(terms.adopted_at) if terms.adopted_at else None,
+        "version": rule.version,
+        "proposal_id": rule.proposal_id,
+        **rule.terms().payload(),
+        "adopted_at": audit.format_at(rule.adopted_at) if rule.adopted_at else None,
     }
-
-
-def _fields_of_row(row: Proposal) -> RuleFields:
-    return RuleFields(
-        base_cents=row.base_cents,
-        per_km_cents=row.per_km_cents,
-        per_minute_cents=row.per_minute_cents,
-        minimum_cents=row.minimum_cents,
-        cancellation_fee_cents=row.cancellation_fee_cents,
-        currency=row.currency,
-        cost_recovery_mode=cast(CostRecoveryMode, row.cost_recovery_mode),
-        fairness_weight_permille=row.fairness_weight_permille,
-    )
 
 
 def _record(row: Proposal, t: Tally, version: int | None) -> ProposalRecord:
     return ProposalRecord(
         id=row.id,
         status=cast(Status, row.status),
-        rule=_fields_of_row(row),
+        rule=terms_of(row),
         rationale=row.rationale,
         proposer_id=row.proposer_id,
         opens_at=row.opens_at,
@@ -602,7 +534,7 @@ async def close_proposal(
         latest = await db.scalar(select(func.max(FareRule.version)))
         rule_row = FareRule(
             version=int(latest or 0) + 1,
-            **_fields_of_row(row).payload(),
+            **terms_of(row).payload(),
             adopted_at=now,
             proposal_id=row.id,
         )
@@ -610,7 +542,7 @@ async def close_proposal(
         await db.flush()
         version = rule_row.version
         await audit.append(
-            db, kind="rule.adopted", payload=rule_adopted_payload(rules.terms_of(rule_row))
+            db, kind="rule.adopted", payload=rule_adopted_payload(rules.rule_of(rule_row))
         )
     record = _record(row, t, version)
     _notify(

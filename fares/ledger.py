@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.clock import utcnow
 from core.errors import BudgetNotFound, InvalidInput, PeriodClosed, PeriodNotStarted
+from core.fare_terms import CostRecoveryMode
 from core.models import (
     Budget,
     BudgetLine,
@@ -41,7 +42,6 @@ from core.models import (
 )
 from fares import audit, rules
 from fares.accounts import Period
-from fares.pricing import CostRecoveryMode
 
 FUND = "coop:cost_recovery"
 SUPPLIERS = "coop:suppliers"

@@ -10,32 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
 
-CostRecoveryMode = Literal["per_trip", "dues"]
+from core.fare_terms import FareTerms
+
 PLATFORM_COMMISSION_CENTS = 0
-
-
-@dataclass(frozen=True, slots=True)
-class FareRuleTerms:
-    version: int
-    base_cents: int
-    per_km_cents: int
-    per_minute_cents: int
-    minimum_cents: int
-    cancellation_fee_cents: int
-    currency: str
-    cost_recovery_mode: CostRecoveryMode
-    adopted_at: datetime | None = None
-    proposal_id: str | None = None
-    # A bylaw voted with the fare: the dispatcher's fairness weight in [0, 1], kept in
-    # per-mille so that the rule stays integers. Pricing does not read it.
-    fairness_weight_permille: int = 0
-
-    @property
-    def fairness_weight(self) -> float:
-        """The dispatcher's fairness weight in [0, 1] (``dispatch.fairness``)."""
-        return self.fairness_weight_permille / 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +38,7 @@ def _div_round_half_up(numerator: int, denominator: int) -> int:
 
 
 def price(
-    rule: FareRuleTerms,
+    rule: FareTerms,
     *,
     distance_m: int,
     duration_s: int,
@@ -94,7 +72,7 @@ def price(
 
 
 def cancellation_fee(
-    rule: FareRuleTerms,
+    rule: FareTerms,
     *,
     status: str,
     cancelled_by: str,

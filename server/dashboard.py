@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import metrics
 from core.clock import now_ms, utcnow
+from core.fare_terms import wire_view
 from core.models import Member, Trip
 from core.models.spatial import lat_lng_columns
 from dispatch.runtime import Runtime
@@ -250,14 +251,7 @@ async def _stats(db: AsyncSession, rt: Runtime) -> dict[str, Any]:
         },
         "fare_rule": {
             "version": rule.version,
-            "base_cents": rule.base_cents,
-            "per_km_cents": rule.per_km_cents,
-            "per_minute_cents": rule.per_minute_cents,
-            "minimum_cents": rule.minimum_cents,
-            "cancellation_fee_cents": rule.cancellation_fee_cents,
-            "currency": rule.currency,
-            "cost_recovery_mode": rule.cost_recovery_mode,
-            "fairness_weight": rule.fairness_weight,
+            **wire_view(rule),
             "adopted_at": None if rule.adopted_at is None else rule.adopted_at.isoformat(),
         },
         "open_proposals": open_count,
@@ -269,7 +263,7 @@ async def _stats(db: AsyncSession, rt: Runtime) -> dict[str, Any]:
                 "eligible_voters": p.eligible_voters,
                 "quorum_ballots": p.quorum_ballots,
                 "tally": p.tally.payload(),
-                "rule": governance.rule_view(p.rule),
+                "rule": wire_view(p.rule),
             }
             for p in proposals
         ],

@@ -1,4 +1,5 @@
-"""Wire shapes shared by both audiences (``api.md``): points, fares, trips, receipts.
+"""Wire shapes shared by both audiences (``api.md``): points, fares, trips, receipts,
+fare rules.
 
 Frames on the sockets carry the same dicts that these models validate, built by
 ``dispatch.views``; the models exist so ``/openapi.json`` describes every answer.
@@ -6,10 +7,23 @@ Frames on the sockets carry the same dicts that these models validate, built by
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated
+from decimal import Decimal
+from typing import Annotated, Any, Literal, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
+
+from core.fare_terms import (
+    COST_RECOVERY_MODES,
+    MAX_RULE_CENTS,
+    TERM_FIELDS,
+    FareRuleTerms,
+    FareTerms,
+    Kind,
+    TermField,
+    wire_view,
+)
 
 Lat = Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False, strict=False)]
 Lng = Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False, strict=False)]
@@ -102,3 +116,113 @@ class QuoteOut(BaseModel):
         "version, even if members adopt a new one meanwhile."
     )
     quote_expires_at: datetime = Field(description="After this, quote_id is refused.")
+
+
+# -- fare rules: generated from core.fare_terms, so a new field needs no edit here --------
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def _permille(fraction: float) -> int | None:
+    """A fraction as written (0.25, not 0.25000000000000001) in per-mille; None when it
+    has more than 3 decimals. The bylaws are kept in per-mille: no float is stored."""
+    exact = Decimal(repr(fraction)) * 1000
+    return int(exact) if exact == exact.to_integral_value() else None
+
+
+def _three_decimals(value: float | None) -> float | None:
+    if value is not None and _permille(value) is None:
+        raise ValueError("has at most 3 decimals")
+    return value
+
+
+def _wire_field(f: TermField, *, draft: bool) -> tuple[Any, Any]:
+    """A field's type and ``Field`` on the wire: strict limits where members send it
+    (``draft``), plain types where the server answers."""
+    kind, description = f.term.kind, f.term.description
+    if kind is Kind.CENTS:
+        if draft:
+            return Annotated[int, Field(ge=0, le=MAX_RULE_CENTS, strict=True)], Field(
+                description=description
+            )
+        return int, Field(description=description)
+    if kind is Kind.CURRENCY:
+        return str, Field(pattern=r"^[A-Z]{3}$" if draft else None, description=description)
+    if kind is Kind.MODE:
+        mode: Any = Literal[COST_RECOVERY_MODES]
+        return mode, Field(description=description)
+    if draft:
+        optional = f.term.keeps_current
+        fraction: Any = Annotated[
+            float | None if optional else float,
+            Field(ge=0, le=1, strict=True, allow_inf_nan=False),
+            AfterValidator(_three_decimals),
+        ]
+        if optional:
+            description += " Left out, it keeps the current rule's value."
+        return fraction, Field(None if optional else ..., description=description)
+    return float, Field(ge=0, le=1, description=description)
+
+
+def with_fare_terms(*, draft: bool) -> Callable[[type[ModelT]], type[ModelT]]:
+    """Give a model the fields of ``core.fare_terms.FareTerms``, under their wire names
+    (``draft``: as a member sends them in a proposal). The class returned is a subclass
+    of the one decorated, with the same name, so OpenAPI names it as written."""
+
+    def build(cls: type[ModelT]) -> type[ModelT]:
+        return create_model(  # type: ignore[call-overload,no-any-return]
+            cls.__name__,
+            __base__=cls,
+            __module__=cls.__module__,
+            __doc__=cls.__doc__,
+            **{f.wire_name: _wire_field(f, draft=draft) for f in TERM_FIELDS},
+        )
+
+    return build
+
+
+@with_fare_terms(draft=True)
+class FareRuleFieldsIn(BaseModel):
+    """The fare rule a member proposes (FareRuleFields). A field that keeps the current
+    value may be left out."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    def draft(self) -> dict[str, Any]:
+        """The fields given, as ``fares.governance.RuleDraft``."""
+        given = {}
+        for f in TERM_FIELDS:
+            value = getattr(self, f.wire_name)
+            if value is None:
+                continue
+            given[f.name] = _permille(value) if f.term.kind is Kind.PERMILLE else value
+        return given
+
+
+@with_fare_terms(draft=False)
+class FareRuleFieldsOut(BaseModel):
+    """FareRuleFields: the numbers a vote sets."""
+
+    @classmethod
+    def of(cls, terms: FareTerms) -> Self:
+        return cls.model_validate(wire_view(terms))
+
+
+@with_fare_terms(draft=False)
+class FareRuleOut(BaseModel):
+    """FareRule: one version of the fare rule, readable by anyone."""
+
+    version: int
+    adopted_at: datetime | None
+    proposal_id: str | None
+
+    @classmethod
+    def of(cls, rule: FareRuleTerms) -> Self:
+        return cls.model_validate(
+            {
+                **wire_view(rule),
+                "version": rule.version,
+                "adopted_at": rule.adopted_at,
+                "proposal_id": rule.proposal_id,
+            }
+        )

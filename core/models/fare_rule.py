@@ -1,40 +1,73 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import CheckConstraint, ForeignKey, Integer, String, func
 from sqlalchemy.orm import Mapped, mapped_column
 
+from core.fare_terms import COST_RECOVERY_MODES, TERM_FIELDS, FareTerms, Kind
 from core.models.base import Base
 
-COST_RECOVERY_MODES = ("per_trip", "dues")
+
+class FareTermsColumns:
+    """The columns of ``core.fare_terms.FareTerms``, one per field, generated from it (so
+    a new field needs only its migration): amounts and per-mille as integers, the
+    currency and the cost-recovery mode as short strings. Mixed into ``fare_rules`` and
+    ``proposals``, which also take ``fare_terms_checks()``.
+
+    Read and write them through ``terms_of`` and ``FareTerms.payload()``, not by name:
+    the columns are not typed attributes of the mapped classes."""
 
 
-class FareRule(Base):
+_COLUMN_TYPES: dict[Kind, Any] = {
+    Kind.CENTS: Integer,
+    Kind.PERMILLE: Integer,
+    Kind.CURRENCY: lambda: String(3),
+    Kind.MODE: lambda: String(16),
+}
+
+for _field in TERM_FIELDS:
+    # A mapped_column on a mixin is copied into each class that mixes it in.
+    setattr(
+        FareTermsColumns,
+        _field.name,
+        mapped_column(_field.name, _COLUMN_TYPES[_field.term.kind](), nullable=False),
+    )
+
+
+def fare_terms_checks() -> tuple[CheckConstraint, ...]:
+    """The checks every table of fare terms carries: amounts not negative, a known
+    mode, per-mille within 0..1000. Named as migration 0002 named them."""
+    cents = [f.name for f in TERM_FIELDS if f.term.kind is Kind.CENTS]
+    checks = [
+        CheckConstraint(" AND ".join(f"{c} >= 0" for c in cents), name="non_negative"),
+        *(
+            CheckConstraint(f"{f.name} IN {COST_RECOVERY_MODES}", name="mode")
+            for f in TERM_FIELDS
+            if f.term.kind is Kind.MODE
+        ),
+        *(
+            CheckConstraint(f"{f.name} BETWEEN 0 AND 1000", name=f.name.removesuffix("_permille"))
+            for f in TERM_FIELDS
+            if f.term.kind is Kind.PERMILLE
+        ),
+    ]
+    return tuple(checks)
+
+
+def terms_of(row: object) -> FareTerms:
+    """The terms a ``fare_rules`` or ``proposals`` row holds."""
+    return FareTerms(**{f.name: getattr(row, f.name) for f in TERM_FIELDS})
+
+
+class FareRule(FareTermsColumns, Base):
     """One immutable version of the fare rule. The highest version is current."""
 
     __tablename__ = "fare_rules"
-    __table_args__ = (
-        CheckConstraint(
-            "base_cents >= 0 AND per_km_cents >= 0 AND per_minute_cents >= 0 "
-            "AND minimum_cents >= 0 AND cancellation_fee_cents >= 0",
-            name="non_negative",
-        ),
-        CheckConstraint(f"cost_recovery_mode IN {COST_RECOVERY_MODES}", name="mode"),
-        CheckConstraint("fairness_weight_permille BETWEEN 0 AND 1000", name="fairness_weight"),
-    )
+    __table_args__ = fare_terms_checks()
 
     version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    base_cents: Mapped[int] = mapped_column(Integer)
-    per_km_cents: Mapped[int] = mapped_column(Integer)
-    per_minute_cents: Mapped[int] = mapped_column(Integer)
-    minimum_cents: Mapped[int] = mapped_column(Integer)
-    cancellation_fee_cents: Mapped[int] = mapped_column(Integer)
-    currency: Mapped[str] = mapped_column(String(3))
-    cost_recovery_mode: Mapped[str] = mapped_column(String(16))
-    # The dispatcher's fairness weight (0..1), a bylaw the members vote on like the
-    # fare, kept in per-mille so that no float enters the rule or the audit log.
-    fairness_weight_permille: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     adopted_at: Mapped[datetime] = mapped_column(server_default=func.now())
     # The proposal whose adoption created this version (None for the opening rule); a
     # proposal creates at most one version.

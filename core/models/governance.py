@@ -18,30 +18,25 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.models.base import Base
-from core.models.fare_rule import COST_RECOVERY_MODES
+from core.models.fare_rule import FareTermsColumns, fare_terms_checks
 
 PROPOSAL_STATUSES = ("open", "adopted", "rejected")
 BALLOT_CHOICES = ("yes", "no", "abstain")
 
 
-class Proposal(Base):
+class Proposal(FareTermsColumns, Base):
     """A proposed fare rule, open for member ballots until ``closes_at``.
 
-    The rule's numbers are columns of their own (the same checks as ``fare_rules``), so
-    adopting a proposal copies them into the next rule version as they were voted.
+    The rule's numbers are columns of their own (``FareTermsColumns``, with the same
+    checks as ``fare_rules``), so adopting a proposal copies them into the next rule
+    version as they were voted.
     ``eligible_voters`` and the quorum are fixed when the proposal opens; the final
     tally is frozen into the row when it closes."""
 
     __tablename__ = "proposals"
     __table_args__ = (
         CheckConstraint(f"status IN {PROPOSAL_STATUSES}", name="status"),
-        CheckConstraint(
-            "base_cents >= 0 AND per_km_cents >= 0 AND per_minute_cents >= 0 "
-            "AND minimum_cents >= 0 AND cancellation_fee_cents >= 0",
-            name="non_negative",
-        ),
-        CheckConstraint(f"cost_recovery_mode IN {COST_RECOVERY_MODES}", name="mode"),
-        CheckConstraint("fairness_weight_permille BETWEEN 0 AND 1000", name="fairness_weight"),
+        *fare_terms_checks(),
         CheckConstraint("closes_at > opens_at", name="window"),
         CheckConstraint(
             "eligible_voters >= 0 AND quorum_permille BETWEEN 0 AND 1000 "
@@ -66,15 +61,6 @@ class Proposal(Base):
     status: Mapped[str] = mapped_column(String(16), default="open")
     proposer_id: Mapped[str] = mapped_column(ForeignKey("members.id"))
     rationale: Mapped[str] = mapped_column(Text)
-
-    base_cents: Mapped[int] = mapped_column(Integer)
-    per_km_cents: Mapped[int] = mapped_column(Integer)
-    per_minute_cents: Mapped[int] = mapped_column(Integer)
-    minimum_cents: Mapped[int] = mapped_column(Integer)
-    cancellation_fee_cents: Mapped[int] = mapped_column(Integer)
-    currency: Mapped[str] = mapped_column(String(3))
-    cost_recovery_mode: Mapped[str] = mapped_column(String(16))
-    fairness_weight_permille: Mapped[int] = mapped_column(Integer)
 
     opens_at: Mapped[datetime]
     closes_at: Mapped[datetime]

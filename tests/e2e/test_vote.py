@@ -18,8 +18,9 @@ from typing import Any
 import httpx
 import pytest
 
+from core.fare_terms import FareRuleTerms, from_wire_view
 from core.settings import Settings
-from fares.pricing import FareRuleTerms, price
+from fares.pricing import price
 from tests.conftest import Server
 from tests.e2e.phones import (
     CHELSEA,
@@ -103,16 +104,8 @@ def verify_chain(items: list[dict[str, Any]]) -> None:
 
 
 def terms(rule: dict[str, Any]) -> FareRuleTerms:
-    return FareRuleTerms(
-        version=rule["version"],
-        base_cents=rule["base_cents"],
-        per_km_cents=rule["per_km_cents"],
-        per_minute_cents=rule["per_minute_cents"],
-        minimum_cents=rule["minimum_cents"],
-        cancellation_fee_cents=rule["cancellation_fee_cents"],
-        currency=rule["currency"],
-        cost_recovery_mode=rule["cost_recovery_mode"],
-    )
+    """A ``FareRule`` answer as the terms pricing takes."""
+    return FareRuleTerms(**from_wire_view(rule), version=rule["version"])
 
 
 async def test_a_fare_vote_through_the_real_server(vote_server: Server) -> None:

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from core.fare_terms import FareRuleTerms
 from fares.pricing import (
     PLATFORM_COMMISSION_CENTS,
     Fare,
-    FareRuleTerms,
     cancellation_fee,
     price,
 )
@@ -208,7 +209,7 @@ def test_distance_and_time_are_exact_rationals_rounded_half_up(
 
 
 def _fields(terms: FareRuleTerms) -> dict[str, object]:
-    return {name: getattr(terms, name) for name in FareRuleTerms.__slots__}
+    return {f.name: getattr(terms, f.name) for f in dataclasses.fields(FareRuleTerms)}
 
 
 # -- worked examples, by hand ----------------------------------------------------------

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.errors import ClosesTooSoon, InvalidInput
+from core.fare_terms import OPENING_TERMS, FareRuleTerms
 from fares.governance import (
     CHOICES,
     BallotCast,
@@ -22,7 +23,6 @@ from fares.governance import (
     quorum_permille,
     tally,
 )
-from fares.pricing import FareRuleTerms
 
 PROPERTY_SETTINGS = settings(max_examples=300, deadline=None)
 
@@ -158,19 +158,29 @@ def test_window_bounds() -> None:
 
 def test_a_draft_keeps_the_current_bylaws_unless_it_changes_them() -> None:
     current = FareRuleTerms(
-        version=3,
-        base_cents=250,
-        per_km_cents=120,
-        per_minute_cents=35,
-        minimum_cents=800,
-        cancellation_fee_cents=500,
-        currency="USD",
-        cost_recovery_mode="per_trip",
-        fairness_weight_permille=400,
+        **{**OPENING_TERMS.payload(), "fairness_weight_permille": 400}, version=3
     )
-    draft = RuleDraft(300, 130, 40, 900, 500, "USD", "dues")
+    draft: RuleDraft = {
+        "base_cents": 300,
+        "per_km_cents": 130,
+        "per_minute_cents": 40,
+        "minimum_cents": 900,
+        "cancellation_fee_cents": 500,
+        "currency": "USD",
+        "cost_recovery_mode": "dues",
+    }
     assert complete_rule(draft, current).fairness_weight_permille == 400
-    changed = RuleDraft(300, 130, 40, 900, 500, "USD", "dues", fairness_weight_permille=0)
+    assert complete_rule(draft, current).cost_recovery_mode == "dues"
+    changed = {**draft, "fairness_weight_permille": 0}
     assert complete_rule(changed, current).fairness_weight_permille == 0
     with pytest.raises(InvalidInput, match="currency"):
-        complete_rule(RuleDraft(300, 130, 40, 900, 500, "EUR", "dues"), current)
+        complete_rule({**draft, "currency": "EUR"}, current)
+    # A price cannot be left out, nor a field made up, nor an amount negative.
+    with pytest.raises(InvalidInput, match="per_km_cents"):
+        complete_rule({k: v for k, v in draft.items() if k != "per_km_cents"}, current)
+    with pytest.raises(InvalidInput, match="surge"):
+        complete_rule({**draft, "surge_permille": 2000}, current)
+    with pytest.raises(InvalidInput, match="negative"):
+        complete_rule({**draft, "minimum_cents": -1}, current)
+    with pytest.raises(InvalidInput, match="fairness_weight"):
+        complete_rule({**draft, "fairness_weight_permille": 1001}, current)
