@@ -1,9 +1,9 @@
 """Greedy against batched dispatch, and fairness on against off, on a real evening rush.
 
 Replays the busiest two hours of April 2014 in NYC (Wednesday 2014-04-30, 18:00–20:00
-local, found by ``dispatch.simulation.read_demand``; every Uber pickup from
+local, found by ``dispatch.demand.read_demand``; every Uber pickup from
 ``../shared/data/nyc_uber_pickups_2014-04.csv.gz``, NYC TLC records released to
-FiveThirtyEight) through ``dispatch.simulation``: the dispatcher's own candidate rule
+FiveThirtyEight) through ``simulation.simulator``: the dispatcher's own candidate rule
 and matching code, simulated drivers, a simulated clock.
 
 1. Sizes the fleet so supply is tight: greedy replays at shrinking fleet sizes until
@@ -36,12 +36,13 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: make the packages importable
     sys.path.insert(0, str(ROOT))
 
-from dispatch import simulation  # noqa: E402
-from dispatch.simulation import Kpis, SimConfig  # noqa: E402
 from geo.eta import DEFAULT_MODEL  # noqa: E402
+from simulation import demand, simulator  # noqa: E402
+from simulation.kpis import Kpis  # noqa: E402
+from simulation.simulator import SimConfig  # noqa: E402
 
 DEMAND = ROOT / ".." / "shared" / "data" / "nyc_uber_pickups_2014-04.csv.gz"
-SEED = simulation.DEFAULT_SEED
+SEED = demand.DEFAULT_SEED
 # Tried largest first; the first whose greedy utilisation exceeds the threshold is used.
 FLEET_SIZES = (1200, 1000, 900, 800, 700, 600, 500)
 TIGHT_UTILISATION = 0.80
@@ -64,7 +65,7 @@ class Run:
 
 
 def replay(
-    requests: list[simulation.RideRequest],
+    requests: list[demand.RideRequest],
     drivers: int,
     window_s: float,
     name: str,
@@ -72,10 +73,10 @@ def replay(
     seed: int = SEED,
     **config: object,
 ) -> Run:
-    starts = simulation.driver_starts(requests, drivers, seed=seed)
+    starts = demand.driver_starts(requests, drivers, seed=seed)
     cfg = SimConfig(seed=seed, shift_end_s=window_s, **config)  # type: ignore[arg-type]
     started = time.perf_counter()
-    result = simulation.simulate(requests, starts, cfg)
+    result = simulator.simulate(requests, starts, cfg)
     return Run(name, result.kpis, time.perf_counter() - started)
 
 
@@ -109,8 +110,8 @@ def met(ok: bool) -> str:
 
 def main() -> None:
     started = time.perf_counter()
-    rows = simulation.read_demand(DEMAND)
-    requests = simulation.build_requests(rows, seed=SEED)
+    rows = demand.read_demand(DEMAND)
+    requests = demand.build_requests(rows, seed=SEED)
     window_s = (rows.end - rows.start).total_seconds()
     trip_m = [DEFAULT_MODEL.leg(r.pickup, r.dropoff).distance_m for r in requests]
     print(
@@ -122,9 +123,9 @@ def main() -> None:
     print(
         "Drivers start at jittered pickups of the window, online the whole window, "
         "idle where they drop off; batch 2 s, offers accepted after "
-        f"{simulation.DEFAULT_OFFER_ACCEPT_S:.0f} s, max pickup ETA "
-        f"{simulation.DEFAULT_MAX_PICKUP_ETA_S} s, requests expire after "
-        f"{simulation.DEFAULT_REQUEST_TIMEOUT_S:.0f} s."
+        f"{simulator.DEFAULT_OFFER_ACCEPT_S:.0f} s, max pickup ETA "
+        f"{simulator.DEFAULT_MAX_PICKUP_ETA_S} s, requests expire after "
+        f"{simulator.DEFAULT_REQUEST_TIMEOUT_S:.0f} s."
     )
 
     print(f"\nFleet size: greedy, largest fleet first, until utilisation > {TIGHT_UTILISATION:.0%}")
@@ -207,7 +208,7 @@ def main() -> None:
         window_s,
         "nudged",
         policy="batched",
-        offer_accept_s=simulation.DEFAULT_OFFER_ACCEPT_S + NUDGE_S,
+        offer_accept_s=simulator.DEFAULT_OFFER_ACCEPT_S + NUDGE_S,
     )
     noise = abs(nudged.kpis.earnings_gini - b.earnings_gini)
     print(
@@ -217,7 +218,7 @@ def main() -> None:
     )
     lower_on = 0
     for seed in NOISE_SEEDS:
-        seed_requests = simulation.build_requests(rows, seed=seed)
+        seed_requests = demand.build_requests(rows, seed=seed)
         off = replay(seed_requests, fleet, window_s, "off", policy="batched", seed=seed)
         on = replay(
             seed_requests,

@@ -45,11 +45,11 @@ from locust import FastHttpUser, LoadTestShape, events, task
 from locust.env import Environment
 from locust.runners import WorkerRunner
 
-from dispatch.simulation import RideRequest
 from geo.eta import DEFAULT_MODEL
 from geo.point import LatLng, haversine_m
 from loadtests import trace
 from loadtests.plan import LoadPlan
+from simulation.demand import RideRequest
 
 # Frames that end a rider's trip.
 FINAL = frozenset({"completed", "cancelled", "expired"})

@@ -220,7 +220,7 @@ def ensure_service_area(target: Target, plan: LoadPlan) -> None:
     """The demo's Manhattan area when the plan keeps riders there and none exists."""
     if plan.area != "manhattan":
         return
-    from server.demo import MANHATTAN
+    from simulation.city import MANHATTAN
 
     auth = {"Authorization": f"Bearer {target.settings.operator_token}"}
     r = httpx.get(f"{target.base_url}/v1/operator/service-areas", headers=auth, timeout=10)

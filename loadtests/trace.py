@@ -1,6 +1,6 @@
 """Where and when riders appear: the demand file, read by the simulator's own reader.
 
-``dispatch.simulation.read_demand`` and ``build_requests`` read the file (the busiest
+``simulation.demand.read_demand`` and ``build_requests`` read the file (the busiest
 hours, or from ``trace_start``), spread minute timestamps within their minute and draw
 the drop-offs the file lacks; this module keeps the trips inside the service area and
 gives the file's arrival rate minute by minute. Plain Python, no Locust.
@@ -17,9 +17,9 @@ import numpy as np
 import shapely
 from shapely.geometry import shape
 
-from dispatch.simulation import RideRequest, build_requests, parse_local_time, read_demand
 from loadtests.plan import LoadPlan
-from server.demo import MANHATTAN
+from simulation.city import MANHATTAN
+from simulation.demand import RideRequest, build_requests, parse_local_time, read_demand
 
 MINUTE_S = 60.0
 

@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     p_audit = sub.add_parser("audit", help="the co-op's hash-chained audit log")
     audit_sub = p_audit.add_subparsers(dest="audit_command", required=True)
     audit_sub.add_parser("verify", help="recompute the chain; exit 1 at the first break")
-    # Defaults left as None are the live service's (see dispatch/simulation.py).
+    # Defaults left as None are the live service's (see simulation/simulator.py).
     p_sim = sub.add_parser("simulate", help="replay a demand file through the dispatcher")
     p_sim.add_argument("--demand", required=True, help="CSV (gzip or plain) of pickups")
     p_sim.add_argument("--drivers", type=int, required=True)
@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "audit" and args.audit_command == "verify":
         return audit_verify()
     elif args.command == "simulate":
-        from dispatch.simulation import run_cli
+        from simulation.cli import run_cli
 
         return run_cli(args)
     elif args.command == "loadtest":

@@ -32,11 +32,11 @@ from core.fare_terms import wire_view
 from core.models import Member, Trip
 from core.models.spatial import lat_lng_columns
 from dispatch.runtime import Runtime
-from dispatch.simulation import gini
 from fares import governance, rules
 from fares.accounts import Period
 from geo import cells
 from geo.point import LatLng
+from simulation.kpis import gini
 
 # A person reads a number about once a second; faster only costs queries.
 SNAPSHOT_EVERY_S = 1.0

@@ -1,4 +1,4 @@
-"""dispatch.simulation: the replay is deterministic, conserves riders, drivers and money,
+"""simulation: the replay is deterministic, conserves riders, drivers and money,
 matches as the live dispatcher would, and its CLI prints one JSON object.
 
 Pure and fast: demand files are written to ``tmp_path``; no service is needed."""
@@ -20,12 +20,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dispatch import candidates, simulation
-from dispatch.simulation import RideRequest, SimConfig, simulate
+from dispatch import candidates
+from dispatch.batch.types import Policy
 from fares.pricing import price
 from geo import cells
 from geo.eta import DEFAULT_MODEL
 from geo.point import LatLng
+from simulation import demand, kpis, simulator
+from simulation.demand import RideRequest
+from simulation.simulator import SimConfig, simulate
 
 ROOT = Path(__file__).resolve().parents[2]
 MIDTOWN = LatLng(40.7549, -73.9840)
@@ -50,8 +53,8 @@ KPI_KEYS = {
 
 
 def moved(p: LatLng, *, east_m: float = 0.0, north_m: float = 0.0) -> LatLng:
-    lat = p.lat + north_m / simulation.METRES_PER_DEGREE_LAT
-    per_deg_lng = simulation.METRES_PER_DEGREE_LAT * math.cos(math.radians(p.lat))
+    lat = p.lat + north_m / demand.METRES_PER_DEGREE_LAT
+    per_deg_lng = demand.METRES_PER_DEGREE_LAT * math.cos(math.radians(p.lat))
     return LatLng(lat, p.lng + east_m / per_deg_lng)
 
 
@@ -79,16 +82,16 @@ def random_demand_csv(path: Path, *, n: int, minutes: int, seed: int) -> Path:
     return write_csv(path, rows)
 
 
-def replay(csv_path: Path, drivers: int, config: SimConfig) -> simulation.SimResult:
+def replay(csv_path: Path, drivers: int, config: SimConfig) -> kpis.SimResult:
     """The file replayed as ``coopride simulate`` does, with ``config``'s seed."""
-    rows = simulation.read_demand(csv_path)
-    requests = simulation.build_requests(rows, seed=config.seed)
-    starts = simulation.driver_starts(requests, drivers, seed=config.seed)
+    rows = demand.read_demand(csv_path)
+    requests = demand.build_requests(rows, seed=config.seed)
+    starts = demand.driver_starts(requests, drivers, seed=config.seed)
     window_s = (rows.end - rows.start).total_seconds()
     return simulate(requests, starts, replace(config, shift_end_s=window_s))
 
 
-def check_conservation(result: simulation.SimResult, config: SimConfig) -> None:
+def check_conservation(result: kpis.SimResult, config: SimConfig) -> None:
     k = result.kpis
     assert k.matched + k.expired + k.still_open == k.requests == len(result.trips)
     assert k.offers >= k.matched + k.declined
@@ -126,13 +129,13 @@ def test_the_unmatched_penalty_is_the_dispatchers() -> None:
 
 
 def test_same_seed_same_kpis(tmp_path: Path) -> None:
-    demand = random_demand_csv(tmp_path / "demand.csv", n=300, minutes=30, seed=1)
+    demand_csv = random_demand_csv(tmp_path / "demand.csv", n=300, minutes=30, seed=1)
     config = SimConfig(policy="batched", fairness_weight=0.5, decline_rate=0.1, seed=7)
-    first = replay(demand, 25, config)
-    again = replay(demand, 25, config)
+    first = replay(demand_csv, 25, config)
+    again = replay(demand_csv, 25, config)
     assert asdict(first.kpis) == asdict(again.kpis)
     assert first.trips == again.trips
-    other = replay(demand, 25, replace(config, seed=8))
+    other = replay(demand_csv, 25, replace(config, seed=8))
     assert [t.requested_s for t in other.trips] != [t.requested_s for t in first.trips]
 
 
@@ -140,12 +143,10 @@ def test_same_seed_same_kpis(tmp_path: Path) -> None:
     ("policy", "weight", "decline_rate"),
     [("greedy", 0.0, 0.0), ("batched", 0.0, 0.2), ("batched", 1.0, 0.2)],
 )
-def test_conservation(
-    tmp_path: Path, policy: simulation.Policy, weight: float, decline_rate: float
-) -> None:
-    demand = random_demand_csv(tmp_path / "demand.csv", n=400, minutes=40, seed=2)
+def test_conservation(tmp_path: Path, policy: Policy, weight: float, decline_rate: float) -> None:
+    demand_csv = random_demand_csv(tmp_path / "demand.csv", n=400, minutes=40, seed=2)
     config = SimConfig(policy=policy, fairness_weight=weight, decline_rate=decline_rate)
-    result = replay(demand, 20, config)
+    result = replay(demand_csv, 20, config)
     check_conservation(result, config)
     k = result.kpis
     assert k.matched > 0 and k.expired > 0  # 20 drivers for 10 rides a minute: tight
@@ -166,7 +167,7 @@ def test_conservation_holds_for_any_small_replay(
     seed: int,
     n_requests: int,
     n_drivers: int,
-    policy: simulation.Policy,
+    policy: Policy,
     weight: float,
     decline_rate: float,
 ) -> None:
@@ -200,7 +201,7 @@ def test_hand_made_demand_file(tmp_path: Path) -> None:
     r0_pickup, r0_dropoff = moved(MIDTOWN, east_m=-80, north_m=120), moved(MIDTOWN, north_m=1100)
     r1_pickup, r1_dropoff = moved(DOWNTOWN, east_m=100, north_m=60), moved(DOWNTOWN, north_m=900)
     r3_pickup = moved(r1_dropoff, east_m=150)
-    demand = write_csv(
+    demand_csv = write_csv(
         tmp_path / "hand.csv",
         [
             ("2014-04-30 17:00:00", r0_pickup, r0_dropoff),
@@ -213,10 +214,10 @@ def test_hand_made_demand_file(tmp_path: Path) -> None:
     assert eta.seconds(MIDTOWN, DOWNTOWN) > 900 and eta.seconds(r0_dropoff, r3_pickup) > 900
     assert min(eta.seconds(p, BRONX) for p in (MIDTOWN, DOWNTOWN, r0_dropoff, r1_dropoff)) > 900
 
-    rows = simulation.read_demand(demand)
+    rows = demand.read_demand(demand_csv)
     assert len(rows) == 4 and rows.minute_resolution
     assert rows.start.hour == 17 and (rows.end - rows.start).total_seconds() == 2 * 3600
-    requests = simulation.build_requests(rows, seed=3)
+    requests = demand.build_requests(rows, seed=3)
     assert [r.dropoff for r in requests] == [r0_dropoff, r1_dropoff, MIDTOWN, DOWNTOWN]
     for r, minute in zip(requests, (0, 1, 2, 30), strict=True):
         assert minute * 60 <= r.requested_s < (minute + 1) * 60
@@ -249,7 +250,7 @@ def test_hand_made_demand_file(tmp_path: Path) -> None:
     assert (
         t0.driver_earnings_cents
         == price(
-            simulation.SEEDED_FARE_RULE, distance_m=leg.distance_m, duration_s=leg.duration_s
+            simulator.SEEDED_FARE_RULE, distance_m=leg.distance_m, duration_s=leg.duration_s
         ).total_cents
     )
     k = result.kpis
@@ -299,7 +300,7 @@ def test_candidate_search_is_the_live_rule() -> None:
     for n_drivers, spread_m in ((3, 3_000), (40, 3_000), (3_000, 6_000)):
         offsets = rng.normal(0, spread_m, (n_drivers, 2))
         starts = [moved(MIDTOWN, east_m=x, north_m=y) for x, y in offsets]
-        sim = simulation._Simulation([], starts, config)
+        sim = simulator._Simulation([], starts, config)
         # Both ways of walking the index are exercised: few and many occupied cells.
         assert (len(sim.index) < disk_cells) == (n_drivers < 1_000)
         for x, y in rng.normal(0, 3000, (30, 2)):
@@ -326,7 +327,7 @@ def test_drawn_dropoffs_look_like_nyc_trips() -> None:
     rng = np.random.default_rng(11)
     lat = rng.uniform(40.70, 40.80, size=5_000)
     lng = rng.uniform(-74.01, -73.94, size=5_000)
-    d_lat, d_lng = simulation.draw_dropoffs(np.random.default_rng(12), lat, lng, bounds=NYC_BOUNDS)
+    d_lat, d_lng = demand.draw_dropoffs(np.random.default_rng(12), lat, lng, bounds=NYC_BOUNDS)
     road_m = np.array(
         [
             DEFAULT_MODEL.leg(LatLng(a, b), LatLng(c, d)).distance_m
@@ -344,23 +345,23 @@ def test_default_window_is_the_busiest_hours(tmp_path: Path) -> None:
     rows: list[tuple[str, LatLng, LatLng | None]] = []
     for hour, count in ((8, 3), (17, 5), (18, 6), (19, 2), (22, 9)):
         rows += [(f"2014-04-30 {hour:02d}:{i:02d}:00", MIDTOWN, None) for i in range(count)]
-    demand = simulation.read_demand(write_csv(tmp_path / "d.csv", rows))
-    assert (demand.start.hour, demand.end.hour, len(demand)) == (17, 19, 11)
-    assert demand.start.utcoffset() is not None  # local NYC time, never naive
+    window = demand.read_demand(write_csv(tmp_path / "d.csv", rows))
+    assert (window.start.hour, window.end.hour, len(window)) == (17, 19, 11)
+    assert window.start.utcoffset() is not None  # local NYC time, never naive
 
 
 def test_gini() -> None:
-    assert simulation.gini([5, 5, 5, 5]) == 0.0
-    assert simulation.gini([0, 0, 0]) == 0.0
-    assert simulation.gini([0, 0, 0, 10]) == pytest.approx(0.75)
-    assert simulation.gini([1, 2, 3, 4]) == pytest.approx(0.25)
+    assert kpis.gini([5, 5, 5, 5]) == 0.0
+    assert kpis.gini([0, 0, 0]) == 0.0
+    assert kpis.gini([0, 0, 0, 10]) == pytest.approx(0.75)
+    assert kpis.gini([1, 2, 3, 4]) == pytest.approx(0.25)
 
 
 def test_cli_prints_one_json_object(tmp_path: Path) -> None:
-    demand = random_demand_csv(tmp_path / "demand.csv", n=60, minutes=20, seed=4)
+    demand_csv = random_demand_csv(tmp_path / "demand.csv", n=60, minutes=20, seed=4)
     gz = tmp_path / "demand.csv.gz"
-    gz.write_bytes(gzip.compress(demand.read_bytes()))
-    for path in (demand, gz):
+    gz.write_bytes(gzip.compress(demand_csv.read_bytes()))
+    for path in (demand_csv, gz):
         done = subprocess.run(
             [
                 sys.executable,

@@ -1,0 +1,128 @@
+"""``coopride simulate``: replay a demand file and print the KPIs (the flags are declared
+in ``server/cli.py``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from core.fare_terms import FareRuleTerms
+from simulation.demand import (
+    DEFAULT_SEED,
+    build_requests,
+    driver_starts,
+    parse_local_time,
+    read_demand,
+)
+from simulation.simulator import (
+    DEFAULT_BATCH_S,
+    DEFAULT_MAX_PICKUP_ETA_S,
+    DEFAULT_OFFER_ACCEPT_S,
+    DEFAULT_REQUEST_TIMEOUT_S,
+    SEEDED_FARE_RULE,
+    SimConfig,
+    simulate,
+)
+
+
+def _parse_fare(text: str | None) -> FareRuleTerms:
+    if text is None:
+        return SEEDED_FARE_RULE
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 4 or not all(p.isdigit() for p in parts):
+        raise ValueError("--fare takes BASE,PER_KM,PER_MINUTE,MINIMUM in whole cents")
+    base, per_km, per_minute, minimum = (int(p) for p in parts)
+    return replace(
+        SEEDED_FARE_RULE,
+        version=0,
+        base_cents=base,
+        per_km_cents=per_km,
+        per_minute_cents=per_minute,
+        minimum_cents=minimum,
+    )
+
+
+def _arg(args: argparse.Namespace, name: str, default: Any) -> Any:
+    value = getattr(args, name, None)
+    return default if value is None else value
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """``coopride simulate``: replay the file, print the KPIs (one JSON object on stdout
+    with ``--json``); progress goes to stderr. Returns the exit status."""
+    try:
+        start = parse_local_time(args.start) if getattr(args, "start", None) else None
+        end = parse_local_time(args.end) if getattr(args, "end", None) else None
+        seed = int(_arg(args, "seed", DEFAULT_SEED))
+        config = SimConfig(
+            policy=args.policy,
+            fairness_weight=float(_arg(args, "fairness", 0.0)),
+            batch_s=float(_arg(args, "batch_s", DEFAULT_BATCH_S)),
+            offer_accept_s=float(_arg(args, "offer_accept_s", DEFAULT_OFFER_ACCEPT_S)),
+            decline_rate=float(_arg(args, "decline_rate", 0.0)),
+            max_pickup_eta_s=int(_arg(args, "max_pickup_eta_s", DEFAULT_MAX_PICKUP_ETA_S)),
+            request_timeout_s=float(_arg(args, "request_timeout_s", DEFAULT_REQUEST_TIMEOUT_S)),
+            fare=_parse_fare(getattr(args, "fare", None)),
+            seed=seed,
+        )
+        speedup = float(_arg(args, "speedup", 1.0))
+        if not speedup > 0:
+            raise ValueError("--speedup must be positive")
+        rows = read_demand(Path(args.demand), start=start, end=end)
+        requests = build_requests(rows, seed=seed, eta=config.eta)
+        if int(args.drivers) < 1:
+            raise ValueError("--drivers must be at least 1")
+        starts = driver_starts(requests, int(args.drivers), seed=seed)
+    except (ValueError, OSError) as exc:
+        print(f"coopride simulate: {exc}", file=sys.stderr)
+        return 2
+    if config.policy == "greedy" and config.fairness_weight > 0:
+        print("[simulate] note: greedy ignores --fairness, as the live one does", file=sys.stderr)
+    window_s = (rows.end - rows.start).total_seconds()
+    config = replace(config, shift_end_s=window_s)
+    print(
+        f"[simulate] {len(requests)} requests from {rows.start:%Y-%m-%d %H:%M} to "
+        f"{rows.end:%Y-%m-%d %H:%M} ({rows.start.tzname()}), {len(starts)} drivers, "
+        f"policy {config.policy}, fairness {config.fairness_weight}, seed {seed}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+    def report(arrived: int, total: int) -> None:
+        print(f"[simulate] {arrived}/{total} requests replayed", file=sys.stderr, flush=True)
+
+    result = simulate(requests, starts, config, progress=report)
+    out: dict[str, Any] = asdict(result.kpis)
+    out["scenario"] = {
+        "demand": str(args.demand),
+        "start": rows.start.isoformat(),
+        "end": rows.end.isoformat(),
+        "policy": config.policy,
+        "drivers": len(starts),
+        "fairness_weight": config.fairness_weight,
+        "seed": seed,
+        "batch_s": config.batch_s,
+        "offer_accept_s": config.offer_accept_s,
+        "decline_rate": config.decline_rate,
+        "max_pickup_eta_s": config.max_pickup_eta_s,
+        "request_timeout_s": config.request_timeout_s,
+        "fare_cents": [
+            config.fare.base_cents,
+            config.fare.per_km_cents,
+            config.fare.per_minute_cents,
+            config.fare.minimum_cents,
+        ],
+        "speedup": speedup,
+        "clock": "simulated",
+    }
+    if getattr(args, "json", False):
+        print(json.dumps(out, allow_nan=False))
+    else:
+        for key, value in out.items():
+            if key != "scenario":
+                print(f"{key:<40} {value}")
+    return 0

@@ -1,0 +1,410 @@
+"""The simulator: real demand replayed through the dispatcher's own planner.
+
+Requests (``simulation.demand``) are replayed against a fleet of simulated drivers on a
+simulated clock. Every ``batch_s`` the simulated dispatcher does what
+``dispatch.dispatcher.Dispatcher.tick`` does: expire requests that waited too long,
+search candidates for every queued request with the live index's rule (H3 cells ring by
+ring, one ring past ``want``, ranked by ``geo.eta``, nearest ``CANDIDATES_PER_REQUEST``
+within the maximum pickup ETA), and plan the batch with the dispatcher's own planner
+(``dispatch.batch.planner``: greedy, or batched with the fairness weight), with its
+constants. Each assignment is an offer; after ``offer_accept_s`` the driver accepts (or
+declines, at ``decline_rate``), drives to the pickup and then to the drop-off in
+straight lines at the ETA model's effective speed, is paid the fare
+(``fares.pricing.price``) at the drop-off and waits there for the next offer.
+
+Pure: no Redis, no database, no wall clock. Deterministic for a given seed. What is and
+is not simulated: ``docs/simulation.md``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+from core.fare_terms import OPENING_TERMS, FareRuleTerms
+from core.settings import Settings
+from dispatch import candidates
+from dispatch.batch import fairness, planner
+from dispatch.batch.planner import BATCH_MAX_REQUESTS, CANDIDATES_PER_REQUEST
+from dispatch.batch.types import Candidate, DriverStats, Policy, Request
+from fares.pricing import price
+from geo import cells
+from geo.eta import DEFAULT_MODEL, EtaModel
+from geo.point import LatLng
+from simulation.demand import DEFAULT_SEED, RideRequest, random_streams
+from simulation.kpis import DriverRecord, SimResult, TripRecord, kpis
+
+
+def _setting_default(name: str) -> Any:
+    return Settings.model_fields[name].default
+
+
+# The live service's defaults (``core.settings``), so a replay is the service as deployed.
+DEFAULT_BATCH_S: float = _setting_default("dispatch_batch_s")
+DEFAULT_MAX_PICKUP_ETA_S: int = _setting_default("max_pickup_eta_s")
+DEFAULT_REQUEST_TIMEOUT_S: float = _setting_default("trip_request_timeout_s")
+DEFAULT_RESOLUTION: int = _setting_default("h3_resolution")
+# A driver reads the offer card and taps accept: a few seconds (the live offer lives
+# 15 s, ``COOP_OFFER_TIMEOUT_S``; the simulated driver always answers in time).
+DEFAULT_OFFER_ACCEPT_S = 4.0
+
+# The fare rule migration 0001 seeds (version 1). The simulator pays no per-trip
+# cost-recovery fee (the period's budget is not simulated), so the driver keeps the
+# whole fare.
+SEEDED_FARE_RULE = FareRuleTerms(version=1, **OPENING_TERMS.payload())
+
+
+@dataclass(frozen=True, slots=True)
+class SimConfig:
+    policy: Policy = "batched"
+    # The co-op's vote in [0, 1]; the greedy policy ignores it, as the live one does.
+    fairness_weight: float = 0.0
+    batch_s: float = DEFAULT_BATCH_S
+    offer_accept_s: float = DEFAULT_OFFER_ACCEPT_S
+    decline_rate: float = 0.0
+    max_pickup_eta_s: int = DEFAULT_MAX_PICKUP_ETA_S
+    request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
+    resolution: int = DEFAULT_RESOLUTION
+    fare: FareRuleTerms = SEEDED_FARE_RULE
+    eta: EtaModel = DEFAULT_MODEL
+    seed: int = DEFAULT_SEED
+    # Drivers are online from 0 to here (or to their last drop-off, if later); the
+    # replay window's length. None: the last request's time.
+    shift_end_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.policy not in ("greedy", "batched"):
+            raise ValueError(f"policy must be greedy or batched, got {self.policy!r}")
+        fairness.check_weight(self.fairness_weight)
+        if not (self.batch_s > 0 and math.isfinite(self.batch_s)):
+            raise ValueError("batch_s must be positive")
+        if not (self.offer_accept_s >= 0 and math.isfinite(self.offer_accept_s)):
+            raise ValueError("offer_accept_s must not be negative")
+        if not 0.0 <= self.decline_rate < 1.0:
+            raise ValueError("decline_rate must be in [0, 1)")
+        if self.max_pickup_eta_s <= 0 or self.request_timeout_s <= 0:
+            raise ValueError("max_pickup_eta_s and request_timeout_s must be positive")
+
+    @property
+    def unmatched_penalty_s(self) -> int:
+        """The dispatcher's: twice the longest pickup ever offered."""
+        return planner.unmatched_penalty_s(self.max_pickup_eta_s)
+
+
+class _Event(IntEnum):
+    # Order among events at the same instant: a rider's request, then answers to
+    # offers, then drivers finishing trips; all before a dispatch tick at that instant.
+    ARRIVAL = 0
+    RESPONSE = 1
+    DROPOFF = 2
+
+
+class _DriverState(IntEnum):
+    AVAILABLE = 0
+    OFFERED = 1
+    ON_TRIP = 2
+
+
+class _Simulation:
+    def __init__(
+        self, requests: Sequence[RideRequest], starts: Sequence[LatLng], config: SimConfig
+    ) -> None:
+        self.cfg = config
+        self.requests = list(requests)
+        width = max(5, len(str(max(0, len(starts) - 1))))
+        self.driver_ids = [f"drv_{k:0{width}d}" for k in range(len(starts))]
+        self.driver_index = {d: k for k, d in enumerate(self.driver_ids)}
+        self.position = list(starts)
+        self.state = [_DriverState.AVAILABLE] * len(starts)
+        self.idle_since_s = [0.0] * len(starts)
+        self.cell = [cells.cell_of(p, config.resolution) for p in starts]
+        self.moves = [0] * len(starts)  # bumped whenever a driver's position changes
+        self.eta_cache: dict[int, dict[int, tuple[int, int]]] = {}
+        # The live index: available drivers without an offer, by H3 cell.
+        self.index: dict[str, set[int]] = {}
+        for k, c in enumerate(self.cell):
+            self.index.setdefault(c, set()).add(k)
+        self.k_max = candidates.max_rings(
+            config.eta, max_pickup_eta_s=config.max_pickup_eta_s, resolution=config.resolution
+        )
+        self.rings: dict[str, tuple[tuple[str, ...], ...]] = {}
+        self.ring_of: dict[str, dict[str, int]] = {}  # per centre: cell → ring
+        self.pickup_cell = [cells.cell_of(r.pickup, config.resolution) for r in self.requests]
+        self.trips = [TripRecord(r.trip_id, r.requested_s) for r in self.requests]
+        self.drivers = [DriverRecord(d) for d in self.driver_ids]
+        self.trip_index = {r.trip_id: i for i, r in enumerate(self.requests)}
+        # Requests that are queued or hold an offer, in arrival order (a declined one
+        # keeps its place, as ``offers`` requeues it); value: whether queued.
+        self.open: dict[int, bool] = {}
+        self.by_age: deque[int] = deque()  # the same requests, oldest first, for expiry
+        self.excluded: dict[int, set[str]] = {}
+        # trip → (offer number, driver, the offer's pickup ETA)
+        self.offer_of_trip: dict[int, tuple[int, int, int]] = {}
+        self.events: list[tuple[float, int, int, int, int]] = []
+        self.seq = 0
+        self.offers = 0
+        self.declined = 0
+        self.batches = 0
+        self.decline_rng = random_streams(config.seed)["declines"]
+
+    # -- events --------------------------------------------------------------------
+
+    def _push(self, at: float, kind: _Event, a: int, b: int = 0) -> None:
+        self.seq += 1
+        heapq.heappush(self.events, (at, int(kind), self.seq, a, b))
+
+    def _make_available(self, k: int, now: float | None = None) -> None:
+        self.state[k] = _DriverState.AVAILABLE
+        self.index.setdefault(self.cell[k], set()).add(k)
+        if now is not None:
+            self.idle_since_s[k] = now
+
+    def _reserve(self, k: int) -> None:
+        # The matcher never gives a driver two trips, and the index holds only
+        # available drivers: an offer to a busy driver is a bug here.
+        assert self.state[k] is _DriverState.AVAILABLE, self.driver_ids[k]
+        self.state[k] = _DriverState.OFFERED
+        members = self.index[self.cell[k]]
+        members.discard(k)
+        if not members:  # the index holds occupied cells only
+            del self.index[self.cell[k]]
+
+    def _on_arrival(self, i: int) -> None:
+        self.open[i] = True
+        self.by_age.append(i)
+
+    def _on_response(self, now: float, i: int, offer_no: int) -> None:
+        held = self.offer_of_trip.get(i)
+        if held is None or held[0] != offer_no:
+            return  # withdrawn: the request expired while the offer was out
+        del self.offer_of_trip[i]
+        _, k, pickup_eta_s = held
+        assert self.state[k] is _DriverState.OFFERED
+        if self.cfg.decline_rate > 0 and self.decline_rng.random() < self.cfg.decline_rate:
+            self.declined += 1
+            self.excluded.setdefault(i, set()).add(self.driver_ids[k])
+            self.open[i] = True
+            self._make_available(k)
+            return
+        request, trip = self.requests[i], self.trips[i]
+        del self.open[i]
+        self.eta_cache.pop(i, None)
+        # The driver has not moved since the offer: the pickup takes the offered ETA.
+        self.state[k] = _DriverState.ON_TRIP
+        leg = self.cfg.eta.leg(request.pickup, request.dropoff)
+        fare = price(self.cfg.fare, distance_m=leg.distance_m, duration_s=leg.duration_s)
+        trip.status = "matched"
+        trip.driver_id = self.driver_ids[k]
+        trip.accepted_s = now
+        trip.pickup_eta_s = pickup_eta_s
+        trip.pickup_s = now + pickup_eta_s
+        trip.dropoff_s = trip.pickup_s + leg.duration_s
+        trip.distance_m = leg.distance_m
+        trip.duration_s = leg.duration_s
+        trip.driver_earnings_cents = fare.driver_earnings_cents
+        self._push(trip.dropoff_s, _Event.DROPOFF, k, i)
+
+    def _on_dropoff(self, now: float, k: int, i: int) -> None:
+        trip, driver = self.trips[i], self.drivers[k]
+        assert trip.accepted_s is not None and self.state[k] is _DriverState.ON_TRIP
+        driver.trips += 1
+        driver.earnings_cents += trip.driver_earnings_cents
+        driver.busy_s += now - trip.accepted_s
+        driver.intervals.append((trip.accepted_s, now))
+        self.position[k] = self.requests[i].dropoff
+        self.moves[k] += 1
+        self.cell[k] = cells.cell_of(self.position[k], self.cfg.resolution)
+        self._make_available(k, now)
+
+    # -- dispatch ------------------------------------------------------------------
+
+    def _expire(self, now: float) -> None:
+        """As ``trips.expire_unmatched``: a request still open ``request_timeout_s``
+        after it was made expires, and an offer it holds is withdrawn."""
+        cutoff = now - self.cfg.request_timeout_s
+        while self.by_age:
+            i = self.by_age[0]
+            if i not in self.open:
+                self.by_age.popleft()
+                continue
+            if not self.trips[i].requested_s < cutoff:
+                break
+            self.by_age.popleft()
+            del self.open[i]
+            self.eta_cache.pop(i, None)
+            self.trips[i].status = "expired"
+            self.trips[i].expired_s = now
+            held = self.offer_of_trip.pop(i, None)
+            if held is not None:
+                self._make_available(held[1])
+
+    def _rings(self, centre: str) -> tuple[tuple[str, ...], ...]:
+        rings = self.rings.get(centre)
+        if rings is None:
+            rings = self.rings[centre] = cells.disk_by_ring(centre, self.k_max)
+            self.ring_of[centre] = {c: k for k, ring in enumerate(rings) for c in ring}
+        return rings
+
+    def _found(self, centre: str, want: int) -> list[int]:
+        """What ``presence.candidates`` returns: available drivers ring by ring; once a
+        ring brings the count to ``want``, one ring more, then stop."""
+        rings = self._rings(centre)
+        ring_of = self.ring_of[centre]
+        per_ring: list[list[int]] | None = None
+        if len(self.index) < len(ring_of):
+            # Fewer occupied cells than cells in the disk (scarce supply): bucket the
+            # occupied cells by ring rather than look up every cell of the disk. The
+            # walk below then finds the same drivers as walking the rings.
+            per_ring = [[] for _ in rings]
+            for c, in_cell in self.index.items():
+                k = ring_of.get(c)
+                if k is not None:
+                    per_ring[k].extend(in_cell)
+        found: list[int] = []
+        stop_after: int | None = None
+        for k, ring in enumerate(rings):
+            if per_ring is not None:
+                found.extend(per_ring[k])
+            else:
+                for c in ring:
+                    members = self.index.get(c)
+                    if members:
+                        found.extend(members)
+            if stop_after is None and len(found) >= want:
+                stop_after = k + 1
+            if stop_after is not None and k >= stop_after:
+                break
+        return found
+
+    def _search(self, i: int, cache: dict[tuple[str, int], list[int]]) -> tuple[Candidate, ...]:
+        """``candidates.search`` then the dispatcher's cut: nearest first by (ETA, driver
+        id), none beyond the maximum pickup ETA, at most ``CANDIDATES_PER_REQUEST``."""
+        excluded = self.excluded.get(i, set())
+        want = CANDIDATES_PER_REQUEST + len(excluded)
+        key = (self.pickup_cell[i], want)
+        found = cache.get(key)
+        if found is None:
+            found = cache[key] = self._found(*key)
+        pickup = self.requests[i].pickup
+        seconds = self.cfg.eta.seconds
+        limit = self.cfg.max_pickup_eta_s
+        # A queued request meets the same drivers tick after tick: their ETAs are kept
+        # until the driver moves (a new position generation) or the request leaves.
+        known = self.eta_cache.setdefault(i, {})
+        ranked: list[tuple[int, str]] = []
+        for k in found:
+            driver_id = self.driver_ids[k]
+            if driver_id in excluded:
+                continue
+            hit = known.get(k)
+            if hit is not None and hit[0] == self.moves[k]:
+                s = hit[1]
+            else:
+                s = seconds(self.position[k], pickup)
+                known[k] = (self.moves[k], s)
+            if s <= limit:
+                ranked.append((s, driver_id))
+        ranked.sort()
+        return tuple(Candidate(d, s) for s, d in ranked[:CANDIDATES_PER_REQUEST])
+
+    def _tick(self, now: float) -> None:
+        self._expire(now)
+        batch = [i for i, queued in self.open.items() if queued][:BATCH_MAX_REQUESTS]
+        if not batch:
+            return
+        self.batches += 1
+        cache: dict[tuple[str, int], list[int]] = {}
+        requests = [Request(self.requests[i].trip_id, self._search(i, cache)) for i in batch]
+        stats: dict[str, DriverStats] = {}
+        if self.cfg.policy == "batched" and self.cfg.fairness_weight > 0:
+            # As the live index stores them: idle since the last drop-off (or the
+            # shift's start), and what the driver has been paid this shift.
+            for r in requests:
+                for c in r.candidates:
+                    k = self.driver_index[c.driver_id]
+                    stats[c.driver_id] = DriverStats(
+                        idle_s=max(0, int(now - self.idle_since_s[k])),
+                        shift_earnings_cents=self.drivers[k].earnings_cents,
+                    )
+        chosen = planner.plan(
+            requests,
+            policy=self.cfg.policy,
+            max_pickup_eta_s=self.cfg.max_pickup_eta_s,
+            stats=stats,
+            fairness_weight=self.cfg.fairness_weight,
+        ).assignments
+        for a in chosen:
+            i, k = self.trip_index[a.trip_id], self.driver_index[a.driver_id]
+            self.offers += 1
+            self.trips[i].offers += 1
+            self.open[i] = False
+            self.offer_of_trip[i] = (self.offers, k, a.pickup_eta_s)
+            self._reserve(k)
+            self._push(now + self.cfg.offer_accept_s, _Event.RESPONSE, i, self.offers)
+
+    def run(self, progress: Callable[[int, int], None] | None = None) -> SimResult:
+        for i, r in enumerate(self.requests):
+            self._push(r.requested_s, _Event.ARRIVAL, i)
+        batch_s = self.cfg.batch_s
+        tick = 0  # dispatch ticks at tick × batch_s, from 0
+        now = 0.0
+        arrived, total = 0, len(self.requests)
+        # Tell the caller every tenth of the replay (a long one takes minutes).
+        next_report = max(1, total // 10)
+        while self.open or self.events:
+            if not self.open:
+                # Nothing to dispatch until the next event: jump to the first tick at
+                # or after it (the clock is simulated; idle ticks would do nothing).
+                tick = max(tick, math.ceil(self.events[0][0] / batch_s))
+            now = tick * batch_s
+            while self.events and self.events[0][0] <= now:
+                at, kind, _, a, b = heapq.heappop(self.events)
+                if kind == _Event.ARRIVAL:
+                    self._on_arrival(a)
+                    arrived += 1
+                    if progress is not None and (arrived >= next_report or arrived == total):
+                        progress(arrived, total)
+                        next_report = arrived + max(1, total // 10)
+                elif kind == _Event.RESPONSE:
+                    self._on_response(at, a, b)
+                else:
+                    self._on_dropoff(at, a, b)
+            self._tick(now)
+            tick += 1
+        return self._result(now)
+
+    def _result(self, end_s: float) -> SimResult:
+        shift_end_s = self.cfg.shift_end_s
+        if shift_end_s is None:
+            shift_end_s = max((r.requested_s for r in self.requests), default=0.0)
+        for d in self.drivers:
+            last = d.intervals[-1][1] if d.intervals else 0.0
+            d.online_s = max(shift_end_s, last)
+        return SimResult(
+            kpis(self.trips, self.drivers, self.offers, self.declined, self.batches, end_s),
+            self.trips,
+            self.drivers,
+        )
+
+
+def simulate(
+    requests: Sequence[RideRequest],
+    starts: Sequence[LatLng],
+    config: SimConfig,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> SimResult:
+    """Replay ``requests`` (in arrival order) against drivers starting at ``starts``
+    (ids ``drv_00000``, … in that order) until every request is matched or expired and
+    every trip has ended."""
+    if any(b.requested_s < a.requested_s for a, b in itertools.pairwise(requests)):
+        raise ValueError("requests must be in arrival order")
+    if any(r.requested_s < 0 for r in requests):
+        raise ValueError("requests must not come before the replay's start (0 s)")
+    return _Simulation(requests, starts, config).run(progress)
