@@ -5,9 +5,8 @@ set together, or not at all, by one Lua script), so a driver never holds two off
 a trip never has two. PostgreSQL holds the *decision*: an offer row changes from
 ``pending`` only with the row locked, and the trip moves to ``assigned`` only from
 ``requested``; so of any number of racing accepts, exactly one wins and every other gets
-``offer-expired`` / ``offer-withdrawn``.
-
-    pending -> accepted | declined | expired | withdrawn
+``offer-expired`` / ``offer-withdrawn``. The moves an offer may make are
+``dispatch.offer_states``'s table.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ from core.errors import NotYourOffer, OfferExpired, OfferNotFound, OfferWithdraw
 from core.events import Event
 from core.ids import can_exist, new_id
 from core.models import Offer, Trip, TripEvent
-from dispatch import trip_states
+from dispatch import offer_states, trip_states
 from dispatch.batch.types import Assignment
 from dispatch.runtime import Runtime, after_commit, emit
 from dispatch.views import point_of, trip_view
@@ -184,9 +183,12 @@ async def _already_engaged(
     return busy_drivers, offered_trips
 
 
-async def _locked_offer(db: AsyncSession, *, offer_id: str, driver_id: str) -> tuple[Offer, Trip]:
+async def _locked_offer(
+    db: AsyncSession, *, offer_id: str, driver_id: str, target: str
+) -> tuple[Offer, Trip]:
     """The offer and its trip, both locked, trip first: every path that locks both
-    (accept, decline, cancel, expiry) takes them in that order, so none can deadlock."""
+    (accept, decline, cancel, expiry) takes them in that order, so none can deadlock.
+    Refused unless the offer may move to ``target`` (``offer_states``)."""
     if not can_exist(offer_id):
         raise OfferNotFound(f"no offer {offer_id!r}")
     found = await db.execute(select(Offer.trip_id, Offer.driver_id).where(Offer.id == offer_id))
@@ -198,15 +200,12 @@ async def _locked_offer(db: AsyncSession, *, offer_id: str, driver_id: str) -> t
     trip = await db.get(Trip, row.trip_id, with_for_update=True)
     offer = await db.get(Offer, offer_id, with_for_update=True, populate_existing=True)
     assert trip is not None and offer is not None
-    if offer.status == "expired":
-        raise OfferExpired(f"offer {offer_id} expired at {iso(offer.expires_at)}")
-    if offer.status != "pending":
-        raise OfferWithdrawn(f"offer {offer_id} is {offer.status}")
+    offer_states.check(offer_id, offer.status, target)
     return offer, trip
 
 
 async def accept(db: AsyncSession, rt: Runtime, *, offer_id: str, driver_id: str) -> Trip:
-    offer, trip = await _locked_offer(db, offer_id=offer_id, driver_id=driver_id)
+    offer, trip = await _locked_offer(db, offer_id=offer_id, driver_id=driver_id, target="accepted")
     now = utcnow()
     if now >= offer.expires_at:
         raise OfferExpired(f"offer {offer_id} expired at {iso(offer.expires_at)}")
@@ -241,7 +240,7 @@ async def accept(db: AsyncSession, rt: Runtime, *, offer_id: str, driver_id: str
 
 
 async def decline(db: AsyncSession, rt: Runtime, *, offer_id: str, driver_id: str) -> Offer:
-    offer, trip = await _locked_offer(db, offer_id=offer_id, driver_id=driver_id)
+    offer, trip = await _locked_offer(db, offer_id=offer_id, driver_id=driver_id, target="declined")
     offer.status, offer.responded_at = "declined", utcnow()
     requested_at, still_open = trip.requested_at, trip.status == "requested"
 
@@ -257,7 +256,9 @@ async def decline(db: AsyncSession, rt: Runtime, *, offer_id: str, driver_id: st
 async def withdraw_for_trip(db: AsyncSession, rt: Runtime, *, trip: Trip) -> None:
     """The trip is gone (cancelled, expired): withdraw its pending offer, if any."""
     offer = await db.scalar(
-        select(Offer).where(Offer.trip_id == trip.id, Offer.status == "pending").with_for_update()
+        select(Offer)
+        .where(Offer.trip_id == trip.id, Offer.status.in_(offer_states.sources_of("withdrawn")))
+        .with_for_update()
     )
     if offer is None:
         return
@@ -287,7 +288,9 @@ async def expire_due(rt: Runtime, *, limit: int = 500) -> int:
             row = (
                 await db.execute(
                     update(Offer)
-                    .where(Offer.id == offer_id, Offer.status == "pending")
+                    .where(
+                        Offer.id == offer_id, Offer.status.in_(offer_states.sources_of("expired"))
+                    )
                     .values(status="expired", responded_at=utcnow())
                     .returning(Offer.driver_id)
                 )
@@ -394,7 +397,10 @@ async def withdraw_orphaned(rt: Runtime, *, limit: int = 500) -> int:
             row = (
                 await db.execute(
                     update(Offer)
-                    .where(Offer.id == offer_id, Offer.status == "pending")
+                    .where(
+                        Offer.id == offer_id,
+                        Offer.status.in_(offer_states.sources_of("withdrawn")),
+                    )
                     .values(status="withdrawn", responded_at=utcnow())
                     .returning(Offer.driver_id)
                 )

@@ -19,7 +19,7 @@ from driver_api.schemas import (
     StatementOut,
     VehicleOut,
 )
-from fares import accounts, ledger, rules
+from fares import accounts, rules, statements
 from web.deps import CurrentDriver, CurrentOperator, RuntimeDep, Session
 from web.schemas import TripOut
 
@@ -116,7 +116,7 @@ async def statement(
 ) -> StatementOut:
     """The member's lines for a period from the ledger: trips, fees, dues, patronage."""
     p = _period(period)
-    st = await ledger.statement(db, member_id=who.subject_id, period=p)
+    st = await statements.statement(db, member_id=who.subject_id, period=p)
     rule = await rules.current(db)
     return StatementOut(
         period=st.period,

@@ -1,19 +1,7 @@
-"""Zero commission, cost recovery and patronage: the co-op's double-entry books.
-
-Pure arithmetic first (no I/O, property-tested in ``tests/fares/test_ledger.py``): the
-per-trip fee, equal dues, patronage by largest remainder, and the journals a trip and a
-period close post. Then the services that read and write PostgreSQL.
-
-Sign convention: a posting's ``amount_cents`` is a debit when positive and a credit when
-negative, so a journal balances when its postings sum to zero; the database refuses to
-commit one that does not (migration 0004). Accounts:
-
-- ``rider:<id>``            what the rider paid (debited with the fare)
-- ``member:<id>``           what the co-op owes the member (credited with earnings and
-                            patronage, debited with dues)
-- ``coop:cost_recovery``    the cost-recovery fund (credited with fees and dues, debited
-                            with costs paid and patronage)
-- ``coop:suppliers``        the outside world the budget's costs are paid to
+"""Zero commission, cost recovery and patronage: the co-op's double-entry books in
+PostgreSQL. The arithmetic (accounts, journals, fees, dues, patronage, what a close
+posts) is pure and lives in ``fares.journals``; this module posts, budgets, reads and
+closes.
 
 A trip belongs to the period it completed in, or the next open one if that is closed.
 How the pieces fit is in ``docs/accounts.md``.
@@ -21,8 +9,8 @@ How the pieces fit is in ``docs/accounts.md``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import delete, func, select, text
@@ -42,181 +30,22 @@ from core.models import (
 )
 from fares import audit, rules
 from fares.accounts import Period
+from fares.journals import (
+    FUND,
+    BudgetLineTerms,
+    ClosePlan,
+    JournalDraft,
+    cancellation_journal,
+    per_trip_fee_cents,
+    plan_close,
+    split_equally,
+    trip_journal,
+)
 
-FUND = "coop:cost_recovery"
-SUPPLIERS = "coop:suppliers"
 # pg_advisory_xact_lock key of the books: "coopbook" in ASCII. Posting a trip takes it
 # shared; publishing a budget and closing a period take it exclusive, so a trip is never
 # posted into a period while it is being closed.
 BOOKS_LOCK_KEY = 0x636F6F70626F6F6B
-
-
-def rider_account(rider_id: str) -> str:
-    return f"rider:{rider_id}"
-
-
-def member_account(member_id: str) -> str:
-    return f"member:{member_id}"
-
-
-# -- pure arithmetic ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Posting:
-    account: str
-    amount_cents: int  # > 0 debit, < 0 credit
-
-
-@dataclass(frozen=True, slots=True)
-class JournalDraft:
-    kind: str  # trip | cancellation | dues | cost | patronage
-    postings: tuple[Posting, ...]
-    member_id: str | None = None
-    trip_id: str | None = None
-    memo: str = ""
-
-
-def journal(
-    kind: str,
-    entries: Iterable[tuple[str, int]],
-    *,
-    member_id: str | None = None,
-    trip_id: str | None = None,
-    memo: str = "",
-) -> JournalDraft:
-    """A balanced journal from ``(account, amount)`` pairs; zero amounts are left out.
-    An unbalanced one is a programming error, refused here before the database would."""
-    postings = tuple(Posting(a, c) for a, c in entries if c != 0)
-    if sum(p.amount_cents for p in postings) != 0:
-        raise ValueError(f"unbalanced {kind} journal: {postings}")
-    return JournalDraft(kind, postings, member_id=member_id, trip_id=trip_id, memo=memo)
-
-
-def per_trip_fee_cents(budget_cents: int, expected_trips: int) -> int:
-    """The budget over the expected trips, rounded up to the cent (a credit balance
-    leaves nothing to recover)."""
-    if expected_trips < 1:
-        raise ValueError("expected_trips must be at least 1")
-    return -(-max(budget_cents, 0) // expected_trips)
-
-
-def allocate(total_cents: int, weights: Mapping[str, int]) -> dict[str, int]:
-    """Split ``total_cents`` in proportion to ``weights`` by largest remainder: every
-    share is the floor of its exact quota, and the cents left over go one each to the
-    largest remainders (ties by key). The shares always sum to ``total_cents``."""
-    if total_cents < 0 or any(w < 0 for w in weights.values()):
-        raise ValueError("the total and the weights must not be negative")
-    weight = sum(weights.values())
-    if weight == 0:
-        if total_cents:
-            raise ValueError("cannot allocate over zero weight")
-        return {k: 0 for k in weights}
-    shares = {k: total_cents * w // weight for k, w in weights.items()}
-    left = total_cents - sum(shares.values())
-    by_remainder = sorted(weights, key=lambda k: (-(total_cents * weights[k] % weight), k))
-    for k in by_remainder[:left]:
-        shares[k] += 1
-    return shares
-
-
-def split_equally(total_cents: int, member_ids: Sequence[str]) -> dict[str, int]:
-    """Dues: an equal share per member, the odd cents to the first members by id."""
-    return allocate(max(total_cents, 0), {m: 1 for m in member_ids}) if member_ids else {}
-
-
-def trip_journal(
-    *, trip_id: str, rider_id: str, driver_id: str, total_cents: int, cost_recovery_cents: int
-) -> JournalDraft:
-    """The rider pays the fare; the member earns all of it but the cost-recovery fee,
-    which goes to the fund. No commission: there is no account for one."""
-    if not 0 <= cost_recovery_cents <= total_cents:
-        raise ValueError("the fee must be part of the fare")
-    return journal(
-        "trip",
-        [
-            (rider_account(rider_id), total_cents),
-            (member_account(driver_id), -(total_cents - cost_recovery_cents)),
-            (FUND, -cost_recovery_cents),
-        ],
-        member_id=driver_id,
-        trip_id=trip_id,
-    )
-
-
-def cancellation_journal(
-    *, trip_id: str, rider_id: str, driver_id: str, fee_cents: int
-) -> JournalDraft:
-    """A rider's late cancellation: the whole fee goes to the member who was on the way."""
-    if fee_cents <= 0:
-        raise ValueError("a cancellation journal needs a positive fee")
-    return journal(
-        "cancellation",
-        [(rider_account(rider_id), fee_cents), (member_account(driver_id), -fee_cents)],
-        member_id=driver_id,
-        trip_id=trip_id,
-        memo="cancellation fee",
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class BudgetLineTerms:
-    label: str
-    amount_cents: int
-    carried_from: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ClosePlan:
-    costs_cents: int  # every line of the budget, carried ones included
-    paid_out_cents: int  # the lines paid to suppliers (not carried ones)
-    cost_recovery_cents: int
-    dues: dict[str, int]
-    surplus_cents: int  # cost recovery + dues - costs; negative for a deficit
-    patronage: dict[str, int]
-    carry_cents: int  # the line the next period inherits (deficit > 0, credit < 0)
-    journals: list[JournalDraft] = field(default_factory=list)
-
-    @property
-    def dues_cents(self) -> int:
-        return sum(self.dues.values())
-
-
-def plan_close(
-    *,
-    mode: CostRecoveryMode,
-    lines: Sequence[BudgetLineTerms],
-    cost_recovery_cents: int,
-    trips_by_member: Mapping[str, int],
-    active_members: Sequence[str],
-) -> ClosePlan:
-    """What closing a period posts. The budget's own lines are paid to suppliers from
-    the fund; under ``dues`` each active member is charged an equal share of the budget;
-    a surplus goes back to the members in proportion to their trips (patronage), and
-    what cannot be shared (a deficit, or a surplus with no trips) carries as a line into
-    the next period's budget."""
-    costs = sum(line.amount_cents for line in lines)
-    paid_out = sum(line.amount_cents for line in lines if line.carried_from is None)
-    dues = split_equally(costs, sorted(active_members)) if mode == "dues" else {}
-    surplus = cost_recovery_cents + sum(dues.values()) - costs
-    weights = {m: n for m, n in trips_by_member.items() if n > 0}
-    patronage = allocate(surplus, weights) if surplus > 0 and weights else {}
-    carry = 0 if patronage else -surplus
-    journals = [
-        journal("dues", [(member_account(m), c), (FUND, -c)], member_id=m, memo="dues")
-        for m, c in sorted(dues.items())
-        if c
-    ]
-    if paid_out:
-        journals.append(journal("cost", [(FUND, paid_out), (SUPPLIERS, -paid_out)], memo="costs"))
-    journals += [
-        journal("patronage", [(FUND, c), (member_account(m), -c)], member_id=m, memo="patronage")
-        for m, c in sorted(patronage.items())
-        if c
-    ]
-    return ClosePlan(
-        costs, paid_out, cost_recovery_cents, dues, surplus, patronage, carry, journals
-    )
 
 
 # -- periods --------------------------------------------------------------------------------
@@ -656,77 +485,3 @@ async def _audit_close(
         },
         now=now,
     )
-
-
-@dataclass(frozen=True, slots=True)
-class StatementLine:
-    kind: str  # trip | cancellation | dues | patronage
-    journal_id: int
-    trip_id: str | None
-    fare_cents: int
-    cost_recovery_cents: int
-    amount_cents: int  # what the member's account moved by: + owed to them, - they owe
-    posted_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Statement:
-    period: str
-    status: str
-    lines: list[StatementLine]
-    trips: int
-    fares_cents: int
-    driver_earnings_cents: int
-    cost_recovery_cents: int
-    dues_cents: int
-    patronage_cents: int
-    net_cents: int
-    cancellations: int = 0
-    cancellation_fees_cents: int = 0
-
-
-async def statement(db: AsyncSession, *, member_id: str, period: Period) -> Statement:
-    """A member's lines for a period, straight from the ledger: each trip (fare, fee,
-    earnings), each late cancellation's fee, dues charged and patronage paid; the net is
-    the account's movement."""
-    own = member_account(member_id)
-    stmt = (
-        select(LedgerJournal, LedgerPosting.account, LedgerPosting.amount_cents)
-        .join(LedgerPosting, LedgerPosting.journal_id == LedgerJournal.id)
-        .where(LedgerJournal.period == str(period), LedgerJournal.member_id == member_id)
-        .order_by(LedgerJournal.id, LedgerPosting.id)
-    )
-    journals: dict[int, tuple[LedgerJournal, list[tuple[str, int]]]] = {}
-    for j, account, amount in (await db.execute(stmt)).all():
-        journals.setdefault(j.id, (j, []))[1].append((account, int(amount)))
-    lines: list[StatementLine] = []
-    for j, postings in journals.values():
-        moved = -sum(c for a, c in postings if a == own)
-        fare = sum(c for a, c in postings if a.startswith("rider:"))
-        fee = -sum(c for a, c in postings if a == FUND) if j.kind == "trip" else 0
-        lines.append(StatementLine(j.kind, j.id, j.trip_id, fare, fee, moved, j.posted_at))
-    trip_lines = [line for line in lines if line.kind == "trip"]
-    cancel_lines = [line for line in lines if line.kind == "cancellation"]
-    return Statement(
-        period=str(period),
-        status="closed" if await is_closed(db, period=period) else "open",
-        lines=lines,
-        trips=len(trip_lines),
-        fares_cents=sum(line.fare_cents for line in trip_lines),
-        driver_earnings_cents=sum(line.amount_cents for line in trip_lines),
-        cost_recovery_cents=sum(line.cost_recovery_cents for line in trip_lines),
-        dues_cents=-sum(line.amount_cents for line in lines if line.kind == "dues"),
-        patronage_cents=sum(line.amount_cents for line in lines if line.kind == "patronage"),
-        net_cents=sum(line.amount_cents for line in lines),
-        cancellations=len(cancel_lines),
-        cancellation_fees_cents=sum(line.amount_cents for line in cancel_lines),
-    )
-
-
-async def trip_period(db: AsyncSession, *, trip_id: str) -> str | None:
-    """The period a trip's money was posted into: at completion, or at a cancellation
-    that cost a fee (None otherwise)."""
-    found: str | None = await db.scalar(
-        select(LedgerJournal.period).where(LedgerJournal.trip_id == trip_id)
-    )
-    return found

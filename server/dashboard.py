@@ -211,7 +211,7 @@ async def _stats(db: AsyncSession, rt: Runtime) -> dict[str, Any]:
                     "SELECT j.member_id, -sum(p.amount_cents)::bigint"
                     " FROM ledger_journals j JOIN ledger_postings p ON p.journal_id = j.id"
                     " WHERE j.period = :period AND j.kind IN ('trip', 'cancellation')"
-                    # the member's own account (fares.ledger.member_account)
+                    # the member's own account (fares.journals.member_account)
                     " AND p.account = 'member:' || j.member_id GROUP BY j.member_id"
                 ),
                 {"period": str(period)},

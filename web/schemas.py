@@ -189,7 +189,7 @@ class FareRuleFieldsIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     def draft(self) -> dict[str, Any]:
-        """The fields given, as ``fares.governance.RuleDraft``."""
+        """The fields given, as ``fares.voting.RuleDraft``."""
         given = {}
         for f in TERM_FIELDS:
             value = getattr(self, f.wire_name)

@@ -35,9 +35,10 @@ from core.settings import Settings
 from dispatch import trips
 from dispatch.runtime import Runtime
 from fares import audit, governance, rules
-from fares.governance import ProposalRecord, RuleDraft
+from fares.governance import ProposalRecord
 from fares.pricing import price
 from fares.quotes import PinnedQuote, sign_quote
+from fares.voting import RuleDraft, Tally, complete_rule
 from geo.point import LatLng
 from tests.isolated_db import isolated_database
 
@@ -177,7 +178,7 @@ async def test_a_full_vote_adopts_the_rule_and_changes_the_next_quote(rt: Runtim
     p = await propose(rt, a)
     assert p.status == "open" and p.eligible_voters == 4
     assert (p.quorum_permille, p.quorum_ballots) == (500, 2)
-    assert p.rule == governance.complete_rule(RAISE, quote_before.rule)
+    assert p.rule == complete_rule(RAISE, quote_before.rule)
     # Every member in good standing hears of it on their socket.
     for m in (a, b, c, d):
         opened = [f for f in await driver_frames(rt, m) if f["type"] == "proposal.opened"]
@@ -188,7 +189,7 @@ async def test_a_full_vote_adopts_the_rule_and_changes_the_next_quote(rt: Runtim
     await vote(rt, p, b, "yes")
     await vote(rt, p, c, "no")
     live = await fetch(rt, p)
-    assert live.status == "open" and live.tally == governance.Tally(yes=2, no=1)
+    assert live.status == "open" and live.tally == Tally(yes=2, no=1)
 
     published: list[Any] = []
 
@@ -200,7 +201,7 @@ async def test_a_full_vote_adopts_the_rule_and_changes_the_next_quote(rt: Runtim
     assert [r.id for r in closed] == [p.id]
     done = await fetch(rt, p)
     assert done.status == "adopted" and done.fare_rule_version == before + 1
-    assert done.tally == governance.Tally(yes=2, no=1) and done.closed_at == p.closes_at
+    assert done.tally == Tally(yes=2, no=1) and done.closed_at == p.closes_at
     assert done.result_reason is not None and "2 yes, 1 no" in done.result_reason
     frames = [e for e in published if isinstance(e, Event)]
     assert sorted(e.recipient_id for e in frames) == sorted([a, b, c, d])
@@ -256,7 +257,7 @@ async def test_a_tie_is_rejected(rt: Runtime) -> None:
     for member, choice in ((a, "yes"), (b, "yes"), (c, "no"), (d, "no")):
         await vote(rt, p, member, choice)
     done = await close(rt, p)
-    assert done.status == "rejected" and done.tally == governance.Tally(yes=2, no=2)
+    assert done.status == "rejected" and done.tally == Tally(yes=2, no=2)
     assert done.result_reason is not None and done.result_reason.startswith("tie")
     assert await current_version(rt) == before
 
@@ -269,7 +270,7 @@ async def test_a_recast_ballot_replaces_the_earlier_one(rt: Runtime) -> None:
     second = await vote(rt, p, b, "yes")
     assert second.replaced == "no"
     await vote(rt, p, c, "abstain")
-    assert (await fetch(rt, p)).tally == governance.Tally(yes=1, no=0, abstain=1)
+    assert (await fetch(rt, p)).tally == Tally(yes=1, no=0, abstain=1)
     async with rt.sessions() as db:
         ballots = await governance.list_ballots(db, proposal_id=p.id)
     assert {(x.member_id, x.choice) for x in ballots} == {(b, "yes"), (c, "abstain")}
@@ -281,7 +282,7 @@ async def test_a_recast_ballot_replaces_the_earlier_one(rt: Runtime) -> None:
         (c, "abstain", None),
     ]
     done = await close(rt, p)
-    assert done.status == "adopted" and done.tally == governance.Tally(yes=1, abstain=1)
+    assert done.status == "adopted" and done.tally == Tally(yes=1, abstain=1)
 
 
 async def test_only_members_of_the_snapshot_vote(rt: Runtime) -> None:
@@ -308,7 +309,7 @@ async def test_only_members_of_the_snapshot_vote(rt: Runtime) -> None:
         await db.execute(update(Member).where(Member.id == b).values(status="suspended"))
     with pytest.raises(MemberRemoved):
         await vote(rt, p, b, "yes")
-    assert (await fetch(rt, p)).tally == governance.Tally()
+    assert (await fetch(rt, p)).tally == Tally()
     async with rt.sessions() as db:
         count = select(func.count()).select_from(Ballot).where(Ballot.proposal_id == p.id)
         assert await db.scalar(count) == 0
@@ -321,7 +322,7 @@ async def test_no_voting_after_closes_at(rt: Runtime) -> None:
         await vote(rt, p, b, "yes", now=p.closes_at)
     await vote(rt, p, b, "no", now=p.closes_at - timedelta(milliseconds=1))
     done = await close(rt, p)
-    assert done.status == "rejected" and done.tally == governance.Tally(no=1)
+    assert done.status == "rejected" and done.tally == Tally(no=1)
     with pytest.raises(VotingClosed):
         await vote(rt, p, a, "yes", now=p.opens_at)
 
@@ -399,7 +400,7 @@ async def test_a_ballot_waiting_on_a_closing_proposal_is_refused(rt: Runtime) ->
     with pytest.raises(VotingClosed):
         await late
     done = await fetch(rt, p)
-    assert done.status == "rejected" and done.tally == governance.Tally(yes=1, no=1)
+    assert done.status == "rejected" and done.tally == Tally(yes=1, no=1)
 
 
 async def test_closing_happens_exactly_once_with_two_dispatchers(
@@ -485,7 +486,7 @@ async def test_listing_shows_open_proposals_with_live_tallies(rt: Runtime) -> No
         first, cursor = await governance.list_proposals(db, status=None, cursor=None, limit=1)
         second, _ = await governance.list_proposals(db, status=None, cursor=cursor, limit=1)
     by_id = {r.id: r for r in page}
-    assert by_id[p.id].tally == governance.Tally(no=1) and by_id[q.id].tally == governance.Tally()
+    assert by_id[p.id].tally == Tally(no=1) and by_id[q.id].tally == Tally()
     assert all(r.status == "open" for r in page)
     assert [r.id for r in first + second] == [q.id, p.id]
 

@@ -26,9 +26,15 @@ from core.models import LedgerPosting, Trip
 from core.settings import Settings
 from dispatch import trips
 from dispatch.runtime import Runtime
-from fares import accounts, ledger
+from fares import accounts, journals, ledger, statements
 from fares.accounts import Period
-from fares.ledger import BudgetLineTerms, allocate, per_trip_fee_cents, plan_close, split_equally
+from fares.journals import (
+    BudgetLineTerms,
+    allocate,
+    per_trip_fee_cents,
+    plan_close,
+    split_equally,
+)
 from geo.point import LatLng
 from tests.isolated_db import isolated_database
 
@@ -92,7 +98,7 @@ def test_any_sequence_of_trips_fees_and_closes_keeps_the_books(ops: list[tuple[A
     trips_by_member: Counter[str] = Counter()
     period = 0
 
-    def post(draft: ledger.JournalDraft) -> None:
+    def post(draft: journals.JournalDraft) -> None:
         assert sum(p.amount_cents for p in draft.postings) == 0
         assert all(p.amount_cents != 0 for p in draft.postings)
         for p in draft.postings:
@@ -106,7 +112,7 @@ def test_any_sequence_of_trips_fees_and_closes_keeps_the_books(ops: list[tuple[A
             _, member, ride, fee_wanted = op
             total = sum(x.amount_cents for x in carried + lines)
             fee = min(fee_wanted, per_trip_fee_cents(total, expected)) if mode == "per_trip" else 0
-            draft = ledger.trip_journal(
+            draft = journals.trip_journal(
                 trip_id=f"t{period}",
                 rider_id="r1",
                 driver_id=member,
@@ -120,13 +126,13 @@ def test_any_sequence_of_trips_fees_and_closes_keeps_the_books(ops: list[tuple[A
             # A late cancellation's fee: rider to member whole; not cost recovery, and not
             # a trip for patronage.
             _, member, fee = op
-            before = balances[ledger.FUND]
+            before = balances[journals.FUND]
             post(
-                ledger.cancellation_journal(
+                journals.cancellation_journal(
                     trip_id="c", rider_id="r1", driver_id=member, fee_cents=fee
                 )
             )
-            assert balances[ledger.FUND] == before
+            assert balances[journals.FUND] == before
         else:
             _, active = op
             plan = plan_close(
@@ -152,7 +158,7 @@ def test_any_sequence_of_trips_fees_and_closes_keeps_the_books(ops: list[tuple[A
             lines, fund_collected, trips_by_member = [], 0, Counter()
             period += 1
             # The fund holds exactly what the next period inherits, no cent more or less.
-            assert -balances[ledger.FUND] == -plan.carry_cents
+            assert -balances[journals.FUND] == -plan.carry_cents
         # No cent is created or lost: every account together always sums to zero.
         assert sum(balances.values()) == 0
         assert balances.get("coop:commission", 0) == 0
@@ -211,8 +217,8 @@ async def test_the_database_refuses_an_unbalanced_journal(rt: Runtime) -> None:
                 "VALUES ('2001-01', 'cost', 'x') RETURNING id"
             )
         )
-        db.add(LedgerPosting(journal_id=journal_id, account=ledger.FUND, amount_cents=100))
-        db.add(LedgerPosting(journal_id=journal_id, account=ledger.SUPPLIERS, amount_cents=-99))
+        db.add(LedgerPosting(journal_id=journal_id, account=journals.FUND, amount_cents=100))
+        db.add(LedgerPosting(journal_id=journal_id, account=journals.SUPPLIERS, amount_cents=-99))
         await db.flush()  # the check is deferred: it runs at commit
         with pytest.raises(DBAPIError, match="does not balance"):
             await db.commit()
@@ -262,8 +268,8 @@ async def test_trips_fees_close_and_patronage_in_the_database(rt: Runtime) -> No
     late = [await complete_trip(rt, driver_id=d) for d in (b, a, b)]
     assert all(t.cost_recovery_cents == 2001 - 603 + 2 for t in late)
     async with rt.sessions() as db:
-        assert await ledger.trip_period(db, trip_id=late[0].id) == str(nxt)
-        statement = await ledger.statement(db, member_id=b, period=nxt)
+        assert await statements.trip_period(db, trip_id=late[0].id) == str(nxt)
+        statement = await statements.statement(db, member_id=b, period=nxt)
         assert statement.trips == 2 and statement.cost_recovery_cents == 2 * 1400
         # Every journal ever posted balances, and so does the whole ledger.
         assert await db.scalar(select(func.coalesce(func.sum(LedgerPosting.amount_cents), 0))) == 0
@@ -280,7 +286,7 @@ async def test_trips_fees_close_and_patronage_in_the_database(rt: Runtime) -> No
     shares = {p.driver_id: (p.trips, p.amount_cents) for p in report.patronage}
     assert shares == {a: (1, 933), b: (2, 1867)}  # 2800 by 1:2, the odd cent by remainder
     async with rt.sessions() as db:
-        statement = await ledger.statement(db, member_id=b, period=nxt)
+        statement = await statements.statement(db, member_id=b, period=nxt)
         assert statement.patronage_cents == 1867
         assert statement.net_cents == statement.driver_earnings_cents + 1867
 

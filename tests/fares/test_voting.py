@@ -1,4 +1,4 @@
-"""fares.governance's pure core: tallies, quorum and the decision, by properties."""
+"""fares.voting, the pure core of governance: tallies, quorum, the decision, drafts."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from core.errors import ClosesTooSoon, InvalidInput
 from core.fare_terms import OPENING_TERMS, FareRuleTerms
-from fares.governance import (
+from fares.voting import (
     CHOICES,
     BallotCast,
     RuleDraft,
