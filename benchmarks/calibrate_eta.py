@@ -14,11 +14,11 @@ Two sources of truth, in order of preference:
   from NYC's trip-length distribution (log-normal, median 3.3 km, p90 10 km), in a
   random direction, moved to the nearest real pickup location (so destinations are on
   land, where people go). Where both ends are covered by the Midtown road graph
-  (``geo/roads.py``; map data © OpenStreetMap contributors, ODbL), the fastest route
+  (``geo/roads/``; map data © OpenStreetMap contributors, ODbL), the fastest route
   at the pickup's hour is the target. This is routing with assumed speeds, not observed
   durations: see ``docs/eta.md``.
 
-The model (``geo.eta.CalibratedEtaModel``) is fitted in log space by weighted least
+The model (``geo.eta.calibrated.CalibratedEtaModel``) is fitted in log space by weighted least
 squares with Huber weights: log(target ÷ straight-line metres) = a trip-length curve +
 an hour-of-week term (pace only) + the mean of both ends' district (H3 res 6) and cell
 (H3 res 8) offsets + the mean of both ends' districts' direction profiles. Offsets are
@@ -56,10 +56,9 @@ from scipy.spatial import cKDTree  # noqa: E402
 
 from benchmarks.citygen import PICKUPS_CSV, haversine_m  # noqa: E402
 from geo import cells, roads  # noqa: E402
-from geo.eta import (  # noqa: E402
+from geo.eta import DEFAULT_DETOUR_FACTOR, DEFAULT_SPEED_MPS  # noqa: E402
+from geo.eta.calibrated import (  # noqa: E402
     CALIBRATION_PATH,
-    DEFAULT_DETOUR_FACTOR,
-    DEFAULT_SPEED_MPS,
     DIRECTION_KNOTS,
     DIRECTION_PERIOD_DEG,
     HOURS_PER_WEEK,
@@ -545,7 +544,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         meta = {
             "reference": (
                 "road-network routing over OpenStreetMap (Midtown extract "
-                f"{args.osm.name}) with assumed speeds and congestion (geo/roads.py), "
+                f"{args.osm.name}) with assumed speeds and congestion (geo/roads/), "
                 "not observed durations"
             ),
             "map_credit": roads.OSM_CREDIT + " (ODbL 1.0)",

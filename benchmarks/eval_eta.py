@@ -6,7 +6,7 @@ same sampling as ``benchmarks/calibrate_eta.py`` (same seed, same pairs).
 
 The reference is NOT observed trip durations: this checkout has none (the April 2014
 pickups carry no drop-off or duration, and no installable package here ships NYC trips
-with durations). It is the road-network model (``geo/roads.py``): fastest routes over
+with durations). It is the road-network model (``geo/roads/``): fastest routes over
 the OpenStreetMap Midtown extract (© OpenStreetMap contributors, ODbL) at assumed
 speeds and congestion. So the figures say how closely each model reproduces that
 routing, not how close any of them is to a real drive; ``docs/eta.md`` says what

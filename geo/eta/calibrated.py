@@ -1,17 +1,7 @@
-"""Travel distance and time between two points.
-
-Three models behind one interface (``leg``, ``seconds``, ``reach_m``), chosen by
-:func:`load_eta_model`:
-
-- ``straight`` — :class:`EtaModel`: one detour factor and one speed for the whole city.
-- ``calibrated`` — :class:`CalibratedEtaModel`: detour factor and pace fitted by place
-  (H3 cell, district), hour of the week, trip length and direction
-  (``geo/data/eta_calibration.json``, made by ``benchmarks/calibrate_eta.py``).
-- ``road`` — :class:`RoadNetworkEtaModel`: fastest route over the Midtown OpenStreetMap
-  road graph (``geo/roads.py``) where it covers both ends, the calibrated model elsewhere.
-
-What the calibration was fitted against, and how well it does, is in ``docs/eta.md``.
-"""
+"""The calibrated model: detour factor and pace fitted by place (H3 cell, district), hour
+of the week, trip length and direction (``geo/data/eta_calibration.json``, made by
+``benchmarks/calibrate_eta.py``). What it was fitted against, and how well it does, is
+in ``docs/eta.md``."""
 
 from __future__ import annotations
 
@@ -24,49 +14,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from geo import cells
+from geo.eta.base import EtaModel, Leg
 from geo.point import LatLng, haversine_m
 
-if TYPE_CHECKING:
-    from geo.roads import RoadRouter
-
-# Manhattan's grid makes road distance ~1.3-1.4x the straight line; 6 m/s (21.6 km/h)
-# is a typical mid-day average speed for city traffic including stops.
-DEFAULT_DETOUR_FACTOR = 1.35
-DEFAULT_SPEED_MPS = 6.0
-
-
-@dataclass(frozen=True, slots=True)
-class Leg:
-    distance_m: int
-    duration_s: int
-
-
-@dataclass(frozen=True, slots=True)
-class EtaModel:
-    detour_factor: float = DEFAULT_DETOUR_FACTOR
-    speed_mps: float = DEFAULT_SPEED_MPS
-
-    def leg(self, origin: LatLng, destination: LatLng) -> Leg:
-        road_m = haversine_m(origin, destination) * self.detour_factor
-        return Leg(distance_m=round(road_m), duration_s=math.ceil(road_m / self.speed_mps))
-
-    def seconds(self, origin: LatLng, destination: LatLng) -> int:
-        return self.leg(origin, destination).duration_s
-
-    def reach_m(self, seconds: float) -> float:
-        """The straight-line radius a driver can cover in ``seconds``."""
-        return seconds * self.speed_mps / self.detour_factor
-
-
-DEFAULT_MODEL = EtaModel()
-
-EtaMode = Literal["calibrated", "road", "straight"]
-ETA_MODES: tuple[EtaMode, ...] = ("calibrated", "road", "straight")
-CALIBRATION_PATH = Path(__file__).resolve().parent / "data" / "eta_calibration.json"
+CALIBRATION_PATH = Path(__file__).resolve().parent.parent / "data" / "eta_calibration.json"
 CALIBRATION_FORMAT = 1
 HOURS_PER_WEEK = 168
 # Direction profiles are periodic over 90°: a street grid looks the same turned by a
@@ -494,90 +449,3 @@ class _ReachTable:
         else:
             reach = self._grid[k + 1]
         return reach * (1.0 + 1e-9)
-
-
-@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
-class RoadNetworkEtaModel(EtaModel):
-    """Fastest route over the road graph where it covers both ends (free-flow time ×
-    the hour's congestion factor, route metres), the calibrated model elsewhere. The
-    hour comes from the fallback's clock."""
-
-    router: RoadRouter
-    fallback: CalibratedEtaModel
-    _congestion: list[float] = field(init=False, repr=False)
-    _road_reach_mps: float = field(init=False, repr=False)
-    _road_reach_cap_m: float = field(init=False, repr=False)
-
-    # Haversine and the graph's local metres differ by well under 1% over Midtown.
-    _REACH_MARGIN = 1.01
-
-    __eq__ = object.__eq__
-    __hash__ = object.__hash__
-
-    def __post_init__(self) -> None:
-        from geo.roads import MIN_CONGESTION, congestion_factor
-
-        object.__setattr__(self, "detour_factor", self.fallback.detour_factor)
-        object.__setattr__(self, "speed_mps", self.fallback.speed_mps)
-        object.__setattr__(
-            self, "_congestion", [congestion_factor(h) for h in range(HOURS_PER_WEEK)]
-        )
-        margin = self._REACH_MARGIN
-        object.__setattr__(
-            self, "_road_reach_mps", self.router.max_speed_mps / MIN_CONGESTION * margin
-        )
-        object.__setattr__(self, "_road_reach_cap_m", self.router.diameter_m * margin)
-
-    @property
-    def clock(self) -> Callable[[], int]:
-        return self.fallback.clock
-
-    def seconds_at(self, origin: LatLng, destination: LatLng, how: int) -> int:
-        free_flow_s = self.router.free_flow_s(origin, destination)
-        if free_flow_s is None:
-            return self.fallback.seconds_at(origin, destination, how)
-        return math.ceil(free_flow_s * self._congestion[how])
-
-    def leg_at(self, origin: LatLng, destination: LatLng, how: int) -> Leg:
-        road = self.router.leg(origin, destination)
-        if road is None:
-            return self.fallback.leg_at(origin, destination, how)
-        return Leg(
-            distance_m=round(road.distance_m),
-            duration_s=math.ceil(road.free_flow_s * self._congestion[how]),
-        )
-
-    def seconds(self, origin: LatLng, destination: LatLng) -> int:
-        return self.seconds_at(origin, destination, self.clock())
-
-    def leg(self, origin: LatLng, destination: LatLng) -> Leg:
-        return self.leg_at(origin, destination, self.clock())
-
-    def reach_m(self, seconds: float) -> float:
-        """A route is never faster than the fastest edge at the lightest traffic, and
-        both its ends lie inside the extract; elsewhere the calibrated bound holds."""
-        road = min(seconds * self._road_reach_mps, self._road_reach_cap_m)
-        return max(road, self.fallback.reach_m(seconds))
-
-
-def load_eta_model(
-    mode: EtaMode,
-    *,
-    calibration_path: Path = CALIBRATION_PATH,
-    osm_path: Path | None = None,
-    cache_dir: Path | None = None,
-) -> EtaModel:
-    """The model ``COOP_ETA_MODEL`` names. ``calibrated`` reads one small JSON file;
-    ``road`` also loads the road graph (cached after the first build: see geo/roads.py)
-    and needs ``osmium`` and ``scipy``."""
-    if mode == "straight":
-        return DEFAULT_MODEL
-    calibrated = CalibratedEtaModel.create(EtaCalibration.load(calibration_path))
-    if mode == "calibrated":
-        return calibrated
-    if mode == "road":
-        from geo.roads import DEFAULT_OSM_PATH, RoadRouter
-
-        router = RoadRouter.load(osm_path or DEFAULT_OSM_PATH, cache_dir=cache_dir)
-        return RoadNetworkEtaModel(router=router, fallback=calibrated)
-    raise ValueError(f"unknown ETA model {mode!r}; expected one of {ETA_MODES}")

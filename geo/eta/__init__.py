@@ -1,0 +1,81 @@
+"""Travel distance and time between two points.
+
+Three models behind one interface (``leg``, ``seconds``, ``reach_m``), chosen by
+:func:`load_eta_model` (``COOP_ETA_MODEL``):
+
+- ``straight`` — ``base.EtaModel``: one detour factor and one speed for the whole city.
+- ``calibrated`` — ``calibrated.CalibratedEtaModel``: detour factor and pace fitted by
+  place (H3 cell, district), hour of the week, trip length and direction
+  (``geo/data/eta_calibration.json``, made by ``benchmarks/calibrate_eta.py``).
+- ``road`` — ``road.RoadNetworkEtaModel``: fastest route over the Midtown OpenStreetMap
+  road graph (``geo.roads``) where it covers both ends, the calibrated model elsewhere.
+
+What the calibration was fitted against, and how well it does, is in ``docs/eta.md``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from geo.eta.base import DEFAULT_DETOUR_FACTOR, DEFAULT_MODEL, DEFAULT_SPEED_MPS, EtaModel, Leg
+from geo.eta.calibrated import (
+    CALIBRATION_FORMAT,
+    CALIBRATION_PATH,
+    HOURS_PER_WEEK,
+    CalibratedEtaModel,
+    EtaCalibration,
+    HourOfWeekClock,
+    Surface,
+    fixed_hour,
+    hour_of_week,
+)
+from geo.eta.road import RoadNetworkEtaModel
+
+EtaMode = Literal["calibrated", "road", "straight"]
+ETA_MODES: tuple[EtaMode, ...] = ("calibrated", "road", "straight")
+
+
+def load_eta_model(
+    mode: EtaMode,
+    *,
+    calibration_path: Path = CALIBRATION_PATH,
+    osm_path: Path | None = None,
+    cache_dir: Path | None = None,
+) -> EtaModel:
+    """The model ``COOP_ETA_MODEL`` names. ``calibrated`` reads one small JSON file;
+    ``road`` also loads the road graph (cached after the first build: see geo/roads/)
+    and needs ``osmium`` and ``scipy``."""
+    if mode == "straight":
+        return DEFAULT_MODEL
+    calibrated = CalibratedEtaModel.create(EtaCalibration.load(calibration_path))
+    if mode == "calibrated":
+        return calibrated
+    if mode == "road":
+        from geo.roads import DEFAULT_OSM_PATH, RoadRouter
+
+        router = RoadRouter.load(osm_path or DEFAULT_OSM_PATH, cache_dir=cache_dir)
+        return RoadNetworkEtaModel(router=router, fallback=calibrated)
+    raise ValueError(f"unknown ETA model {mode!r}; expected one of {ETA_MODES}")
+
+
+__all__ = [
+    "CALIBRATION_FORMAT",
+    "CALIBRATION_PATH",
+    "DEFAULT_DETOUR_FACTOR",
+    "DEFAULT_MODEL",
+    "DEFAULT_SPEED_MPS",
+    "ETA_MODES",
+    "HOURS_PER_WEEK",
+    "CalibratedEtaModel",
+    "EtaCalibration",
+    "EtaMode",
+    "EtaModel",
+    "HourOfWeekClock",
+    "Leg",
+    "RoadNetworkEtaModel",
+    "Surface",
+    "fixed_hour",
+    "hour_of_week",
+    "load_eta_model",
+]
