@@ -48,3 +48,13 @@ def haversine_m(a: LatLng, b: LatLng) -> float:
     dlmb = math.radians(b.lng - a.lng)
     h = math.sin(dphi / 2) ** 2 + math.cos(phi1) * math.cos(phi2) * math.sin(dlmb / 2) ** 2
     return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(h)))
+
+
+def toward(a: LatLng, b: LatLng, metres: float) -> LatLng:
+    """``metres`` along the straight line from ``a`` to ``b`` (``b`` if nearer): how a
+    simulated car moves between two position reports."""
+    d = haversine_m(a, b)
+    if d <= metres or d == 0:
+        return b
+    f = metres / d
+    return LatLng(a.lat + (b.lat - a.lat) * f, a.lng + (b.lng - a.lng) * f)

@@ -27,8 +27,6 @@ named by code.
 from __future__ import annotations
 
 import contextlib
-import itertools
-import json
 import math
 import os
 import random
@@ -39,15 +37,15 @@ from typing import Any
 
 import gevent
 import httpx
-import websocket
-from gevent.queue import Empty, Queue
+from gevent.queue import Queue
 from locust import FastHttpUser, LoadTestShape, events, task
 from locust.env import Environment
 from locust.runners import WorkerRunner
 
 from geo.eta import DEFAULT_MODEL
-from geo.point import LatLng, haversine_m
+from geo.point import LatLng, toward
 from loadtests import trace
+from loadtests.phone import FrameError, Socket, fire, phone, point, ws_url
 from loadtests.plan import LoadPlan
 from simulation.demand import RideRequest
 
@@ -56,8 +54,6 @@ FINAL = frozenset({"completed", "cancelled", "expired"})
 # Idle drivers drift about a block every few updates, as cars circling do.
 WANDER_M = 30.0
 START_JITTER_DEG = 0.0008
-# A socket that cannot be opened within this long counts as a failed connect.
-CONNECT_TIMEOUT_S = 20.0
 # A rider's clean-up call when the test stops.
 TEARDOWN_TIMEOUT_S = 5.0
 # What an accept racing the rider's cancel is answered with (docs/websocket.md).
@@ -118,97 +114,6 @@ def _init(environment: Environment, **_: Any) -> None:
 def _start(environment: Environment, **_: Any) -> None:
     City.load(environment)
     City.started = time.monotonic()
-
-
-def fire(
-    environment: Environment,
-    name: str,
-    elapsed_s: float,
-    *,
-    exception: BaseException | None = None,
-    length: int = 0,
-) -> None:
-    environment.events.request.fire(
-        request_type="WS",
-        name=name,
-        response_time=elapsed_s * 1000.0,
-        response_length=length,
-        exception=exception,
-        context={},
-    )
-
-
-class FrameError(Exception):
-    """An ``error`` frame the scenario did not expect."""
-
-
-class Socket:
-    """A phone's socket: a greenlet reads frames into a queue; sends go straight out."""
-
-    def __init__(self, environment: Environment, url: str, token: str, name: str) -> None:
-        t0 = time.monotonic()
-        try:
-            self.ws = websocket.create_connection(
-                url, header=[f"Authorization: Bearer {token}"], timeout=CONNECT_TIMEOUT_S
-            )
-        except Exception as exc:
-            fire(environment, name, time.monotonic() - t0, exception=exc)
-            raise
-        fire(environment, name, time.monotonic() - t0)
-        self.ws.settimeout(None)
-        self.frames: Queue[dict[str, Any]] = Queue()
-        self.closed = False
-        self.ids = itertools.count(1)
-        self.reader = gevent.spawn(self._read)
-
-    def _read(self) -> None:
-        try:
-            while True:
-                raw = self.ws.recv()
-                if not raw:
-                    break
-                self.frames.put(json.loads(raw))
-        except Exception:  # the socket closed: the user sees it as a closed queue
-            pass
-        finally:
-            self.closed = True
-            self.frames.put({"type": "_closed"})
-
-    def send(self, frame: dict[str, Any]) -> None:
-        self.ws.send(json.dumps(frame))
-
-    def next(self, timeout: float) -> dict[str, Any] | None:
-        try:
-            frame: dict[str, Any] = self.frames.get(timeout=max(0.0, timeout))
-            return frame
-        except Empty:
-            return None
-
-    def close(self) -> None:
-        self.reader.kill(block=False)
-        with contextlib.suppress(Exception):
-            self.ws.close()
-
-
-def ws_url(host: str | None) -> str:
-    assert host, "Locust was started without --host"
-    return host.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
-
-
-def toward(a: LatLng, b: LatLng, metres: float) -> LatLng:
-    d = haversine_m(a, b)
-    if d <= metres or d == 0:
-        return b
-    f = metres / d
-    return LatLng(a.lat + (b.lat - a.lat) * f, a.lng + (b.lng - a.lng) * f)
-
-
-def point(p: LatLng) -> dict[str, float]:
-    return {"lat": round(float(p.lat), 6), "lng": round(float(p.lng), 6)}
-
-
-def phone(rng: random.Random) -> str:
-    return f"+1 555 {rng.randrange(10**7):07d}"
 
 
 class DriverUser(FastHttpUser):

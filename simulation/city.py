@@ -35,7 +35,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from core.auth import issue_token
 from core.settings import Settings
 from geo.eta import DEFAULT_MODEL
-from geo.point import LatLng, haversine_m
+from geo.point import LatLng, toward
 from simulation.demand import RideRequest, build_requests, driver_starts, read_demand
 
 log = logging.getLogger(__name__)
@@ -104,15 +104,6 @@ class Tally:
             "platform_commission_cents": self.commission_cents,
             "errors": dict(self.errors),
         }
-
-
-def _toward(a: LatLng, b: LatLng, metres: float) -> LatLng:
-    """``metres`` along the straight line from ``a`` to ``b`` (``b`` if nearer)."""
-    d = haversine_m(a, b)
-    if d <= metres or d == 0:
-        return b
-    f = metres / d
-    return LatLng(a.lat + (b.lat - a.lat) * f, a.lng + (b.lng - a.lng) * f)
 
 
 class DemoCity:
@@ -251,7 +242,7 @@ class DemoCity:
                     try:
                         frame = await asyncio.wait_for(frames.get(), IDLE_REPORT_S)
                     except TimeoutError:
-                        position = _toward(position, _wander(position, self.rng), 30.0)
+                        position = toward(position, _wander(position, self.rng), 30.0)
                         await self._report(ws, position)
                         continue
                     if frame.get("type") == "offer" and not _expired(frame["expires_at"]):
@@ -313,7 +304,7 @@ class DemoCity:
         for target, then in ((pickup, ("arrived", "start")), (dropoff, ("complete",))):
             while position != target and not stop.is_set():
                 await asyncio.sleep(MOVING_REPORT_S)
-                position = _toward(position, target, self.metres_per_real_s * MOVING_REPORT_S)
+                position = toward(position, target, self.metres_per_real_s * MOVING_REPORT_S)
                 await self._report(ws, position)
                 if _cancelled(frames):
                     return position
