@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from functools import partial
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -285,39 +286,42 @@ async def expire_due(rt: Runtime, *, limit: int = 500) -> int:
         async with rt.unit_of_work() as db:
             trip_id = await db.scalar(select(Offer.trip_id).where(Offer.id == offer_id))
             trip = None if trip_id is None else await db.get(Trip, trip_id, with_for_update=True)
-            row = (
-                await db.execute(
-                    update(Offer)
-                    .where(
-                        Offer.id == offer_id, Offer.status.in_(offer_states.sources_of("expired"))
-                    )
-                    .values(status="expired", responded_at=utcnow())
-                    .returning(Offer.driver_id)
-                )
-            ).first()
-            if row is None or trip is None:
+            if not await _end_unanswered(db, rt, offer_id=offer_id, trip=trip, status="expired"):
                 await rt.redis.zrem(rt.keys.offer_deadlines(), offer_id)
                 continue
-            driver_id = row.driver_id
-            requested_at, still_open = trip.requested_at, trip.status == "requested"
-
-            async def bookkeeping(
-                offer_id: str = offer_id,
-                driver_id: str = driver_id,
-                trip: Trip = trip,
-                requested_at: datetime = requested_at,
-                still_open: bool = still_open,
-            ) -> None:
-                await rt.presence.release_offer(
-                    offer_id=offer_id, driver_id=driver_id, trip_id=trip.id
-                )
-                if still_open:
-                    await _requeue(rt, trip=trip, requested_at=requested_at, driver_id=driver_id)
-
-            after_commit(db, bookkeeping)
-            emit(db, Event("driver", driver_id, {"type": "offer.expired", "offer_id": offer_id}))
         expired += 1
     return expired
+
+
+async def _end_unanswered(
+    db: AsyncSession, rt: Runtime, *, offer_id: str, trip: Trip | None, status: str
+) -> bool:
+    """End a pending offer its driver did not answer (``expired``, or ``withdrawn`` from
+    a driver who vanished), its trip already locked: the driver is told
+    (``offer.<status>``) and, once committed, the reservation is freed and a trip still
+    open goes back to the queue without that driver. False when the offer was no longer
+    pending (another process ended it first) or its trip is gone."""
+    row = (
+        await db.execute(
+            update(Offer)
+            .where(Offer.id == offer_id, Offer.status.in_(offer_states.sources_of(status)))
+            .values(status=status, responded_at=utcnow())
+            .returning(Offer.driver_id)
+        )
+    ).first()
+    if row is None or trip is None:
+        return False
+    driver_id: str = row.driver_id
+    requested_at, still_open = trip.requested_at, trip.status == "requested"
+
+    async def bookkeeping() -> None:
+        await rt.presence.release_offer(offer_id=offer_id, driver_id=driver_id, trip_id=trip.id)
+        if still_open:
+            await _requeue(rt, trip=trip, requested_at=requested_at, driver_id=driver_id)
+
+    after_commit(db, bookkeeping)
+    emit(db, Event("driver", driver_id, {"type": f"offer.{status}", "offer_id": offer_id}))
+    return True
 
 
 async def restore_pending(rt: Runtime) -> int:
@@ -394,38 +398,9 @@ async def withdraw_orphaned(rt: Runtime, *, limit: int = 500) -> int:
                 continue
             # Trip first, then the offer: the lock order of every other path.
             trip = await db.get(Trip, found.trip_id, with_for_update=True)
-            row = (
-                await db.execute(
-                    update(Offer)
-                    .where(
-                        Offer.id == offer_id,
-                        Offer.status.in_(offer_states.sources_of("withdrawn")),
-                    )
-                    .values(status="withdrawn", responded_at=utcnow())
-                    .returning(Offer.driver_id)
-                )
-            ).first()
-            if row is None or trip is None:
+            if not await _end_unanswered(db, rt, offer_id=offer_id, trip=trip, status="withdrawn"):
                 await rt.redis.zrem(key, offer_id)
                 continue
-            driver_id = row.driver_id
-            requested_at, still_open = trip.requested_at, trip.status == "requested"
-
-            async def bookkeeping(
-                offer_id: str = offer_id,
-                driver_id: str = driver_id,
-                trip: Trip = trip,
-                requested_at: datetime = requested_at,
-                still_open: bool = still_open,
-            ) -> None:
-                await rt.redis.zrem(key, offer_id)
-                await rt.presence.release_offer(
-                    offer_id=offer_id, driver_id=driver_id, trip_id=trip.id
-                )
-                if still_open:
-                    await _requeue(rt, trip=trip, requested_at=requested_at, driver_id=driver_id)
-
-            after_commit(db, bookkeeping)
-            emit(db, Event("driver", driver_id, {"type": "offer.withdrawn", "offer_id": offer_id}))
+            after_commit(db, partial(rt.redis.zrem, key, offer_id))
         withdrawn += 1
     return withdrawn

@@ -33,7 +33,7 @@ from dispatch.runtime import Runtime
 from geo import cells
 from geo.point import LatLng
 from web.runtime import ApiRuntime
-from web.sockets import Frames, authenticate_socket, error_frame, send, serve_socket
+from web.sockets import Frames, error_frame, open_socket, send, serve_socket
 
 router = APIRouter()
 
@@ -233,10 +233,10 @@ class DriverSession:
 
 @router.websocket("/v1/drivers/ws")
 async def driver_socket(ws: WebSocket) -> None:
-    rt: ApiRuntime = ws.app.state.runtime
-    who = await authenticate_socket(rt, ws, "driver")
-    if who is None:
+    opened = await open_socket(ws, "driver")
+    if opened is None:
         return
+    rt, who = opened
     driver_id = who.subject_id
     try:
         async with rt.sessions() as db:

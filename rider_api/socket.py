@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, WebSocket
 
-from web.runtime import ApiRuntime
-from web.sockets import Frames, authenticate_socket, serve_socket
+from web.sockets import Frames, open_socket, serve_socket
 
 router = APIRouter()
 
@@ -16,8 +15,7 @@ RIDER_FRAMES = Frames({}, refusal="riders send only 'ack' frames, not {type!r}")
 
 @router.websocket("/v1/riders/ws")
 async def rider_socket(ws: WebSocket) -> None:
-    rt: ApiRuntime = ws.app.state.runtime
-    who = await authenticate_socket(rt, ws, "rider")
-    if who is None:
-        return
-    await serve_socket(rt, ws, audience="rider", who=who, frames=RIDER_FRAMES)
+    opened = await open_socket(ws, "rider")
+    if opened is not None:
+        rt, who = opened
+        await serve_socket(rt, ws, audience="rider", who=who, frames=RIDER_FRAMES)

@@ -34,10 +34,10 @@ from web.runtime import ApiRuntime
 from web.sockets import (
     CLOSE_TOO_BIG,
     MAX_FRAME_BYTES,
-    authenticate_socket,
     close_quietly,
     error_frame,
     first_to_end,
+    open_socket,
     parse_frame,
     send,
 )
@@ -133,10 +133,10 @@ async def dashboard_snapshot(
 
 @router.websocket("/v1/operator/live")
 async def live(ws: WebSocket) -> None:
-    rt: ApiRuntime = ws.app.state.runtime
-    who = await authenticate_socket(rt, ws, "operator")
-    if who is None:
+    opened = await open_socket(ws, "operator")
+    if opened is None:
         return
+    rt, _ = opened
     board = dashboard_of(ws.app, rt)
     metrics.SOCKETS_CONNECTED.labels("operator").inc()
     metrics.SOCKET_CONNECTIONS.labels("operator").inc()

@@ -117,6 +117,14 @@ async def authenticate_socket(rt: ApiRuntime, ws: WebSocket, role: Role) -> Prin
     return None
 
 
+async def open_socket(ws: WebSocket, role: Role) -> tuple[ApiRuntime, Principal] | None:
+    """A socket's first step: the process's runtime and who is on the socket, or None
+    when the socket was refused and closed (``authenticate_socket``)."""
+    rt: ApiRuntime = ws.app.state.runtime
+    who = await authenticate_socket(rt, ws, role)
+    return None if who is None else (rt, who)
+
+
 def parse_frame(text: str | bytes) -> dict[str, Any]:
     try:
         frame = orjson.loads(text)
