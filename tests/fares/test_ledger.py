@@ -30,7 +30,7 @@ from fares import accounts, ledger
 from fares.accounts import Period
 from fares.ledger import BudgetLineTerms, allocate, per_trip_fee_cents, plan_close, split_equally
 from geo.point import LatLng
-from tests.isolated_db import isolated_database
+from tests.fixtures.isolated import isolated_database
 
 MIDTOWN = LatLng(40.7549, -73.9840)
 CHELSEA = LatLng(40.7465, -74.0014)

@@ -19,10 +19,11 @@ from sqlalchemy import text
 
 from core.db import is_connection_error, make_engine, make_sessionmaker, unit_of_work
 from core.errors import Unavailable
-from tests.conftest import Server, start_server, stop_server
-from tests.e2e.phones import CHELSEA, MIDTOWN, NEAR_MIDTOWN, new_driver, new_rider, open_socket
-from tests.faults.conftest import Backing
-from tests.faults.invariants import check_database, rows, wait_ready
+from server.harness import Server, running_server
+from tests.fixtures.invariants import check_database, rows, wait_ready
+from tests.fixtures.own_services import Backing
+from tests.fixtures.phones import CHELSEA, MIDTOWN, NEAR_MIDTOWN, new_driver, new_rider, open_socket
+from tests.fixtures.servers import starts_server
 
 pytestmark = pytest.mark.e2e
 
@@ -33,15 +34,13 @@ REQUESTS = 10
 
 
 @pytest.fixture
+@starts_server
 def server(backing: Backing, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     settings = backing.settings.model_copy(
         update={"redis_prefix": f"faults:{secrets.token_hex(3)}:"}
     )
-    proc, srv = start_server(settings, tmp_path_factory.mktemp("pg") / "server.log")
-    try:
+    with running_server(settings, tmp_path_factory.mktemp("pg") / "server.log") as srv:
         yield srv
-    finally:
-        stop_server(proc)
 
 
 def _unavailable(r: httpx.Response) -> None:

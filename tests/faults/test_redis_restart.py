@@ -17,10 +17,11 @@ import pytest
 from core.events import Event, EventBus
 from core.keys import Keys
 from core.redis import make_redis
-from tests.conftest import Server, start_server, stop_server
-from tests.e2e.phones import CHELSEA, MIDTOWN, NEAR_MIDTOWN, new_driver, new_rider, open_socket
-from tests.faults.conftest import Backing
-from tests.faults.invariants import check_database, offers_of, trip_row, wait_for, wait_ready
+from server.harness import Server, running_server
+from tests.fixtures.invariants import check_database, offers_of, trip_row, wait_for, wait_ready
+from tests.fixtures.own_services import Backing
+from tests.fixtures.phones import CHELSEA, MIDTOWN, NEAR_MIDTOWN, new_driver, new_rider, open_socket
+from tests.fixtures.servers import starts_server
 
 pytestmark = pytest.mark.e2e
 
@@ -29,15 +30,13 @@ PROBLEM = "application/problem+json"
 
 
 @pytest.fixture
+@starts_server
 def server(backing: Backing, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     settings = backing.settings.model_copy(
         update={"redis_prefix": f"faults:{secrets.token_hex(3)}:", "offer_timeout_s": 60.0}
     )
-    proc, srv = start_server(settings, tmp_path_factory.mktemp("redis") / "server.log")
-    try:
+    with running_server(settings, tmp_path_factory.mktemp("redis") / "server.log") as srv:
         yield srv
-    finally:
-        stop_server(proc)
 
 
 def _unavailable(r: httpx.Response) -> None:
