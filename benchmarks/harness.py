@@ -95,7 +95,7 @@ def running_server(
     """``coopride serve`` (api only unless asked) for the block; log in the temp dir."""
     port = harness.free_port()
     log = Path(tempfile.gettempdir()) / f"coopride-bench-{port}.log"
-    with harness.running_server(
+    with harness.start_server(
         settings, log, dispatcher=dispatcher, workers=workers, port=port, ready_timeout_s=60
     ) as server:
         running = RunningServer(server.base_url)

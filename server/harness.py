@@ -25,8 +25,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -261,7 +261,8 @@ def stop(popen: subprocess.Popen[bytes]) -> None:
 
 @dataclass(frozen=True)
 class Server:
-    """A started ``coopride serve`` that answered ``/readyz``."""
+    """A started ``coopride serve`` that answered ``/readyz``; as a context manager, it is
+    stopped at the end of the block."""
 
     base_url: str
     ws_url: str
@@ -277,6 +278,12 @@ class Server:
 
     def stop(self) -> None:
         self.process.stop()
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
 
 
 def start_server(
@@ -301,30 +308,3 @@ def start_server(
         process.stop()
         raise
     return Server(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", settings, process)
-
-
-@contextmanager
-def running_server(
-    settings: Settings,
-    log_path: Path,
-    *,
-    dispatcher: bool = True,
-    workers: int = 1,
-    port: int | None = None,
-    log_level: str = "warning",
-    ready_timeout_s: float = READY_TIMEOUT_S,
-) -> Iterator[Server]:
-    """``start_server`` for the block, stopped after it."""
-    server = start_server(
-        settings,
-        log_path,
-        dispatcher=dispatcher,
-        workers=workers,
-        port=port,
-        log_level=log_level,
-        ready_timeout_s=ready_timeout_s,
-    )
-    try:
-        yield server
-    finally:
-        server.stop()

@@ -26,7 +26,7 @@ import pytest
 from playwright.async_api import Page, async_playwright
 
 from core.settings import Settings
-from server.harness import ROOT, Server, running_server
+from server.harness import ROOT, Server, start_server
 from tests.fixtures.phones import NEAR_MIDTOWN, Socket, new_driver, new_rider, open_socket
 
 pytestmark = pytest.mark.e2e
@@ -435,7 +435,7 @@ async def test_the_map_uses_tiles_when_a_tile_server_is_configured(
                 "ops_tile_attribution": "Test tiles",
             }
         )
-        with running_server(settings, tmp_path_factory.mktemp("tiles") / "server.log") as srv:
+        with start_server(settings, tmp_path_factory.mktemp("tiles") / "server.log") as srv:
             async with async_playwright() as pw:
                 browser = await pw.chromium.launch(executable_path=CHROMIUM)
                 try:

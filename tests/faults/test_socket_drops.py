@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from core.settings import Settings
-from server.harness import Server, libpq_url, running_server
+from server.harness import Server, libpq_url, start_server
 from tests.fixtures.invariants import check_database, offers_of, wait_for
 from tests.fixtures.phones import CHELSEA, MIDTOWN, NEAR_MIDTOWN, Socket, new_driver, new_rider
 from tests.fixtures.phones import open_socket as _open_socket
@@ -41,7 +41,7 @@ def drops_server(
             "offer_disconnect_grace_s": GRACE_S,
         }
     )
-    with running_server(settings, tmp_path_factory.mktemp("drops") / "server.log") as srv:
+    with start_server(settings, tmp_path_factory.mktemp("drops") / "server.log") as srv:
         yield srv
 
 

@@ -22,7 +22,7 @@ from websockets.exceptions import ConnectionClosed
 
 from core.settings import Settings
 from geo.areas import MAX_VERTICES
-from server.harness import Server, running_server
+from server.harness import Server, start_server
 from tests.fixtures.phones import CHELSEA, MIDTOWN, new_driver, new_rider, open_socket, problem_of
 from tests.fixtures.servers import starts_server
 
@@ -49,7 +49,7 @@ def limits_server(
             "location_rate_per_s": REFILL_PER_S,
         }
     )
-    with running_server(settings, tmp_path_factory.mktemp("limits") / "server.log") as srv:
+    with start_server(settings, tmp_path_factory.mktemp("limits") / "server.log") as srv:
         yield srv
 
 

@@ -16,7 +16,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from core.auth import issue_token
-from server.harness import Server, running_server
+from server.harness import Server, start_server
 from tests.fixtures.phones import new_driver, new_rider, open_socket, problem_of
 from tests.fixtures.servers import starts_server
 
@@ -39,7 +39,7 @@ async def http(server: Server) -> AsyncIterator[httpx.AsyncClient]:
 def second_api(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """Another api process (no dispatcher) beside the shared server: same database,
     same Redis, as behind a load balancer."""
-    with running_server(
+    with start_server(
         server.settings, tmp_path_factory.mktemp("api2") / "server.log", dispatcher=False
     ) as srv:
         yield srv
