@@ -12,6 +12,7 @@ import pytest
 
 from core.settings import Settings
 from server import harness
+from tests.fixtures.servers import starts_server
 
 
 def test_every_setting_reaches_the_subprocess_and_none_removes_its_variable(
@@ -79,3 +80,27 @@ def test_a_server_that_exits_is_reported_at_once_with_its_log(
     with pytest.raises(RuntimeError, match="exited with") as failed:
         harness.start_server(refused, tmp_path / "server.log", ready_timeout_s=60)
     assert "COOP_OPERATOR_TOKEN" in str(failed.value)
+
+
+@pytest.fixture
+@starts_server
+def declared_server() -> None:
+    """Declared as starting a server, without starting one: the mark is what is tested."""
+
+
+@pytest.fixture
+def through_another(declared_server: None) -> None:
+    pass
+
+
+def test_a_fixture_that_starts_a_server_marks_its_tests_e2e(
+    declared_server: None, request: pytest.FixtureRequest
+) -> None:
+    # Only in the whole suite: make test-fast leaves it out, because of the mark.
+    assert request.node.get_closest_marker("e2e") is not None
+
+
+def test_the_mark_follows_the_fixture_through_other_fixtures(
+    through_another: None, request: pytest.FixtureRequest
+) -> None:
+    assert request.node.get_closest_marker("e2e") is not None
