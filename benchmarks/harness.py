@@ -1,36 +1,24 @@
-"""Shared set-up for benchmarks that need the real server: a database of their own,
-members created in bulk, and ``coopride serve`` in a subprocess."""
+"""What benchmarks that need the real server add to ``server.harness``: a database and
+Redis prefix named for the benchmark, members created in bulk, the server process's
+CPU time, and percentiles."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import secrets
-import socket
-import subprocess
-import sys
-import time
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
-import httpx
 
 from core.auth import issue_token
 from core.settings import Settings, get_settings
+from server import harness
 
-ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT.parent / "shared" / "data"
-
-
-def _libpq(url: str) -> str:
-    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
-
-
-def _with_db(url: str, name: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+BENCH_DATABASE_PREFIX = "coopride_bench_"
 
 
 def bench_settings(name: str, **overrides: object) -> Settings:
@@ -38,7 +26,7 @@ def bench_settings(name: str, **overrides: object) -> Settings:
     base = get_settings()
     return Settings(
         environment="test",
-        database_url=_with_db(base.database_url, f"coopride_bench_{name}"),
+        database_url=harness.with_database(base.database_url, f"{BENCH_DATABASE_PREFIX}{name}"),
         redis_url=base.redis_url,
         redis_prefix=f"coopbench:{name}:{secrets.token_hex(3)}:",
         jwt_secret=secrets.token_urlsafe(48),
@@ -48,61 +36,23 @@ def bench_settings(name: str, **overrides: object) -> Settings:
     )
 
 
-def env_of(settings: Settings) -> dict[str, str]:
-    return {
-        **os.environ,
-        "COOP_ENVIRONMENT": settings.environment,
-        "COOP_DATABASE_URL": settings.database_url,
-        "COOP_REDIS_URL": settings.redis_url,
-        "COOP_REDIS_PREFIX": settings.redis_prefix,
-        "COOP_JWT_SECRET": settings.jwt_secret,
-        "COOP_OPERATOR_TOKEN": settings.operator_token,
-        "COOP_BENCH_ENDPOINTS": "1" if settings.bench_endpoints else "0",
-        "COOP_DISPATCH_BATCH_S": str(settings.dispatch_batch_s),
-        "COOP_DRIVER_STALE_S": str(settings.driver_stale_s),
-        "COOP_LOCATION_RATE_PER_S": str(settings.location_rate_per_s),
-        "COOP_LOCATION_BURST": str(settings.location_burst),
-        "COOP_SIGNUP_RATE_PER_MIN": str(settings.signup_rate_per_min),
-    }
+def _own_database(settings: Settings) -> str:
+    """The benchmark's database URL; only ``coopride_bench_*`` ones are dropped here."""
+    name = harness.database_name(settings.database_url)
+    assert name.startswith(BENCH_DATABASE_PREFIX), name
+    return settings.database_url
 
 
 def fresh_database(settings: Settings) -> None:
     """Drop and recreate the benchmark's own database (named coopride_bench_*), migrate."""
-    name = urlsplit(settings.database_url).path.lstrip("/")
-    assert name.startswith("coopride_bench_"), name
-    admin = _libpq(_with_db(settings.database_url, "postgres"))
-
-    async def run() -> None:
-        conn = await asyncpg.connect(admin)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
-
-    asyncio.run(run())
-    subprocess.run(
-        [sys.executable, "-m", "server.cli", "migrate"],
-        env=env_of(settings),
-        cwd=ROOT,
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
+    url = _own_database(settings)
+    harness.drop_database(url)
+    harness.create_database(url)
+    harness.migrate(url)
 
 
 def drop_database(settings: Settings) -> None:
-    name = urlsplit(settings.database_url).path.lstrip("/")
-    assert name.startswith("coopride_bench_"), name
-    admin = _libpq(_with_db(settings.database_url, "postgres"))
-
-    async def run() -> None:
-        conn = await asyncpg.connect(admin)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
-
-    asyncio.run(run())
+    harness.drop_database(_own_database(settings))
 
 
 def create_members(settings: Settings, count: int) -> list[tuple[str, str]]:
@@ -110,7 +60,7 @@ def create_members(settings: Settings, count: int) -> list[tuple[str, str]]:
     ids = [f"drv_bench{i:06d}" for i in range(count)]
 
     async def run() -> None:
-        conn = await asyncpg.connect(_libpq(settings.database_url))
+        conn = await asyncpg.connect(harness.libpq_url(settings.database_url))
         try:
             await conn.executemany(
                 "INSERT INTO members (id, name, phone, status) VALUES ($1, $2, $3, 'active')",
@@ -124,12 +74,6 @@ def create_members(settings: Settings, count: int) -> list[tuple[str, str]]:
         (i, issue_token(secret=settings.jwt_secret, role="driver", subject_id=i, ttl_s=86400))
         for i in ids
     ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class RunningServer(str):
@@ -148,53 +92,15 @@ class RunningServer(str):
 def running_server(
     settings: Settings, *, dispatcher: bool = False, workers: int = 1
 ) -> Iterator[RunningServer]:
-    port = free_port()
-    args = [
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-        "--workers",
-        str(workers),
-    ]
-    if not dispatcher:
-        args.append("--no-dispatcher")
-    log = open(f"/tmp/coopride-bench-{port}.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", *args],
-        env=env_of(settings),
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited {proc.returncode}; see {log.name}")
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"server not ready; see {log.name}")
-            time.sleep(0.2)
-        running = RunningServer(base)
-        running.pid = proc.pid
+    """``coopride serve`` (api only unless asked) for the block; log in the temp dir."""
+    port = harness.free_port()
+    log = Path(tempfile.gettempdir()) / f"coopride-bench-{port}.log"
+    with harness.start_server(
+        settings, log, dispatcher=dispatcher, workers=workers, port=port, ready_timeout_s=60
+    ) as server:
+        running = RunningServer(server.base_url)
+        running.pid = server.process.popen.pid
         yield running
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 def percentile(sorted_values: list[float], q: float) -> float:

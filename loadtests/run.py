@@ -24,18 +24,15 @@ import json
 import math
 import os
 import secrets
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -44,6 +41,7 @@ from redis import Redis
 from core.settings import Settings, get_settings
 from loadtests import kpi
 from loadtests.plan import GENERATOR_KEPT_UP, LoadPlan
+from server import harness
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
@@ -72,53 +70,8 @@ class Thresholds:
 class Target:
     base_url: str
     settings: Settings  # what the server runs with (database, Redis, tokens, batch)
-    processes: list[subprocess.Popen[bytes]]
+    processes: list[harness.Process]
     own_database: str | None = None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _with_db(url: str, name: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
-
-
-def _libpq(url: str) -> str:
-    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
-
-
-async def _admin(url: str, sql: str) -> None:
-    conn = await asyncpg.connect(_libpq(_with_db(url, "postgres")), timeout=10)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-def service_env(settings: Settings) -> dict[str, str]:
-    """The environment that makes a ``coopride`` process run with ``settings``: every
-    setting, so none falls back to ``.env`` or a default."""
-    env = dict(os.environ)
-    for name in Settings.model_fields:
-        value = getattr(settings, name)
-        if value is None:
-            env.pop(f"COOP_{name.upper()}", None)
-        else:
-            env[f"COOP_{name.upper()}"] = str(value)
-    return env
-
-
-def _stop(proc: subprocess.Popen[Any]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 @contextmanager
@@ -132,7 +85,7 @@ def started_server(
     settings = base.model_copy(
         update={
             "environment": "test",
-            "database_url": _with_db(base.database_url, name),
+            "database_url": harness.with_database(base.database_url, name),
             "redis_prefix": f"loadtest:{run}:",
             "jwt_secret": secrets.token_urlsafe(48),
             "operator_token": secrets.token_urlsafe(24),
@@ -142,35 +95,19 @@ def started_server(
             **({"dispatch_batch_s": batch_s} if batch_s is not None else {}),
         }
     )
-    env = service_env(settings)
-    asyncio.run(_admin(base.database_url, f'CREATE DATABASE "{name}"'))
-    processes: list[subprocess.Popen[bytes]] = []
+    harness.create_database(settings.database_url)
+    processes: list[harness.Process] = []
     try:
-        subprocess.run(
-            [sys.executable, "-m", "server.cli", "migrate"],
-            check=True,
-            env=env,
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-        )
-        port = _free_port()
-        serve = ["serve", "--host", "127.0.0.1", "--port", str(port), "--no-dispatcher"]
-        serve += ["--workers", str(api_workers), "--log-level", "warning"]
-        for args, log in (
-            (serve, "api.log"),
-            (["dispatcher", "--log-level", "warning"], "dispatcher.log"),
-        ):
-            processes.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "server.cli", *args],
-                    env=env,
-                    cwd=ROOT,
-                    stdout=(out / log).open("wb"),
-                    stderr=subprocess.STDOUT,
-                )
+        harness.migrate(settings.database_url)
+        port = harness.free_port()
+        processes.append(
+            harness.start_serve(
+                settings, out / "api.log", port=port, dispatcher=False, workers=api_workers
             )
+        )
+        processes.append(harness.start_dispatcher(settings, out / "dispatcher.log"))
         target = Target(f"http://127.0.0.1:{port}", settings, processes, own_database=name)
-        _wait_ready(target)
+        harness.wait_ready(target.base_url, processes, timeout_s=READY_WAIT_S)
         print(
             f"[loadtest] server on {target.base_url}: {api_workers} api process(es) + "
             f"dispatcher, database {name}, batch {settings.dispatch_batch_s:g} s",
@@ -178,11 +115,11 @@ def started_server(
         )
         yield target
     finally:
-        for proc in processes:
-            _stop(proc)
+        for process in processes:
+            process.stop()
         with suppress(Exception):
             _forget_redis(settings)
-        asyncio.run(_admin(base.database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        harness.drop_database(settings.database_url)
 
 
 def _forget_redis(settings: Settings) -> None:
@@ -193,20 +130,6 @@ def _forget_redis(settings: Settings) -> None:
             client.delete(*keys[i : i + 500])
     finally:
         client.close()
-
-
-def _wait_ready(target: Target) -> None:
-    deadline = time.monotonic() + READY_WAIT_S
-    while True:
-        for proc in target.processes:
-            if proc.poll() is not None:
-                raise RuntimeError(f"a server process exited with {proc.returncode}")
-        with suppress(httpx.HTTPError):
-            if httpx.get(f"{target.base_url}/readyz", timeout=2).status_code == 200:
-                return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{target.base_url} not ready within {READY_WAIT_S:g} s")
-        time.sleep(0.2)  # polling a starting process, bounded above
 
 
 def _local_only(url: str) -> str:
@@ -263,7 +186,7 @@ def run_locust(
     if processes != 1:
         cmd += ["--processes", str(processes)]
     if ui:
-        port = _free_port()
+        port = harness.free_port()
         cmd += ["--web-host", "127.0.0.1", "--web-port", str(port), "--autostart"]
         cmd += ["--autoquit", "60"]
         print(f"[loadtest] Locust web UI on http://127.0.0.1:{port}", flush=True)
@@ -277,7 +200,7 @@ def run_locust(
         except subprocess.TimeoutExpired:
             rc = -1
         finally:
-            _stop(proc)  # timed out, or this command was interrupted
+            harness.stop(proc)  # timed out, or this command was interrupted
     ended = datetime.fromtimestamp(started.timestamp() + plan.total_s, UTC)
     return rc, started, ended
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import math
 
 import pytest
 
@@ -13,6 +12,8 @@ from dispatch.runtime import Runtime
 from geo import cells
 from geo.eta import DEFAULT_MODEL, load_eta_model
 from geo.point import LatLng, haversine_m
+from tests.fixtures.geometry import between, destination
+from tests.fixtures.live_index import online_at
 
 MIDTOWN = LatLng(40.7549, -73.9840)
 
@@ -26,38 +27,6 @@ def straight_line_eta(runtime: Runtime) -> None:
 
 
 JFK = LatLng(40.6413, -73.7781)  # ~21 km away
-
-
-def destination(origin: LatLng, distance_m: float, bearing_deg: float) -> LatLng:
-    """The point ``distance_m`` from ``origin`` on the great circle at ``bearing_deg``."""
-    r = 6_371_008.8
-    lat1, lng1, b = math.radians(origin.lat), math.radians(origin.lng), math.radians(bearing_deg)
-    d = distance_m / r
-    lat2 = math.asin(math.sin(lat1) * math.cos(d) + math.cos(lat1) * math.sin(d) * math.cos(b))
-    lng2 = lng1 + math.atan2(
-        math.sin(b) * math.sin(d) * math.cos(lat1), math.cos(d) - math.sin(lat1) * math.sin(lat2)
-    )
-    return LatLng(math.degrees(lat2), math.degrees(lng2))
-
-
-def between(a: LatLng, b: LatLng, f: float) -> LatLng:
-    return LatLng(a.lat + (b.lat - a.lat) * f, a.lng + (b.lng - a.lng) * f)
-
-
-async def online_at(rt: Runtime, driver_id: str, point: LatLng, *, ts: int) -> None:
-    await rt.presence.set_status(driver_id, "available", now_ms=ts)
-    result = await rt.presence.update_location(
-        driver_id,
-        lat=point.lat,
-        lng=point.lng,
-        ts_ms=ts,
-        accuracy_m=5.0,
-        heading=None,
-        speed_mps=None,
-        cell=cells.cell_of(point, rt.presence.resolution),
-        now_ms=ts,
-    )
-    assert result.accepted
 
 
 async def search(

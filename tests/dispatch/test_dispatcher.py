@@ -19,7 +19,8 @@ from dispatch.batch.types import Assignment
 from dispatch.dispatcher import Dispatcher
 from dispatch.runtime import Runtime
 from geo.point import LatLng
-from tests.dispatch.test_candidates import destination, online_at
+from tests.fixtures.geometry import destination
+from tests.fixtures.live_index import online_at
 
 # A street in Midtown running east; positions are metres east of its west end.
 WEST_END = LatLng(40.7540, -73.9900)

@@ -19,8 +19,10 @@ import pytest
 from core.settings import Settings
 from fares.accounts import Period
 from fares.ledger import next_period
-from tests.conftest import Server
-from tests.e2e.phones import (
+from server.harness import Server, libpq_url
+from tests.fixtures.audit import fetch_audit, verify_chain
+from tests.fixtures.isolated import isolated_server
+from tests.fixtures.phones import (
     CHELSEA,
     MIDTOWN,
     NEAR_MIDTOWN,
@@ -29,8 +31,7 @@ from tests.e2e.phones import (
     open_socket,
     problem_of,
 )
-from tests.e2e.test_vote import fetch_audit, verify_chain
-from tests.isolated_db import isolated_server, libpq_url
+from tests.fixtures.servers import starts_server
 
 pytestmark = pytest.mark.e2e
 
@@ -40,6 +41,7 @@ FEE = 2001  # 6001 over 3 expected trips, rounded up
 
 
 @pytest.fixture(scope="module")
+@starts_server
 def books_server(
     test_settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:

@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from tests.conftest import Server
-from tests.e2e.phones import (
+from server.harness import Server
+from tests.fixtures.phones import (
     CHELSEA,
     MIDTOWN,
     NEAR_MIDTOWN,

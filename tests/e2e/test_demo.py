@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 
 import asyncpg
 import pytest
 
 from core.settings import Settings
-from tests.conftest import ROOT, _free_port, service_env
-from tests.isolated_db import isolated_settings, libpq_url
+from server import harness
+from tests.fixtures.isolated import isolated_settings
 
 pytestmark = pytest.mark.e2e
 
@@ -27,12 +24,9 @@ def test_the_demo_city_completes_trips_and_keeps_no_commission(test_settings: Se
 
 
 def _run_the_demo(settings: Settings) -> None:
-    port = _free_port()
-    result = subprocess.run(
+    port = harness.free_port()
+    result = harness.run(
         [
-            sys.executable,
-            "-m",
-            "server.cli",
             "demo",
             "--port",
             str(port),
@@ -47,11 +41,8 @@ def _run_the_demo(settings: Settings) -> None:
             "--report-every",
             "10",
         ],
-        env={**os.environ, **service_env(settings)},
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=150,
+        settings,
+        timeout_s=150,
     )
     lines = [line for line in result.stdout.splitlines() if line.startswith("[demo] {")]
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -75,7 +66,7 @@ def _run_the_demo(settings: Settings) -> None:
 
 
 async def _open_demo_requests(database_url: str) -> int:
-    conn = await asyncpg.connect(libpq_url(database_url))
+    conn = await asyncpg.connect(harness.libpq_url(database_url))
     try:
         count: int = await conn.fetchval(
             "SELECT count(*) FROM trips JOIN riders ON riders.id = trips.rider_id "

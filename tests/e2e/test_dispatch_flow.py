@@ -11,9 +11,10 @@ import httpx
 import pytest
 
 from core.settings import Settings
-from tests.conftest import Server
-from tests.e2e.phones import CHELSEA, MIDTOWN, NEAR_MIDTOWN, new_driver, new_rider, open_socket
-from tests.isolated_db import isolated_server
+from server.harness import Server
+from tests.fixtures.isolated import isolated_server
+from tests.fixtures.phones import CHELSEA, MIDTOWN, NEAR_MIDTOWN, new_driver, new_rider, open_socket
+from tests.fixtures.servers import starts_server
 
 pytestmark = pytest.mark.e2e
 
@@ -22,6 +23,7 @@ FARTHER = {"lat": 40.7600, "lng": -73.9800}
 
 
 @pytest.fixture(scope="module")
+@starts_server
 def quick_server(
     test_settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:

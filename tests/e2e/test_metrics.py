@@ -12,9 +12,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from core.settings import Settings
-from tests.conftest import Server
-from tests.e2e.phones import CHELSEA, NEAR_MIDTOWN, new_driver, new_rider, open_socket
-from tests.isolated_db import isolated_server
+from server.harness import Server
+from tests.fixtures.isolated import isolated_server
+from tests.fixtures.phones import CHELSEA, NEAR_MIDTOWN, new_driver, new_rider, open_socket
+from tests.fixtures.servers import starts_server
 
 pytestmark = pytest.mark.e2e
 
@@ -115,6 +116,7 @@ async def test_a_trip_moves_the_metrics(server: Server) -> None:
 
 
 @pytest.fixture
+@starts_server
 def expiry_server(
     test_settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:

@@ -10,8 +10,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.conftest import Server
-from tests.e2e.phones import new_driver, new_rider, open_socket, problem_of
+from server.harness import Server
+from tests.fixtures.phones import new_driver, new_rider, open_socket, problem_of
 
 pytestmark = pytest.mark.e2e
 

@@ -26,8 +26,8 @@ import pytest
 from playwright.async_api import Page, async_playwright
 
 from core.settings import Settings
-from tests.conftest import ROOT, Server, start_server, stop_server
-from tests.e2e.phones import NEAR_MIDTOWN, Socket, new_driver, new_rider, open_socket
+from server.harness import ROOT, Server, start_server
+from tests.fixtures.phones import NEAR_MIDTOWN, Socket, new_driver, new_rider, open_socket
 
 pytestmark = pytest.mark.e2e
 
@@ -424,19 +424,18 @@ def tile_server() -> Iterator[tuple[str, list[str]]]:
 
 
 async def test_the_map_uses_tiles_when_a_tile_server_is_configured(
-    test_settings: Settings,
-    tmp_path_factory: pytest.TempPathFactory,
-    monkeypatch: pytest.MonkeyPatch,
+    test_settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    settings = test_settings.model_copy(
-        update={"redis_prefix": f"{test_settings.redis_prefix}tiles:"}
-    )
+    problems: list[str] = []
     with tile_server() as (tiles_url, served):
-        monkeypatch.setenv("COOP_OPS_TILE_URL", f"{tiles_url}/{{z}}/{{x}}/{{y}}.png")
-        monkeypatch.setenv("COOP_OPS_TILE_ATTRIBUTION", "Test tiles")
-        proc, srv = start_server(settings, tmp_path_factory.mktemp("tiles") / "server.log")
-        problems: list[str] = []
-        try:
+        settings = test_settings.model_copy(
+            update={
+                "redis_prefix": f"{test_settings.redis_prefix}tiles:",
+                "ops_tile_url": f"{tiles_url}/{{z}}/{{x}}/{{y}}.png",
+                "ops_tile_attribution": "Test tiles",
+            }
+        )
+        with start_server(settings, tmp_path_factory.mktemp("tiles") / "server.log") as srv:
             async with async_playwright() as pw:
                 browser = await pw.chromium.launch(executable_path=CHROMIUM)
                 try:
@@ -461,8 +460,6 @@ async def test_the_map_uses_tiles_when_a_tile_server_is_configured(
                     assert note == ""
                 finally:
                     await browser.close()
-        finally:
-            stop_server(proc)
     # The tiles came from the configured server, as /{z}/{x}/{y}.png, and the page's
     # Content-Security-Policy let them in (a refused image is a console error).
     assert len(served) >= 4 and all(p.endswith(".png") and p.count("/") == 3 for p in served)

@@ -5,21 +5,17 @@ other through Redis pub/sub. And the metrics endpoint counts what happened."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 from redis.asyncio import Redis
 
 from core.settings import Settings
-from tests.conftest import ROOT, Server, service_env, start_server, stop_server
-from tests.e2e.phones import CHELSEA, MIDTOWN, NEAR_MIDTOWN, new_driver, new_rider, open_socket
-from tests.isolated_db import isolated_settings
+from server.harness import Server, start_dispatcher, start_server
+from tests.fixtures.isolated import isolated_settings
+from tests.fixtures.phones import CHELSEA, MIDTOWN, NEAR_MIDTOWN, new_driver, new_rider, open_socket
 
 pytestmark = pytest.mark.e2e
 
@@ -37,16 +33,15 @@ async def test_api_and_dispatcher_in_separate_processes(
 ) -> None:
     settings = own_settings
     logs = tmp_path_factory.mktemp("split")
-    api, server = start_server(settings, logs / "api.log", dispatcher=False)
-    dispatcher = _dispatcher(settings, logs / "dispatcher.log")
+    server = start_server(settings, logs / "api.log", dispatcher=False)
+    dispatcher = start_dispatcher(settings, logs / "dispatcher.log")
     try:
         await _one_trip_is_offered_and_accepted(server)
-        assert dispatcher.poll() is None, (logs / "dispatcher.log").read_text()
+        assert dispatcher.popen.poll() is None, dispatcher.log_tail()
     finally:
-        dispatcher.terminate()
-        dispatcher.wait(15)
-        stop_server(api)
-    assert dispatcher.returncode == 0, (logs / "dispatcher.log").read_text()
+        dispatcher.stop()
+        server.stop()
+    assert dispatcher.popen.returncode == 0, dispatcher.log_tail()
 
 
 async def test_metrics_count_requests_and_sockets(server: Server) -> None:
@@ -70,16 +65,6 @@ async def test_metrics_count_requests_and_sockets(server: Server) -> None:
         assert 'route="/v1/drivers",status="201"' in text
 
 
-def _dispatcher(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "dispatcher", "--log-level", "warning"],
-        env={**os.environ, **service_env(settings)},
-        cwd=ROOT,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-
-
 async def _wait_for(predicate: Callable[[], Awaitable[bool]], timeout_s: float) -> None:
     async with asyncio.timeout(timeout_s):
         # Another process changes what we poll, so there is no event to wait on.
@@ -95,27 +80,26 @@ async def test_a_standby_dispatcher_takes_over_when_the_leader_dies(
     redis = Redis.from_url(settings.redis_url, decode_responses=True)
     leader_key = f"{settings.redis_prefix}leader:default"
     fence_key = f"{settings.redis_prefix}fence:default"
-    api, server = start_server(settings, logs / "api.log", dispatcher=False)
-    first = _dispatcher(settings, logs / "first.log")
+    server = start_server(settings, logs / "api.log", dispatcher=False)
+    first = start_dispatcher(settings, logs / "first.log")
     second = None
     try:
         await _wait_for(lambda: redis.exists(leader_key), 15)
         first_token, first_fence = await redis.get(leader_key), await redis.get(fence_key)
-        second = _dispatcher(settings, logs / "second.log")
-        first.send_signal(signal.SIGKILL)  # the leader dies without letting go
-        first.wait(10)
+        second = start_dispatcher(settings, logs / "second.log")
+        first.popen.send_signal(signal.SIGKILL)  # the leader dies without letting go
+        first.popen.wait(10)
         # The standby takes over within one lock TTL (3 batches, at least 2 s).
         await _wait_for(lambda: _token_changed(redis, leader_key, first_token), 10)
         assert int(await redis.get(fence_key)) == int(first_fence) + 1
 
         await _one_trip_is_offered_and_accepted(server)
-        assert second.poll() is None, (logs / "second.log").read_text()
+        assert second.popen.poll() is None, second.log_tail()
     finally:
-        for proc in (first, second):
-            if proc is not None and proc.poll() is None:
-                proc.terminate()
-                proc.wait(15)
-        stop_server(api)
+        for dispatcher in (first, second):
+            if dispatcher is not None:
+                dispatcher.stop()
+        server.stop()
         await redis.aclose()
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.conftest import Server
-from tests.e2e.phones import CHELSEA, MIDTOWN, new_rider, open_socket
+from server.harness import Server
+from tests.fixtures.phones import CHELSEA, MIDTOWN, new_rider, open_socket
 
 pytestmark = pytest.mark.e2e
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.conftest import Server
-from tests.e2e.phones import (
+from server.harness import Server
+from tests.fixtures.phones import (
     CHELSEA,
     MIDTOWN,
     NEAR_MIDTOWN,

@@ -9,8 +9,6 @@ every trip priced after it, which the other end-to-end tests do not expect.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,8 +19,10 @@ import pytest
 from core.fare_terms import FareRuleTerms, from_wire_view
 from core.settings import Settings
 from fares.pricing import price
-from tests.conftest import Server
-from tests.e2e.phones import (
+from server.harness import Server
+from tests.fixtures.audit import fetch_audit, verify_chain
+from tests.fixtures.isolated import isolated_server
+from tests.fixtures.phones import (
     CHELSEA,
     MIDTOWN,
     NEAR_MIDTOWN,
@@ -31,7 +31,7 @@ from tests.e2e.phones import (
     open_socket,
     problem_of,
 )
-from tests.isolated_db import isolated_server
+from tests.fixtures.servers import starts_server
 
 pytestmark = pytest.mark.e2e
 
@@ -53,6 +53,7 @@ NEW_RULE = {
 
 
 @pytest.fixture(scope="module")
+@starts_server
 def vote_server(
     test_settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
@@ -64,43 +65,6 @@ def vote_server(
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
-
-
-def jcs(value: Any) -> str:
-    """RFC 8785 for what the audit log holds (no floats): what any member could write."""
-    if isinstance(value, dict):
-        members = sorted(value.items(), key=lambda kv: kv[0].encode("utf-16-be"))
-        return (
-            "{"
-            + ",".join(f"{json.dumps(k, ensure_ascii=False)}:{jcs(v)}" for k, v in members)
-            + "}"
-        )
-    if isinstance(value, list):
-        return "[" + ",".join(jcs(v) for v in value) + "]"
-    assert not isinstance(value, float), "the audit log holds no floats"
-    return json.dumps(value, ensure_ascii=False)
-
-
-async def fetch_audit(http: httpx.AsyncClient, auth: dict[str, str]) -> list[dict[str, Any]]:
-    """The whole log, a small page at a time to exercise the paging."""
-    items: list[dict[str, Any]] = []
-    after: int | None = 0
-    while after is not None:
-        r = await http.get("/v1/coop/audit", params={"after": after, "limit": 3}, headers=auth)
-        assert r.status_code == 200, r.text
-        page = r.json()
-        items.extend(page["items"])
-        after = page["next_after"]
-    return items
-
-
-def verify_chain(items: list[dict[str, Any]]) -> None:
-    prev = "0" * 64
-    for seq, entry in enumerate(items, start=1):
-        assert entry["seq"] == seq and entry["prev_hash"] == prev
-        body = jcs({k: entry[k] for k in ("seq", "at", "kind", "payload")})
-        assert hashlib.sha256((prev + body).encode()).hexdigest() == entry["hash"], seq
-        prev = entry["hash"]
 
 
 def terms(rule: dict[str, Any]) -> FareRuleTerms:

@@ -35,8 +35,8 @@ from fares.audit import (
     entry_hash,
     verify_entries,
 )
-from tests.conftest import ROOT
-from tests.isolated_db import isolated_database, libpq_url
+from server.harness import ROOT, libpq_url
+from tests.fixtures.isolated import isolated_database
 
 # -- canonical JSON -----------------------------------------------------------------------
 

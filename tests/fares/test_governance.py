@@ -40,7 +40,7 @@ from fares.pricing import price
 from fares.quotes import PinnedQuote, sign_quote
 from fares.voting import RuleDraft, Tally, complete_rule
 from geo.point import LatLng
-from tests.isolated_db import isolated_database
+from tests.fixtures.isolated import isolated_database
 
 MIN_WINDOW_S = 60
 HOUR = timedelta(hours=1)

@@ -36,7 +36,7 @@ from fares.journals import (
     split_equally,
 )
 from geo.point import LatLng
-from tests.isolated_db import isolated_database
+from tests.fixtures.isolated import isolated_database
 
 MIDTOWN = LatLng(40.7549, -73.9840)
 CHELSEA = LatLng(40.7465, -74.0014)

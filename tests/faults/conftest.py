@@ -1,37 +1,15 @@
-"""Fixtures for the fault tests: a Redis and a PostgreSQL of their own per module, a
-migrated database on it, and ``coopride`` processes pointed at them."""
+"""Fixtures for the fault tests: a Redis and a PostgreSQL of their own per module, with
+a migrated database on it (``tests/fixtures/own_services.py``)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
 from core.settings import Settings
-from tests.conftest import ROOT, service_env
-from tests.faults.services import OwnPostgres, OwnRedis, own_services
-
-
-@dataclass
-class Backing:
-    redis: OwnRedis
-    pg: OwnPostgres
-    settings: Settings
-
-
-def migrate(database_url: str) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "server.cli", "migrate"],
-        check=True,
-        env={**os.environ, "COOP_DATABASE_URL": database_url},
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-    )
+from server.harness import migrate
+from tests.fixtures.own_services import Backing, own_services
 
 
 @pytest.fixture(scope="module")
@@ -48,14 +26,3 @@ def backing(test_settings: Settings) -> Iterator[Backing]:
             }
         )
         yield Backing(redis, pg, settings)
-
-
-def dispatcher_process(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
-    """``coopride dispatcher`` alone, on ``settings``."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "dispatcher", "--log-level", "info"],
-        env={**os.environ, **service_env(settings)},
-        cwd=ROOT,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )

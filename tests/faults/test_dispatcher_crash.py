@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import secrets
 import signal
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,10 +29,11 @@ import httpx
 import pytest
 
 from core.settings import Settings
-from tests.conftest import Server, start_server, stop_server
-from tests.e2e.phones import CHELSEA, MIDTOWN, NEAR_MIDTOWN, new_driver, new_rider, open_socket
-from tests.faults.conftest import Backing, dispatcher_process
-from tests.faults.invariants import check_database, offers_of, rows, wait_for
+from server.harness import Process, Server, start_dispatcher, start_server
+from tests.fixtures.invariants import check_database, offers_of, rows, wait_for
+from tests.fixtures.own_services import Backing
+from tests.fixtures.phones import CHELSEA, MIDTOWN, NEAR_MIDTOWN, new_driver, new_rider, open_socket
+from tests.fixtures.servers import starts_server
 
 pytestmark = pytest.mark.e2e
 
@@ -54,31 +54,28 @@ class Cluster:
                 "offer_timeout_s": OFFER_TIMEOUT_S,
             }
         )
-        self.api, self.server = start_server(self.settings, logs / "api.log", dispatcher=False)
-        self.dispatchers: list[subprocess.Popen[bytes]] = []
+        self.server = start_server(self.settings, logs / "api.log", dispatcher=False)
+        self.dispatchers: list[Process] = []
 
-    def dispatcher(self) -> subprocess.Popen[bytes]:
+    def dispatcher(self) -> Process:
         n = len(self.dispatchers)
-        proc = dispatcher_process(self.settings, self.logs / f"dispatcher-{n}.log")
-        self.dispatchers.append(proc)
-        return proc
+        process = start_dispatcher(
+            self.settings, self.logs / f"dispatcher-{n}.log", log_level="info"
+        )
+        self.dispatchers.append(process)
+        return process
 
     def key(self, name: str) -> str:
         return f"{self.settings.redis_prefix}{name}"
 
     def close(self) -> None:
-        for proc in self.dispatchers:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(5)
-        stop_server(self.api)
+        for process in self.dispatchers:
+            process.stop()
+        self.server.stop()
 
 
 @pytest.fixture
+@starts_server
 def cluster(backing: Backing, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     c = Cluster(backing, tmp_path_factory.mktemp("crash"))
     try:
@@ -87,9 +84,9 @@ def cluster(backing: Backing, tmp_path_factory: pytest.TempPathFactory) -> Itera
         c.close()
 
 
-def kill(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGKILL)  # no cleanup, no lock released
-    proc.wait(10)
+def kill(process: Process) -> None:
+    process.popen.send_signal(signal.SIGKILL)  # no cleanup, no lock released
+    process.popen.wait(10)
 
 
 async def _leader_exists(cluster: Cluster) -> bool:

@@ -19,36 +19,35 @@ from sqlalchemy import text
 
 from core.db import is_connection_error, make_engine, make_sessionmaker, unit_of_work
 from core.errors import Unavailable
-from tests.conftest import Server, start_server, stop_server
-from tests.e2e.phones import CHELSEA, MIDTOWN, NEAR_MIDTOWN, new_driver, new_rider, open_socket
-from tests.faults.conftest import Backing
-from tests.faults.invariants import check_database, rows, wait_ready
+from server.harness import Server, start_server
+from tests.fixtures.invariants import check_database, rows, wait_ready
+from tests.fixtures.own_services import Backing
+from tests.fixtures.phones import (
+    CHELSEA,
+    MIDTOWN,
+    NEAR_MIDTOWN,
+    assert_unavailable,
+    new_driver,
+    new_rider,
+    open_socket,
+)
+from tests.fixtures.servers import starts_server
 
 pytestmark = pytest.mark.e2e
 
 TRIP = {"pickup": MIDTOWN, "dropoff": CHELSEA}
-PROBLEM = "application/problem+json"
 ON_TRIP = 6
 REQUESTS = 10
 
 
 @pytest.fixture
+@starts_server
 def server(backing: Backing, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     settings = backing.settings.model_copy(
         update={"redis_prefix": f"faults:{secrets.token_hex(3)}:"}
     )
-    proc, srv = start_server(settings, tmp_path_factory.mktemp("pg") / "server.log")
-    try:
+    with start_server(settings, tmp_path_factory.mktemp("pg") / "server.log") as srv:
         yield srv
-    finally:
-        stop_server(proc)
-
-
-def _unavailable(r: httpx.Response) -> None:
-    assert r.status_code == 503, r.text
-    assert r.headers["content-type"].startswith(PROBLEM), r.text
-    body = r.json()
-    assert body["type"] == "service-unavailable" and body["status"] == 503
 
 
 async def _in_progress(http: httpx.AsyncClient, server: Server) -> tuple[str, dict[str, str]]:
@@ -97,7 +96,7 @@ async def test_postgres_crash_under_traffic(server: Server, backing: Backing) ->
         for r in [*completes, *requests]:
             assert r.status_code in (200, 201, 503), r.text
             if r.status_code == 503:
-                _unavailable(r)
+                assert_unavailable(r)
         print(
             "postgres crash among in-flight calls:",
             {code: [r.status_code for r in answers[:-1]].count(code) for code in (200, 201, 503)},
@@ -107,11 +106,11 @@ async def test_postgres_crash_under_traffic(server: Server, backing: Backing) ->
             r = await http.get("/readyz")
             assert r.status_code == 503 and r.json()["checks"]["database"].startswith("down")
             assert r.json()["checks"]["redis"] == "ok"
-            _unavailable(await request(riders[0][1], keys[0]))
-            _unavailable(await complete(*started[0]))
-            _unavailable(await http.get("/v1/riders/me", headers=riders[0][1]))
-            _unavailable(await http.post("/v1/riders", json={"name": "X", "phone": "+1 555"}))
-            _unavailable(
+            assert_unavailable(await request(riders[0][1], keys[0]))
+            assert_unavailable(await complete(*started[0]))
+            assert_unavailable(await http.get("/v1/riders/me", headers=riders[0][1]))
+            assert_unavailable(await http.post("/v1/riders", json={"name": "X", "phone": "+1 555"}))
+            assert_unavailable(
                 await http.post(
                     "/v1/drivers",
                     json={"name": "D", "phone": "+1 556", "vehicle": {"plate": "P", "seats": 4}},

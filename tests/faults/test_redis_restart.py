@@ -17,34 +17,33 @@ import pytest
 from core.events import Event, EventBus
 from core.keys import Keys
 from core.redis import make_redis
-from tests.conftest import Server, start_server, stop_server
-from tests.e2e.phones import CHELSEA, MIDTOWN, NEAR_MIDTOWN, new_driver, new_rider, open_socket
-from tests.faults.conftest import Backing
-from tests.faults.invariants import check_database, offers_of, trip_row, wait_for, wait_ready
+from server.harness import Server, start_server
+from tests.fixtures.invariants import check_database, offers_of, trip_row, wait_for, wait_ready
+from tests.fixtures.own_services import Backing
+from tests.fixtures.phones import (
+    CHELSEA,
+    MIDTOWN,
+    NEAR_MIDTOWN,
+    assert_unavailable,
+    new_driver,
+    new_rider,
+    open_socket,
+)
+from tests.fixtures.servers import starts_server
 
 pytestmark = pytest.mark.e2e
 
 TRIP = {"pickup": MIDTOWN, "dropoff": CHELSEA}
-PROBLEM = "application/problem+json"
 
 
 @pytest.fixture
+@starts_server
 def server(backing: Backing, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     settings = backing.settings.model_copy(
         update={"redis_prefix": f"faults:{secrets.token_hex(3)}:", "offer_timeout_s": 60.0}
     )
-    proc, srv = start_server(settings, tmp_path_factory.mktemp("redis") / "server.log")
-    try:
+    with start_server(settings, tmp_path_factory.mktemp("redis") / "server.log") as srv:
         yield srv
-    finally:
-        stop_server(proc)
-
-
-def _unavailable(r: httpx.Response) -> None:
-    assert r.status_code == 503, r.text
-    assert r.headers["content-type"].startswith(PROBLEM), r.text
-    body = r.json()
-    assert body["type"] == "service-unavailable" and body["status"] == 503
 
 
 async def test_redis_restart_mid_traffic(server: Server, backing: Backing) -> None:
@@ -84,8 +83,8 @@ async def test_redis_restart_mid_traffic(server: Server, backing: Backing) -> No
                 assert r.status_code == 503
                 assert r.json()["checks"]["redis"].startswith("down")
                 assert r.json()["checks"]["database"] == "ok"
-                _unavailable(await http.post("/v1/quotes", json=TRIP, headers=rider_late))
-                _unavailable(await http.post("/v1/trips", json=TRIP, headers=rider_late))
+                assert_unavailable(await http.post("/v1/quotes", json=TRIP, headers=rider_late))
+                assert_unavailable(await http.post("/v1/trips", json=TRIP, headers=rider_late))
                 reply = await held.call({"type": "location", **NEAR_MIDTOWN})
                 assert reply["type"] == "error" and reply["code"] == "service-unavailable"
             finally:

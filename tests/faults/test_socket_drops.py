@@ -15,11 +15,11 @@ import httpx
 import pytest
 
 from core.settings import Settings
-from tests.conftest import Server, start_server, stop_server
-from tests.e2e.phones import CHELSEA, MIDTOWN, NEAR_MIDTOWN, Socket, new_driver, new_rider
-from tests.e2e.phones import open_socket as _open_socket
-from tests.faults.invariants import check_database, offers_of, wait_for
-from tests.isolated_db import libpq_url
+from server.harness import Server, libpq_url, start_server
+from tests.fixtures.invariants import check_database, offers_of, wait_for
+from tests.fixtures.phones import CHELSEA, MIDTOWN, NEAR_MIDTOWN, Socket, new_driver, new_rider
+from tests.fixtures.phones import open_socket as _open_socket
+from tests.fixtures.servers import starts_server
 
 pytestmark = pytest.mark.e2e
 
@@ -29,6 +29,7 @@ GRACE_S = 1.0
 
 
 @pytest.fixture(scope="module")
+@starts_server
 def drops_server(
     test_settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
@@ -40,11 +41,8 @@ def drops_server(
             "offer_disconnect_grace_s": GRACE_S,
         }
     )
-    proc, srv = start_server(settings, tmp_path_factory.mktemp("drops") / "server.log")
-    try:
+    with start_server(settings, tmp_path_factory.mktemp("drops") / "server.log") as srv:
         yield srv
-    finally:
-        stop_server(proc)
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from core.errors import InvalidCoordinates, InvalidPolygon
 from geo import cells
 from geo.areas import MAX_VERTICES, parse_polygon
 from geo.point import LatLng
+from tests.fixtures.geometry import destination
 
 # Midtown Manhattan, GeoJSON order [lng, lat].
 MIDTOWN_RING = [
@@ -268,17 +269,6 @@ def test_rings_to_cover_needs_more_rings_for_finer_cells() -> None:
     )
 
 
-def _destination(origin: LatLng, distance_m: float, bearing_deg: float) -> LatLng:
-    r = 6_371_008.8
-    lat1, lng1, b = math.radians(origin.lat), math.radians(origin.lng), math.radians(bearing_deg)
-    d = distance_m / r
-    lat2 = math.asin(math.sin(lat1) * math.cos(d) + math.cos(lat1) * math.sin(d) * math.cos(b))
-    lng2 = lng1 + math.atan2(
-        math.sin(b) * math.sin(d) * math.cos(lat1), math.cos(d) - math.sin(lat1) * math.sin(lat2)
-    )
-    return LatLng(math.degrees(lat2), math.degrees(lng2))
-
-
 @pytest.mark.parametrize("radius_m", [1_000, 2_000, 2_700, 4_000, 4_400, 6_000])
 def test_rings_to_cover_covers_the_radius_in_every_direction(radius_m: int) -> None:
     """The docstring's promise: k rings around the centre cell cover at least
@@ -291,6 +281,6 @@ def test_rings_to_cover_covers_the_radius_in_every_direction(radius_m: int) -> N
     uncovered = [
         bearing
         for bearing in range(0, 360, 2)
-        if cells.cell_of(_destination(centre, radius_m, bearing), resolution) not in disk
+        if cells.cell_of(destination(centre, radius_m, bearing), resolution) not in disk
     ]
     assert not uncovered, f"k={k} rings leave {radius_m} m uncovered at bearings {uncovered[:6]}"

@@ -28,8 +28,9 @@ from schemathesis.checks import (
 )
 
 from core.settings import Settings
-from tests.conftest import Server
-from tests.isolated_db import isolated_server
+from server.harness import Server
+from tests.fixtures.isolated import isolated_server
+from tests.fixtures.servers import starts_server
 
 pytestmark = pytest.mark.e2e
 
@@ -45,6 +46,7 @@ CHECKS = [
 
 
 @pytest.fixture(scope="module")
+@starts_server
 def fuzz_server(
     test_settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:

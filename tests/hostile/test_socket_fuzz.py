@@ -35,11 +35,11 @@ from redis import Redis as SyncRedis
 from websockets.exceptions import ConnectionClosed
 
 from core.settings import Settings
-from tests.conftest import Server, start_server, stop_server
-from tests.e2e.phones import CHELSEA, MIDTOWN, NEAR_MIDTOWN, Socket, new_driver, new_rider
-from tests.e2e.phones import open_socket as _open_socket
-from tests.faults.invariants import offers_of, trip_row
-from tests.isolated_db import libpq_url
+from server.harness import Server, libpq_url, start_server
+from tests.fixtures.invariants import offers_of, trip_row
+from tests.fixtures.phones import CHELSEA, MIDTOWN, NEAR_MIDTOWN, Socket, new_driver, new_rider
+from tests.fixtures.phones import open_socket as _open_socket
+from tests.fixtures.servers import starts_server
 
 pytestmark = pytest.mark.e2e
 
@@ -89,6 +89,7 @@ class Stage:
 
 
 @pytest.fixture(scope="module")
+@starts_server
 def stage(test_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stage]:
     settings_ = test_settings.model_copy(
         update={
@@ -100,7 +101,7 @@ def stage(test_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> 
             "location_burst": 1_000_000,
         }
     )
-    proc, server = start_server(settings_, tmp_path_factory.mktemp("sockfuzz") / "server.log")
+    server = start_server(settings_, tmp_path_factory.mktemp("sockfuzz") / "server.log")
     loop = Loop()
 
     async def setup() -> Stage:
@@ -120,7 +121,7 @@ def stage(test_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> 
             offer = await anchor.expect("offer", trip_id=trip["id"])
         return Stage(
             server,
-            proc,
+            server.process.popen,
             loop,
             driver_id,
             token,
@@ -139,7 +140,7 @@ def stage(test_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> 
     finally:
         loop.run(stage_.anchor_cm.__aexit__(None, None, None))
         loop.close()
-        stop_server(proc)
+        server.stop()
 
 
 # --- what a hostile phone sends -----------------------------------------------------

@@ -14,7 +14,7 @@ from geo.point import LatLng
 from loadtests import kpi, trace
 from loadtests.plan import LoadPlan
 from loadtests.run import Thresholds, verdict
-from tests.simulation.test_simulator import write_csv
+from tests.fixtures.demand import write_csv
 
 # Inside the demo's Manhattan polygon, and outside it (Brooklyn).
 MIDTOWN = LatLng(40.7549, -73.9840)

@@ -8,17 +8,16 @@ demand file, and writes its reports. The assertions read those reports.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from core.settings import Settings
-from tests.conftest import ROOT, service_env
+from server import harness
 
 pytestmark = pytest.mark.e2e
 
@@ -30,11 +29,8 @@ def test_a_short_rollout_requests_matches_and_completes_trips_without_errors(
 ) -> None:
     out = tmp_path / "loadtest"
     settings = test_settings.model_copy(update={"dispatch_batch_s": 1.0})
-    result = subprocess.run(
+    result = harness.run(
         [
-            sys.executable,
-            "-m",
-            "server.cli",
             "loadtest",
             "--duration",
             str(DURATION_S),
@@ -60,11 +56,8 @@ def test_a_short_rollout_requests_matches_and_completes_trips_without_errors(
             "--out",
             str(out),
         ],
-        env={**os.environ, **service_env(settings)},
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=DURATION_S + 200,
+        settings,
+        timeout_s=DURATION_S + 200,
     )
     said = result.stdout[-3000:] + result.stderr[-3000:]
     assert result.returncode == 0, said
@@ -105,14 +98,9 @@ def test_a_short_rollout_requests_matches_and_completes_trips_without_errors(
 
 
 def _database_exists(settings: Settings, name: str) -> bool:
-    import asyncio
-
-    import asyncpg
-
-    from loadtests.run import _libpq, _with_db
-
     async def check() -> bool:
-        conn = await asyncpg.connect(_libpq(_with_db(settings.database_url, "postgres")))
+        admin_url = harness.libpq_url(harness.with_database(settings.database_url, "postgres"))
+        conn = await asyncpg.connect(admin_url)
         try:
             return bool(await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name))
         finally:

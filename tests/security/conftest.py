@@ -9,11 +9,13 @@ from collections.abc import Iterator
 import pytest
 
 from core.settings import Settings
-from tests.conftest import Server
-from tests.isolated_db import isolated_server
+from server.harness import Server
+from tests.fixtures.isolated import isolated_server
+from tests.fixtures.servers import starts_server
 
 
 @pytest.fixture(scope="module")
+@starts_server
 def own_server(
     test_settings: Settings,
     tmp_path_factory: pytest.TempPathFactory,

@@ -31,8 +31,8 @@ from websockets.exceptions import ConnectionClosed
 
 from core.settings import Settings
 from server.app import create_app
-from tests.conftest import Server
-from tests.e2e.phones import (
+from server.harness import Server
+from tests.fixtures.phones import (
     CHELSEA,
     MIDTOWN,
     NEAR_MIDTOWN,

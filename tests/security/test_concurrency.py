@@ -12,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from tests.conftest import Server
-from tests.e2e.phones import new_driver
+from server.harness import Server
+from tests.fixtures.phones import new_driver
 
 pytestmark = pytest.mark.e2e
 

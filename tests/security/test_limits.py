@@ -22,8 +22,9 @@ from websockets.exceptions import ConnectionClosed
 
 from core.settings import Settings
 from geo.areas import MAX_VERTICES
-from tests.conftest import Server, start_server, stop_server
-from tests.e2e.phones import CHELSEA, MIDTOWN, new_driver, new_rider, open_socket, problem_of
+from server.harness import Server, start_server
+from tests.fixtures.phones import CHELSEA, MIDTOWN, new_driver, new_rider, open_socket, problem_of
+from tests.fixtures.servers import starts_server
 
 pytestmark = pytest.mark.e2e
 
@@ -34,6 +35,7 @@ REFILL_PER_S = 0.25
 
 
 @pytest.fixture(scope="module")
+@starts_server
 def limits_server(
     test_settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
@@ -47,11 +49,8 @@ def limits_server(
             "location_rate_per_s": REFILL_PER_S,
         }
     )
-    proc, srv = start_server(settings, tmp_path_factory.mktemp("limits") / "server.log")
-    try:
+    with start_server(settings, tmp_path_factory.mktemp("limits") / "server.log") as srv:
         yield srv
-    finally:
-        stop_server(proc)
 
 
 def client(server: Server, address: str = "127.0.0.1") -> httpx.AsyncClient:

@@ -10,8 +10,8 @@ import pytest
 
 from core.auth import issue_token
 from core.settings import Settings
-from tests.conftest import start_server, stop_server
-from tests.e2e.phones import CHELSEA, new_driver, new_rider, open_socket
+from server.harness import start_server
+from tests.fixtures.phones import CHELSEA, new_driver, new_rider, open_socket
 
 pytestmark = pytest.mark.e2e
 
@@ -25,7 +25,7 @@ async def test_no_token_or_secret_is_logged(
         update={"redis_prefix": f"{test_settings.redis_prefix}logs:"}
     )
     log_path = tmp_path_factory.mktemp("logs") / "server.log"
-    proc, server = start_server(settings, log_path, log_level="info")
+    server = start_server(settings, log_path, log_level="info")
     seen: list[str] = [settings.operator_token, settings.jwt_secret]
     try:
         async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
@@ -60,7 +60,7 @@ async def test_no_token_or_secret_is_logged(
             assert (await http.post("/v1/tokens/revoke", headers=rider)).status_code == 204
             assert (await http.get("/v1/riders/me", headers=rider)).status_code == 401
     finally:
-        stop_server(proc)
+        server.stop()
     log = log_path.read_text(errors="replace")
     # The log did record the requests, sockets and refusals (so the search means something).
     assert "/v1/drivers/ws?token=[redacted]" in log, log[-2000:]

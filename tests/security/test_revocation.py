@@ -16,8 +16,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from core.auth import issue_token
-from tests.conftest import Server, start_server, stop_server
-from tests.e2e.phones import new_driver, new_rider, open_socket, problem_of
+from server.harness import Server, start_server
+from tests.fixtures.phones import new_driver, new_rider, open_socket, problem_of
+from tests.fixtures.servers import starts_server
 
 pytestmark = pytest.mark.e2e
 
@@ -34,16 +35,14 @@ async def http(server: Server) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
+@starts_server
 def second_api(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """Another api process (no dispatcher) beside the shared server: same database,
     same Redis, as behind a load balancer."""
-    proc, srv = start_server(
+    with start_server(
         server.settings, tmp_path_factory.mktemp("api2") / "server.log", dispatcher=False
-    )
-    try:
+    ) as srv:
         yield srv
-    finally:
-        stop_server(proc)
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -29,6 +29,7 @@ from geo.point import LatLng
 from simulation import demand, kpis, simulator
 from simulation.demand import RideRequest
 from simulation.simulator import SimConfig, simulate
+from tests.fixtures.demand import write_csv
 
 ROOT = Path(__file__).resolve().parents[2]
 MIDTOWN = LatLng(40.7549, -73.9840)
@@ -56,16 +57,6 @@ def moved(p: LatLng, *, east_m: float = 0.0, north_m: float = 0.0) -> LatLng:
     lat = p.lat + north_m / demand.METRES_PER_DEGREE_LAT
     per_deg_lng = demand.METRES_PER_DEGREE_LAT * math.cos(math.radians(p.lat))
     return LatLng(lat, p.lng + east_m / per_deg_lng)
-
-
-def write_csv(path: Path, rows: list[tuple[str, LatLng, LatLng | None]]) -> Path:
-    lines = ["pickup_datetime,lat,lon,base,dropoff_lat,dropoff_lon"]
-    for when, pickup, dropoff in rows:
-        # repr: floats survive the round trip exactly.
-        drop = f"{dropoff.lat!r},{dropoff.lng!r}" if dropoff else ","
-        lines.append(f"{when},{pickup.lat!r},{pickup.lng!r},B02598,{drop}")
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def random_demand_csv(path: Path, *, n: int, minutes: int, seed: int) -> Path:
