@@ -8,4 +8,4 @@ import pytest
 # their failures show the values, as in a test module.
 pytest.register_assert_rewrite("tests.fixtures")
 
-pytest_plugins = ["tests.fixtures.run", "tests.fixtures.servers"]
+pytest_plugins = ["tests.fixtures.run", "tests.fixtures.servers", "tests.fixtures.world"]

@@ -4,74 +4,17 @@ who were candidates."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import orjson
 import pytest
-from sqlalchemy import select, update
 
-from core import identity
 from core.clock import now_ms
-from core.models import Offer, Trip
 from core.settings import Settings
 from dispatch import offers, trips
 from dispatch.batch.types import Assignment
 from dispatch.dispatcher import Dispatcher
 from dispatch.runtime import Runtime
-from geo.point import LatLng
-from tests.fixtures.geometry import destination
 from tests.fixtures.live_index import online_at
-
-# A street in Midtown running east; positions are metres east of its west end.
-WEST_END = LatLng(40.7540, -73.9900)
-
-
-def east(metres: float) -> LatLng:
-    return destination(WEST_END, metres, 90)
-
-
-@pytest.fixture
-async def world(runtime: Runtime) -> AsyncIterator[Runtime]:
-    """The runtime, and at the end every trip this test left open is cancelled, so no
-    other test's dispatcher (they share the database) ever sees it."""
-    made: list[str] = []
-    runtime.made_trips = made  # type: ignore[attr-defined]
-    yield runtime
-    async with runtime.unit_of_work() as db:
-        await db.execute(
-            update(Trip)
-            .where(Trip.id.in_(made), Trip.status.in_(("requested", "assigned", "arrived")))
-            .values(status="cancelled", cancelled_by="system")
-        )
-
-
-async def member(rt: Runtime) -> str:
-    async with rt.unit_of_work() as db:
-        m, _ = await identity.admit_member(
-            db, settings=rt.settings, name="M", phone="+1 555 0000", plate="P", seats=4
-        )
-    await rt.presence.connected(m.id)
-    return m.id
-
-
-async def request(rt: Runtime, pickup: LatLng) -> str:
-    async with rt.unit_of_work() as db:
-        rider, _ = await identity.sign_up_rider(db, settings=rt.settings, name="R", phone="+1 5")
-        trip, _ = await trips.request(
-            db, rt, rider_id=rider.id, pickup=pickup, dropoff=east(3000), idempotency_key=None
-        )
-    rt.made_trips.append(trip.id)  # type: ignore[attr-defined]
-    return trip.id
-
-
-async def offers_of(rt: Runtime, trip_ids: list[str]) -> dict[str, str]:
-    async with rt.sessions() as db:
-        rows = await db.execute(
-            select(Offer.trip_id, Offer.driver_id).where(
-                Offer.trip_id.in_(trip_ids), Offer.status == "pending"
-            )
-        )
-        return {t: d for t, d in rows}
+from tests.fixtures.world import World, east
 
 
 def with_policy(settings: Settings, policy: str) -> Settings:
@@ -86,34 +29,34 @@ async def lead(rt: Runtime) -> Dispatcher:
 
 @pytest.mark.parametrize("policy", ["batched", "greedy"])
 async def test_one_assignment_for_the_window_beats_first_come_first_served(
-    world: Runtime, policy: str
+    world: World, policy: str
 ) -> None:
     """R1 asked first and its nearest driver is D1, but D1 is R2's only sensible driver:
     greedy gives R1 D1 and R2 the far D2; batched gives each the driver that makes the
     total pickup time smallest."""
-    rt = world
+    rt = world.rt
     rt.settings = with_policy(rt.settings, policy)
     t = now_ms()
-    d1, d2 = await member(rt), await member(rt)
+    d1, d2 = await world.member(), await world.member()
     await online_at(rt, d1, east(1000), ts=t)
     await online_at(rt, d2, east(2000), ts=t)
-    r1 = await request(rt, east(1300))  # D1 300 m, D2 700 m
-    r2 = await request(rt, east(0))  # D1 1000 m, D2 2000 m
+    r1 = (await world.request(east(1300))).id  # D1 300 m, D2 700 m
+    r2 = (await world.request(east(0))).id  # D1 1000 m, D2 2000 m
     dispatcher = await lead(rt)
     assert await dispatcher.dispatch_batch() == 2
-    got = await offers_of(rt, [r1, r2])
+    got = await world.pending_offers([r1, r2])
     if policy == "batched":
         assert got == {r1: d2, r2: d1}
     else:
         assert got == {r1: d1, r2: d2}
 
 
-async def test_a_deposed_leader_makes_no_offer(world: Runtime) -> None:
-    rt = world
+async def test_a_deposed_leader_makes_no_offer(world: World) -> None:
+    rt = world.rt
     t = now_ms()
-    driver = await member(rt)
+    driver = await world.member()
     await online_at(rt, driver, east(100), ts=t)
-    trip_id = await request(rt, east(0))
+    trip_id = (await world.request(east(0))).id
     old = await lead(rt)
     await rt.redis.delete(rt.keys.leader("default"))
     new = await lead(rt)  # took over: the fence moved on
@@ -122,19 +65,19 @@ async def test_a_deposed_leader_makes_no_offer(world: Runtime) -> None:
         rt, [Assignment(trip_id, driver, 60)], region="default", fence=old.lock.fence
     )
     assert made == []
-    assert await offers_of(rt, [trip_id]) == {}
+    assert await world.pending_offers([trip_id]) == {}
     assert await rt.presence.offer_held_by(driver) is None  # nothing left reserved
     assert await new.dispatch_batch() == 1
-    assert await offers_of(rt, [trip_id]) == {trip_id: driver}
+    assert await world.pending_offers([trip_id]) == {trip_id: driver}
 
 
-async def test_members_can_see_why_they_did_not_get_a_trip(world: Runtime) -> None:
-    rt = world
+async def test_members_can_see_why_they_did_not_get_a_trip(world: World) -> None:
+    rt = world.rt
     t = now_ms()
-    near, far = await member(rt), await member(rt)
+    near, far = await world.member(), await world.member()
     await online_at(rt, near, east(200), ts=t)
     await online_at(rt, far, east(900), ts=t)
-    trip_id = await request(rt, east(0))
+    trip_id = (await world.request(east(0))).id
     dispatcher = await lead(rt)
     assert await dispatcher.dispatch_batch() == 1
 
@@ -148,13 +91,13 @@ async def test_members_can_see_why_they_did_not_get_a_trip(world: Runtime) -> No
     assert lost["fare_rule_version"] >= 1 and lost["policy"] == rt.settings.dispatch_policy
 
 
-async def test_a_connecting_driver_is_reconciled_with_postgresql(world: Runtime) -> None:
+async def test_a_connecting_driver_is_reconciled_with_postgresql(world: World) -> None:
     """Redis says the driver is on a trip that PostgreSQL says has ended (a crash between
     a commit and its bookkeeping): connecting frees it. And the other way round: a driver
     whose live state was lost is put back on its active trip."""
-    rt = world
+    rt = world.rt
     t = now_ms()
-    driver = await member(rt)  # one socket open
+    driver = await world.member()  # one socket open
     await online_at(rt, driver, east(100), ts=t)
     await rt.presence.set_trip(
         driver, trip_id="trp_gone", rider_id="rdr_x", target_lat=0.0, target_lng=0.0
@@ -163,7 +106,7 @@ async def test_a_connecting_driver_is_reconciled_with_postgresql(world: Runtime)
         assert await trips.sync_presence(db, rt, driver_id=driver) is None
     assert (await rt.presence.state(driver)).status == "available"
 
-    trip_id = await request(rt, east(0))
+    trip_id = (await world.request(east(0))).id
     assert await lead(rt) is not None
     [offer] = await offers.make_batch(
         rt, [Assignment(trip_id, driver, 60)], region="default", fence=None
