@@ -12,33 +12,31 @@ Locust) and the run writes, into its output directory:
 - ``kpi.json``: the dispatch KPI summary (``loadtests/kpi.py``) and the verdict.
 
 Exit status: 0 when every threshold held, 1 when one was missed, 2 when the run itself
-failed. ``--find-capacity`` steps the city up until a step misses a threshold and prints
-the headline table (``docs/loadtesting.md``).
+failed. The command line is ``loadtests/__main__.py``; ``--find-capacity``, which steps
+the city up until a step misses a threshold, is ``loadtests/capacity.py``
+(``docs/loadtesting.md``).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import math
-import os
 import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import asyncpg
 import httpx
 from redis import Redis
 
-from core.settings import Settings, get_settings
+from core.settings import Settings
 from loadtests import kpi
 from loadtests.plan import GENERATOR_KEPT_UP, LoadPlan
 from server import harness
@@ -56,8 +54,6 @@ LOADTEST_SIGNUP_RATE_PER_MIN = 1_000_000
 LOCUST_CPU_WARNING = "CPU usage above 90%"
 # The real NYC yellow-cab peak, requests a minute (the issue's yardstick).
 NYC_PEAK_RPM = 440
-# Capacity search: each step this many times the previous rate.
-CAPACITY_FACTOR = 1.5
 
 
 @dataclass(frozen=True)
@@ -132,7 +128,7 @@ def _forget_redis(settings: Settings) -> None:
         client.close()
 
 
-def _local_only(url: str) -> str:
+def local_only(url: str) -> str:
     host = urlsplit(url).hostname or ""
     if host not in LOCAL_HOSTS:
         raise RuntimeError(f"load tests only target this machine (127.0.0.1), not {host!r}")
@@ -338,194 +334,3 @@ def one_run(
     verdict = "PASS" if summary["passed"] else "FAIL: " + "; ".join(summary["missed"])
     print(f"[loadtest] {verdict}  ({out / 'kpi.json'})", flush=True)
     return summary
-
-
-# -- capacity ------------------------------------------------------------------------------
-
-
-def capacity_steps(args: argparse.Namespace) -> list[tuple[int, float]]:
-    """(drivers, requests a minute) per step: ``--steps`` as given, else from
-    ``--start-rpm`` up by ``CAPACITY_FACTOR`` with ``--drivers-per-rpm`` drivers."""
-    if args.steps:
-        steps = []
-        for part in args.steps.split(","):
-            drivers, rpm = part.split(":")
-            steps.append((int(drivers), float(rpm)))
-        return steps
-    rpm = args.start_rpm
-    out = []
-    for _ in range(args.max_steps):
-        out.append((max(1, math.ceil(rpm * args.drivers_per_rpm)), round(rpm, 1)))
-        rpm *= CAPACITY_FACTOR
-    return out
-
-
-def capacity_table(rows: list[dict[str, Any]], *, batch_s: float) -> str:
-    lines = [
-        "| online drivers | requests/min (hold → surge) | requests made / planned | request→offer "
-        "p50 / p95 / p99 (s) | offer→accept p50 (s) | completed | errors | "
-        f"p99 ≤ {batch_s + 1:g} s and 0 errors |",
-        "|---:|---:|---:|---|---:|---:|---:|---|",
-    ]
-    for r in rows:
-        o = r["request_to_offer_s"]
-        rpm = r["plan"]["requests_per_minute"]
-        lines.append(
-            f"| {r['drivers']} | {rpm:g} → {rpm * r['plan']['surge_factor']:g} | "
-            f"{r['requests']} / {r['requests_planned']:.0f} | "
-            f"{o['p50']} / {o['p95']} / {o['p99']} | "
-            f"{r['offer_to_accept_s']['p50']} | {r['completed']} | {r['locust']['failures']} | "
-            f"{'holds' if r['passed'] else 'missed: ' + '; '.join(r['missed'])}"
-            f"{' (Locust above 90 % CPU)' if r.get('generator_cpu_saturated') else ''} |"
-        )
-    return "\n".join(lines)
-
-
-def find_capacity(
-    target: Target, base_plan: LoadPlan, out: Path, args: argparse.Namespace, th: Thresholds
-) -> int:
-    rows = []
-    for k, (drivers, rpm) in enumerate(capacity_steps(args)):
-        plan = base_plan.with_(
-            drivers=drivers,
-            requests_per_minute=rpm,
-            trace=False,
-            run_id=f"lt-{secrets.token_hex(4)}",
-        )
-        summary = one_run(
-            target,
-            plan,
-            out / f"step{k + 1:02d}",
-            thresholds=th,
-            ui=False,
-            processes=args.processes,
-        )
-        rows.append(summary)
-        if not summary["passed"]:
-            break
-    table = capacity_table(rows, batch_s=target.settings.dispatch_batch_s)
-    held = [r for r in rows if r["passed"]]
-    best = held[-1] if held else None
-    lines = [
-        f"Capacity on {os.cpu_count()} cores, {args.api_workers} api process(es) + dispatcher "
-        f"+ Locust on the same machine; each step {base_plan.total_s:g} s, drivers move "
-        f"{base_plan.drive_speedup:g}× street speed.",
-        "",
-        table,
-        "",
-        (
-            f"Largest city held: {best['drivers']} online drivers at "
-            f"{best['plan']['requests_per_minute']:g} requests/min "
-            f"({best['plan']['requests_per_minute'] / NYC_PEAK_RPM:.0%} of the NYC yellow-cab "
-            f"peak, ~{NYC_PEAK_RPM}/min), with a surge to "
-            f"{best['plan']['requests_per_minute'] * best['plan']['surge_factor']:g}/min for "
-            f"{base_plan.phase('surge_s'):g} s."
-            if best
-            else "No step held."
-        ),
-    ]
-    text = "\n".join(lines)
-    (out / "capacity.md").write_text(text + "\n")
-    print(text, flush=True)
-    return 0 if best else 1
-
-
-# -- command line ----------------------------------------------------------------------------
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """``coopride loadtest``'s options (``server/cli.py`` adds them to its subparser)."""
-    d = LoadPlan()
-    p.add_argument("--config", help="JSON file of plan settings (LoadPlan field names)")
-    p.add_argument("--host", help="target a running server (127.0.0.1 only)")
-    p.add_argument("--api-workers", type=int, default=1, help="api processes to start")
-    p.add_argument("--batch-s", type=float, help="the started server's dispatch window")
-    p.add_argument("--processes", type=int, default=1, help="Locust processes (-1: one per core)")
-    p.add_argument("--out", help="output directory (default artifacts/loadtest-<time>)")
-    p.add_argument("--ui", action="store_true", help="run Locust's web UI (on 127.0.0.1)")
-    p.add_argument("--duration", type=float, dest="duration_s", help=f"seconds ({d.duration_s:g})")
-    p.add_argument("--drivers", type=int, help=f"online drivers at the target ({d.drivers})")
-    p.add_argument(
-        "--requests-per-minute", type=float, help=f"base arrival rate ({d.requests_per_minute:g})"
-    )
-    p.add_argument("--surge-factor", type=float, help=f"surge × base rate ({d.surge_factor:g})")
-    for phase in ("driver-ramp-s", "rider-ramp-s", "hold-s", "surge-s"):
-        p.add_argument(f"--{phase}", type=float, help="phase length (default: share of duration)")
-    p.add_argument("--trace", action="store_true", default=None, help="replay the demand's rate")
-    p.add_argument("--speedup", type=float, help="trace replay speed (× real)")
-    p.add_argument("--demand", help="demand file (see ../shared/data/README.md)")
-    p.add_argument("--trace-start", help="local time in the file where the replay starts")
-    p.add_argument("--area", choices=("manhattan", "all"))
-    p.add_argument("--rider-pool", type=int, help="rider phones (default: from the peak rate)")
-    p.add_argument("--decline-rate", type=float)
-    p.add_argument("--cancel-rate", type=float)
-    p.add_argument("--drive-speedup", type=float, help=f"× street speed ({d.drive_speedup:g})")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--operator-token", help="with --host (default: COOP_OPERATOR_TOKEN)")
-    p.add_argument("--max-p99-offer-s", type=float, help="threshold (default: batch + 1 s)")
-    p.add_argument("--max-error-rate", type=float, default=0.0, help="threshold (0)")
-    p.add_argument("--find-capacity", action="store_true", help="step the city up; headline table")
-    p.add_argument("--steps", help="capacity steps DRIVERS:RPM,... (default: geometric)")
-    p.add_argument("--start-rpm", type=float, default=20.0)
-    p.add_argument("--drivers-per-rpm", type=float, default=2.5)
-    p.add_argument("--max-steps", type=int, default=8)
-
-
-def build_plan(args: argparse.Namespace) -> LoadPlan:
-    values: dict[str, Any] = {}
-    if args.config:
-        values.update(json.loads(Path(args.config).read_text()))
-    names = {f.name for f in fields(LoadPlan)}
-    for name in names:
-        given = getattr(args, name, None)
-        if given is not None:
-            values[name] = given
-    values.setdefault("run_id", f"lt-{secrets.token_hex(4)}")
-    return LoadPlan.from_mapping(values)
-
-
-def main(args: argparse.Namespace) -> int:
-    base = get_settings()
-    try:
-        plan = build_plan(args)
-    except (ValueError, TypeError, OSError) as exc:
-        print(f"[loadtest] bad plan: {exc}", file=sys.stderr)
-        return 2
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    out = Path(args.out) if args.out else ROOT / "artifacts" / f"loadtest-{stamp}"
-    out.mkdir(parents=True, exist_ok=True)
-
-    @contextmanager
-    def target() -> Iterator[Target]:
-        if args.host:
-            token = args.operator_token or base.operator_token
-            yield Target(
-                _local_only(args.host), base.model_copy(update={"operator_token": token}), []
-            )
-        else:
-            with started_server(
-                base, api_workers=args.api_workers, batch_s=args.batch_s, out=out
-            ) as t:
-                yield t
-
-    try:
-        with target() as t:
-            plan = plan.with_(
-                operator_token=t.settings.operator_token,
-                offer_timeout_s=t.settings.offer_timeout_s,
-            )
-            th = Thresholds(
-                max_p99_request_to_offer_s=(
-                    args.max_p99_offer_s
-                    if args.max_p99_offer_s is not None
-                    else t.settings.dispatch_batch_s + 1.0
-                ),
-                max_error_rate=args.max_error_rate,
-            )
-            if args.find_capacity:
-                return find_capacity(t, plan, out, args, th)
-            summary = one_run(t, plan, out, thresholds=th, ui=args.ui, processes=args.processes)
-            return 0 if summary["passed"] else 1
-    except (RuntimeError, OSError, asyncpg.PostgresError, httpx.HTTPError) as exc:
-        print(f"[loadtest] run failed: {exc}", file=sys.stderr)
-        return 2
