@@ -71,7 +71,7 @@ RESYNC_RESTARTED = {
 
 
 def ack_key(rt: Runtime, audience: str, ident: str) -> str:
-    return f"{rt.keys.event_seq(audience, ident)}:ack"
+    return rt.keys.event_ack(audience, ident)
 
 
 def error_frame(exc: CoopError, ref: Any = None) -> dict[str, Any]:
