@@ -1,0 +1,78 @@
+"""A disk of H3 rings packed for the candidate search script, once per disk.
+
+Pure: cells in, bytes and numbers out, no Redis. A city has a few thousand pickup cells
+and each disk is reused by every search from its cell, so everything about a disk that
+does not depend on where in the centre cell the pickup is, or on who is online, is
+computed here once: the cells with their centres as one binary argument of fixed
+records, and per ring the lower bound the script's ring walk stops on.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from core.bulk_redis import pack_args
+from geo import cells
+from geo.point import LatLng
+
+# A cell as the search script reads it with ``struct.unpack('<c15dd', ...)``: every H3
+# cell name is 15 hex characters, then its centre's lat and lng as little-endian doubles.
+CELL_RECORD = struct.Struct("<15sdd")
+
+# The script computes distances as here: equirectangular at the pickup's latitude, with
+# this many metres per degree (the mean Earth radius's).
+M_PER_DEGREE = 111195.0
+
+
+@dataclass(frozen=True, slots=True)
+class PackedDisk:
+    """A disk of rings as the search script takes it."""
+
+    tail: bytes  # the last argument, packed: per cell a ``CELL_RECORD``
+    count: int  # cells
+    rings: tuple[int | float, ...]  # per ring: its cells, ``later`` in metres
+    origin: LatLng  # the centre cell's centre
+
+
+EMPTY = PackedDisk(b"", 0, (), LatLng(0.0, 0.0))
+
+
+def pack_disk(rings: Sequence[Sequence[str]]) -> PackedDisk:
+    """Pack a disk's cells with their centres, and for each ring the distance from the
+    centre cell's centre to the nearest centre in that ring or any later one: what the
+    script's stopping bound needs, independent of where in the centre cell the pickup
+    is. Distances as the script computes them (equirectangular at the centre's
+    latitude), less 0.5% and 1 m so rounding can only make the bound looser."""
+    flat = [c for ring in rings for c in ring]
+    if not flat:
+        return EMPTY
+    if any(len(c) != 15 for c in flat):
+        raise ValueError("H3 cell names are 15 characters")
+    centres = [cells.center(c) for c in flat]
+    origin = centres[0]
+    kx = math.cos(math.radians(origin.lat)) * M_PER_DEGREE
+    nearest: list[float] = []
+    i = 0
+    for ring in rings:
+        ds = [
+            math.hypot((c.lng - origin.lng) * kx, (c.lat - origin.lat) * M_PER_DEGREE)
+            for c in centres[i : i + len(ring)]
+        ]
+        nearest.append(min(ds, default=math.inf))
+        i += len(ring)
+    later: list[float] = []
+    floor = math.inf
+    for d in reversed(nearest):
+        floor = min(floor, d)
+        later.append(max(floor * 0.995 - 1.0, 0.0))
+    later.reverse()
+    meta: list[int | float] = []
+    for ring, bound in zip(rings, later, strict=True):
+        meta += [len(ring), round(bound, 1)]
+    blob = b"".join(
+        CELL_RECORD.pack(c.encode(), p.lat, p.lng) for c, p in zip(flat, centres, strict=True)
+    )
+    return PackedDisk(pack_args(blob), len(flat), tuple(meta), origin)

@@ -1,0 +1,6 @@
+-- KEYS: driver offer key, trip offer key, deadlines. ARGV: offer id. Deletes only keys
+-- that still name this offer, so a late release never frees someone else's reservation.
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+redis.call('ZREM', KEYS[3], ARGV[1])
+return 1
