@@ -1,12 +1,13 @@
 """The live driver index in Redis (``docs/live-index.md``).
 
 ``index.Presence`` has one method per Redis operation; ``results`` the values they
-return; ``disk`` packs a disk of H3 rings for candidate search; ``scripts`` loads the
-Lua scripts (``lua/*.lua``) they run.
+return; ``hints`` what this process last saw stored per driver (the keys its scripts
+declare depend on it); ``search`` and ``disk`` are candidate search and its disks of H3
+rings, packed once; ``scripts`` loads the Lua scripts (``lua/*.lua``) they all run.
 """
 
 from dispatch.presence.index import Presence
-from dispatch.presence.results import DriverState, LocationResult, RiderForward
+from dispatch.presence.results import DriverState, LocationResult, RiderForward, TripLeg
 from dispatch.presence.scripts import TRACE_EVERY_MS, TRACE_MAX
 
 __all__ = [
@@ -16,4 +17,5 @@ __all__ = [
     "LocationResult",
     "Presence",
     "RiderForward",
+    "TripLeg",
 ]

@@ -3,15 +3,17 @@
 Pure: cells in, bytes and numbers out, no Redis. A city has a few thousand pickup cells
 and each disk is reused by every search from its cell, so everything about a disk that
 does not depend on where in the centre cell the pickup is, or on who is online, is
-computed here once: the cells with their centres as one binary argument of fixed
-records, and per ring the lower bound the script's ring walk stops on.
+packed here once: the GEO set key of every cell (the script's KEYS: it touches no key it
+was not given), the cells with their centres as one binary argument of fixed records,
+and per ring the lower bound the script's ring walk stops on. A search then sends
+mostly these bytes as they are.
 """
 
 from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from core.bulk_redis import pack_args
@@ -26,32 +28,37 @@ CELL_RECORD = struct.Struct("<15sdd")
 # this many metres per degree (the mean Earth radius's).
 M_PER_DEGREE = 111195.0
 
+Rings = tuple[tuple[str, ...], ...]
+
 
 @dataclass(frozen=True, slots=True)
 class PackedDisk:
     """A disk of rings as the search script takes it."""
 
+    keys: bytes  # per cell its GEO set's key, packed (RESP bulks), in record order
+    meta: bytes  # cell count, ring count, per ring (cells, ``later`` m), packed
     tail: bytes  # the last argument, packed: per cell a ``CELL_RECORD``
     count: int  # cells
     rings: tuple[int | float, ...]  # per ring: its cells, ``later`` in metres
     origin: LatLng  # the centre cell's centre
 
 
-EMPTY = PackedDisk(b"", 0, (), LatLng(0.0, 0.0))
+EMPTY = PackedDisk(b"", b"", b"", 0, (), LatLng(0.0, 0.0))
 
 
-def pack_disk(rings: Sequence[Sequence[str]]) -> PackedDisk:
-    """Pack a disk's cells with their centres, and for each ring the distance from the
-    centre cell's centre to the nearest centre in that ring or any later one: what the
-    script's stopping bound needs, independent of where in the centre cell the pickup
-    is. Distances as the script computes them (equirectangular at the centre's
-    latitude), less 0.5% and 1 m so rounding can only make the bound looser."""
+def pack_disk(rings: Sequence[Sequence[str]], *, geo_key: Callable[[str], str]) -> PackedDisk:
+    """Pack a disk's cells with their centres and their GEO keys (``geo_key(cell)``),
+    and for each ring the distance from the centre cell's centre to the nearest centre
+    in that ring or any later one: what the script's stopping bound needs, independent
+    of where in the centre cell the pickup is. Distances as the script computes them
+    (equirectangular at the centre's latitude), less 0.5% and 1 m so rounding can only
+    make the bound looser. A ring without cells counts as infinitely far."""
     flat = [c for ring in rings for c in ring]
     if not flat:
         return EMPTY
     if any(len(c) != 15 for c in flat):
         raise ValueError("H3 cell names are 15 characters")
-    centres = [cells.center(c) for c in flat]
+    centres = [cells.center(c) for c in flat]  # ValueError for a name that is no cell
     origin = centres[0]
     kx = math.cos(math.radians(origin.lat)) * M_PER_DEGREE
     nearest: list[float] = []
@@ -75,4 +82,34 @@ def pack_disk(rings: Sequence[Sequence[str]]) -> PackedDisk:
     blob = b"".join(
         CELL_RECORD.pack(c.encode(), p.lat, p.lng) for c, p in zip(flat, centres, strict=True)
     )
-    return PackedDisk(pack_args(blob), len(flat), tuple(meta), origin)
+    return PackedDisk(
+        keys=pack_args(*(geo_key(c) for c in flat)),
+        meta=pack_args(len(flat), len(rings), *meta),
+        tail=pack_args(blob),
+        count=len(flat),
+        rings=tuple(meta),
+        origin=origin,
+    )
+
+
+class DiskCache:
+    """Packed disks by their rings, built on first use. ``cells.disk_by_ring`` hands out
+    the same tuples for the same disk, so a lookup hashes a tuple it has seen; past
+    ``limit`` disks the cache starts again (a city has a few thousand pickup cells)."""
+
+    def __init__(self, *, geo_key: Callable[[str], str], limit: int) -> None:
+        self._geo_key = geo_key
+        self._limit = limit
+        self._disks: dict[Rings, PackedDisk] = {}
+
+    def __len__(self) -> int:
+        return len(self._disks)
+
+    def get(self, rings: Sequence[Sequence[str]]) -> PackedDisk:
+        key = tuple(r if isinstance(r, tuple) else tuple(r) for r in rings)
+        disk = self._disks.get(key)
+        if disk is None:
+            if len(self._disks) >= self._limit:
+                self._disks.clear()
+            disk = self._disks[key] = pack_disk(key, geo_key=self._geo_key)
+        return disk

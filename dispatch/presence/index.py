@@ -1,17 +1,23 @@
-"""The live driver index in Redis: one function per Redis operation, each one round trip.
+"""The live driver index in Redis: one method per Redis operation, each one round trip.
 
 Per driver a hash holds position, heading, timestamps, H3 cell and status
-(``offline`` | ``available`` | ``on_trip``). A driver *holds an offer* exactly while
-its offer key exists (``core.keys.Keys.driver_offer``), so an abandoned reservation
-frees itself when its TTL runs out. Online drivers are members of their cell's sorted
-set, scored by the server time of their last update, and of one ``seen`` set scored
-the same way: stale drivers come off the low end of ``seen`` without a scan of the
-rest, and candidate search ignores cell members older than the staleness limit even
-before the reaper has run.
+(``offline`` | ``available`` | ``on_trip``). Online drivers are members of their cell's
+sorted set and of one ``seen`` set, both scored by the server time of their last update:
+stale drivers come off the low end of ``seen`` without a scan of the rest, and
+candidate search ignores drivers older than the staleness limit even before the reaper
+has run. Available drivers are also in their cell's GEO set. A driver *holds an offer*
+exactly while its offer key exists (``core.keys.Keys.driver_offer``), so an abandoned
+reservation frees itself when its TTL runs out.
+
+Every key a script touches is built in ``core.keys`` and passed as KEYS
+(``docs/live-index.md``); those that depend on what Redis holds (the cell a driver
+leaves, the trace a frame extends) are declared from this process's hints
+(``dispatch.presence.hints``), and a ``moved`` reply sends the call again.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 
 from redis.asyncio import Redis
@@ -21,15 +27,18 @@ from core.keys import Keys
 from core.script_batcher import ScriptBatcher
 from dispatch.batch.types import Candidate
 from dispatch.presence import scripts
-from dispatch.presence.disk import PackedDisk, pack_disk
-from dispatch.presence.results import DriverState, LocationResult, RiderForward
+from dispatch.presence.hints import MAX_TRIES, Hint, Hints, KeptMoving, Reply
+from dispatch.presence.results import DriverState, LocationResult, RiderForward, TripLeg
 from dispatch.presence.scripts import TRACE_EVERY_MS, TRACE_MAX
-from geo import cells
+from dispatch.presence.search import CandidateSearch
 from geo.point import LatLng
 
-CELL_ARGS_CACHE = 50_000
+Forward = RiderForward | Callable[[TripLeg], RiderForward]
 
-_NO_FORWARD = ("", "", "", "")
+# A location frame's forward arguments (trip, target, channel, frame, whether the caller
+# can compute it again): none; or none yet, but ask for a ``moved`` reply on a trip.
+_NO_FORWARD = pack_args("", "", "", "", "")
+_NO_FORWARD_YET = pack_args("", "", "", "", "1")
 
 
 class Presence:
@@ -47,32 +56,22 @@ class Presence:
         self.redis = redis
         self.keys = keys
         self.resolution = resolution
-        self._cell_prefix = keys.cell(resolution, "")
-        self._driver_prefix = keys.driver("")
-        self._offer_prefix = keys.driver_offer("")
         self._runners = (bulk, bulk_search)
-        # A hexagon's circumradius is its edge length; 2% for H3's size variation.
-        self._circumradius_m = round(cells.edge_length_m(resolution) * 1.02, 1)
-        # Per disk of rings: its cells and their centres, packed once (a city has a few
-        # thousand pickup cells; each disk is reused by every search from that cell).
-        self._cell_args: dict[tuple[tuple[str, ...], ...], PackedDisk] = {}
+        self._hints = Hints(keys, resolution)
+        self._search = CandidateSearch(keys, resolution, bulk_search)
         self._batcher = ScriptBatcher(bulk, scripts.LOCATION)
-        self._location_constants = (
-            self._cell_prefix,
-            keys.trace(""),
-            TRACE_EVERY_MS,
-            keys.seen(),
-            location_burst,
-            repr(location_rate_per_s / 1000),
-            TRACE_MAX,
+        # The location script's keys and arguments that are the same for every frame,
+        # packed once: the region-wide keys first, four constants after the frame's own.
+        self._location_keys = pack_args(
+            keys.seen(), keys.positions(), keys.available_cells(resolution)
         )
-        # EVALSHA sha 1 <key> <10 args> <7 constants> <4 forward>: 25 parts.
-        self._location_head = self._batcher.head(1, 22)
-        self._location_tail = pack_args(*self._location_constants)
-        self._search_batcher = ScriptBatcher(bulk_search, scripts.CANDIDATES)
+        self._location_constants = pack_args(
+            TRACE_EVERY_MS, TRACE_MAX, location_burst, repr(location_rate_per_s / 1000)
+        )
         self._reserve_batcher = ScriptBatcher(bulk_search, scripts.RESERVE)
+        self._restore_batcher = ScriptBatcher(bulk_search, scripts.RESTORE)
+        self._reap_batcher = ScriptBatcher(bulk_search, scripts.REAP)
         self._status = redis.register_script(scripts.STATUS)
-        self._reap = redis.register_script(scripts.REAP)
         self._trip = redis.register_script(scripts.TRIP)
         self._connections = redis.register_script(scripts.CONNECTIONS)
         self._release = redis.register_script(scripts.RELEASE)
@@ -80,6 +79,13 @@ class Presence:
     def close(self) -> None:
         for runner in self._runners:
             runner.close()
+
+    @property
+    def moved_retries(self) -> int:
+        """Calls sent again after a ``moved`` reply (each one round trip more)."""
+        return self._hints.retries
+
+    # -- location frames -----------------------------------------------------------------
 
     async def update_location(
         self,
@@ -94,16 +100,22 @@ class Presence:
         cell: str,
         now_ms: int,
         assumed_status: str = "offline",
-        forward: RiderForward | None = None,
+        forward: Forward | None = None,
     ) -> LocationResult:
         """Take one location frame into the index. Frames from every socket of the
         process that arrive in the same event-loop turn go to Redis in one pipeline.
         ``assumed_status`` is what the driver's socket last asked for; it is used only
         when Redis holds no status for the driver (after Redis lost its data).
-        ``forward`` is published if the driver is still on that trip and target
-        (``LocationResult.forwarded`` says whether it was)."""
-        variable = (
-            self._driver_prefix + driver_id,
+
+        ``forward`` is the rider's frame for this position, published by the script if
+        the driver is still on its trip and heading for its target
+        (``LocationResult.forwarded`` says whether it was). Given as a function of the
+        trip leg, it is computed for the leg the hint names, and the script replies
+        ``moved`` rather than not forwarding: the retry (one round trip more, at the
+        first frame of a leg this process did not see start) carries the forward
+        computed for the leg Redis holds. Every other frame is one round trip."""
+        hint = self._hints.get(driver_id)
+        fixed = (
             driver_id,
             repr(lat),
             repr(lng),
@@ -115,54 +127,96 @@ class Presence:
             str(now_ms),
             assumed_status,
         )
-        extra = (
-            _NO_FORWARD
-            if forward is None
-            else (
-                forward.trip_id,
-                forward.target,
-                forward.channel,
-                forward.frame,
+        for _ in range(MAX_TRIES):
+            command = self._location_command(driver_id, fixed, hint, forward)
+            reply = await self._batcher.submit_command(command)
+            kind, value, trip, rider, tlat, tlng, restored, forwarded = reply
+            if kind == "moved":
+                self._hints.retries += 1
+                hint = Hint(value, trip, rider, f"{tlat},{tlng}")
+                self._hints.remember(driver_id, hint)
+                continue
+            if kind == "stale":
+                return LocationResult(False, "", None, None, last_ts_ms=int(value))
+            if kind == "limited":
+                return LocationResult(False, "", None, None, retry_after_ms=int(value))
+            target = f"{tlat},{tlng}"
+            if hint != (cell, trip, rider, target):
+                self._hints.remember(driver_id, Hint(cell, trip, rider, target))
+            return LocationResult(
+                True,
+                value,
+                trip or None,
+                rider or None,
+                target_lat=float(tlat) if tlat else None,
+                target_lng=float(tlng) if tlng else None,
+                restored=bool(restored),
+                target=target,
+                forwarded=bool(forwarded),
             )
-        )
-        # The hot path: one string for the parts that change, the rest packed once.
-        body = "".join([f"${len(p)}\r\n{p}\r\n" for p in variable])
-        forward_body = "".join([f"${len(p)}\r\n{p}\r\n" for p in extra])
-        if body.isascii() and forward_body.isascii():
-            command = (
-                self._location_head + body.encode() + self._location_tail + forward_body.encode()
-            )
+        raise KeptMoving(f"driver {driver_id}: cell or trip changed under {MAX_TRIES} frames")
+
+    def _location_command(
+        self, driver_id: str, fixed: tuple[str, ...], hint: Hint, forward: Forward | None
+    ) -> bytes:
+        """The frame's ``EVALSHA``, declaring the cell and trace the hint names. The hot
+        path: what is the same for every frame, or every frame in a cell, is packed once;
+        the rest is one string, encoded once."""
+        believed = hint.cell or fixed[7]
+        trip = hint.trip
+        key_count = 9 if trip else 8
+        parts = [self.keys.driver(driver_id), *fixed, believed, trip]
+        if trip:
+            parts.insert(1, self.keys.trace(trip))
+        text = "".join([f"${len(p)}\r\n{p}\r\n" for p in parts])
+        # A str's length is its bytes' only in ASCII (ids and numbers always are).
+        variable = text.encode() if text.isascii() else pack_args(*parts)
+        if forward is None:
+            extra = _NO_FORWARD
+        elif isinstance(forward, RiderForward):
+            extra = pack_args(forward.trip_id, forward.target, forward.channel, forward.frame, "")
+        elif trip:
+            f = forward(TripLeg(trip, hint.rider, hint.target))
+            extra = pack_args(f.trip_id, f.target, f.channel, f.frame, "1")
         else:
-            command = pack(
-                "EVALSHA", self._batcher.sha, 1, *variable, *self._location_constants, *extra
+            extra = _NO_FORWARD_YET
+        # EVALSHA sha n <keys> <12 args> <4 constants> <5 forward>
+        return b"".join(
+            (
+                self._batcher.head(key_count, key_count + 21),
+                self._location_keys,
+                self._hints.cell_bulks(fixed[7]),
+                self._hints.cell_bulks(believed),
+                variable,
+                self._location_constants,
+                extra,
             )
-        result = await self._batcher.submit_command(command)
-        kind, status, trip, rider, tlat, tlng, restored, forwarded = result
-        if kind == "stale":
-            return LocationResult(False, "", None, None, last_ts_ms=int(status))
-        if kind == "limited":
-            return LocationResult(False, "", None, None, retry_after_ms=int(status))
-        return LocationResult(
-            True,
-            status,
-            trip or None,
-            rider or None,
-            target_lat=float(tlat) if tlat else None,
-            target_lng=float(tlng) if tlng else None,
-            restored=bool(restored),
-            target=f"{tlat},{tlng}",
-            forwarded=bool(forwarded),
         )
+
+    # -- status, sockets, trips ----------------------------------------------------------
 
     async def set_status(self, driver_id: str, status: str, *, now_ms: int) -> str:
-        result = await self._status(
-            keys=[self.keys.driver(driver_id), self.keys.seen()],
-            args=[driver_id, status, self._cell_prefix, now_ms],
-        )
-        return str(result)
+        k = self.keys
+
+        async def call(cell: str) -> Reply:
+            reply: Reply = await self._status(
+                keys=[
+                    k.seen(),
+                    k.available_cells(self.resolution),
+                    k.fairness(),
+                    k.driver(driver_id),
+                    *self._hints.declared(cell),
+                ],
+                args=[driver_id, status, now_ms, cell],
+            )
+            return reply
+
+        return str((await self._hints.settle(driver_id, call))[1])
 
     async def connected(self, driver_id: str) -> int:
-        """One more open socket for this driver; returns how many are open."""
+        """One more open socket for this driver; returns how many are open. The reply
+        says where the driver stands, so this process's next calls declare the right
+        keys from the first."""
         return await self._count_connection(driver_id, 1)
 
     async def disconnected(self, driver_id: str) -> int:
@@ -171,37 +225,66 @@ class Presence:
         return await self._count_connection(driver_id, -1)
 
     async def _count_connection(self, driver_id: str, delta: int) -> int:
-        result = await self._connections(
-            keys=[self.keys.driver(driver_id), self.keys.seen()],
-            args=[delta, driver_id, self._cell_prefix],
-        )
-        return int(result)
+        k = self.keys
+
+        async def call(cell: str) -> Reply:
+            reply: Reply = await self._connections(
+                keys=[
+                    k.seen(),
+                    k.available_cells(self.resolution),
+                    k.driver(driver_id),
+                    *self._hints.declared(cell),
+                ],
+                args=[delta, driver_id, cell],
+            )
+            return reply
+
+        reply = await self._hints.settle(driver_id, call)
+        cell, trip, rider, tlat, tlng = (str(x) for x in reply[2:7])
+        self._hints.remember(driver_id, Hint(cell, trip, rider, f"{tlat},{tlng}"))
+        return int(reply[1])
 
     async def set_trip(
         self, driver_id: str, *, trip_id: str, rider_id: str, target_lat: float, target_lng: float
     ) -> None:
-        await self._trip(
-            keys=[self.keys.driver(driver_id), self.keys.seen()],
-            args=[
-                trip_id,
-                rider_id,
-                repr(target_lat),
-                repr(target_lng),
-                driver_id,
-                self._cell_prefix,
-                0,
-                0,
-            ],
+        target = (repr(target_lat), repr(target_lng))
+        await self._run_trip(driver_id, (trip_id, rider_id, *target), now_ms=0, earned_cents=0)
+        hint = self._hints.get(driver_id)
+        self._hints.remember(
+            driver_id, hint._replace(trip=trip_id, rider=rider_id, target=",".join(target))
         )
 
     async def clear_trip(self, driver_id: str, *, now_ms: int, earned_cents: int = 0) -> str:
         """The trip is over: available again if a socket is open, else offline. The
         driver is idle from now, and ``earned_cents`` counts towards its shift."""
-        result = await self._trip(
-            keys=[self.keys.driver(driver_id), self.keys.seen()],
-            args=["", "", "", "", driver_id, self._cell_prefix, now_ms, earned_cents],
+        status = await self._run_trip(
+            driver_id, ("", "", "", ""), now_ms=now_ms, earned_cents=earned_cents
         )
-        return str(result)
+        hint = self._hints.get(driver_id)
+        self._hints.remember(driver_id, Hint(hint.cell))
+        return status
+
+    async def _run_trip(
+        self, driver_id: str, trip: tuple[str, str, str, str], *, now_ms: int, earned_cents: int
+    ) -> str:
+        k = self.keys
+
+        async def call(cell: str) -> Reply:
+            reply: Reply = await self._trip(
+                keys=[
+                    k.seen(),
+                    k.available_cells(self.resolution),
+                    k.fairness(),
+                    k.driver(driver_id),
+                    *self._hints.declared(cell),
+                ],
+                args=[*trip, driver_id, now_ms, earned_cents, cell],
+            )
+            return reply
+
+        return str((await self._hints.settle(driver_id, call))[1])
+
+    # -- offers --------------------------------------------------------------------------
 
     async def reserve_offer(
         self,
@@ -223,17 +306,36 @@ class Presence:
                 k.trip_offer(trip_id),
                 k.driver(driver_id),
                 k.fence(region),
+                k.held_offers(),
             ),
-            (offer_id, int(ttl_s * 1000), min_seen_ms, "" if fence is None else fence),
+            (offer_id, int(ttl_s * 1000), min_seen_ms, "" if fence is None else fence, driver_id),
         )
         return int(ok) == 1
 
     async def release_offer(self, *, offer_id: str, driver_id: str, trip_id: str) -> None:
         k = self.keys
         await self._release(
-            keys=[k.driver_offer(driver_id), k.trip_offer(trip_id), k.offer_deadlines()],
-            args=[offer_id],
+            keys=[
+                k.driver_offer(driver_id),
+                k.trip_offer(trip_id),
+                k.offer_deadlines(),
+                k.held_offers(),
+            ],
+            args=[offer_id, driver_id],
         )
+
+    async def restore_offer(
+        self, *, offer_id: str, driver_id: str, trip_id: str, ttl_ms: int
+    ) -> bool:
+        """Put a pending offer's reservation back where none is held (after Redis lost
+        it): each key only if absent. Calls made together share one round trip. True if
+        the driver's key was set."""
+        k = self.keys
+        ok = await self._restore_batcher.submit(
+            (k.driver_offer(driver_id), k.trip_offer(trip_id), k.held_offers()),
+            (offer_id, ttl_ms, driver_id),
+        )
+        return int(ok) == 1
 
     async def open_sockets(self, driver_id: str) -> int:
         """How many sockets of this driver are open, across every api process."""
@@ -243,6 +345,8 @@ class Presence:
     async def offer_held_by(self, driver_id: str) -> str | None:
         value = await self.redis.get(self.keys.driver_offer(driver_id))
         return str(value) if value else None
+
+    # -- candidate search ----------------------------------------------------------------
 
     async def candidates(
         self,
@@ -260,44 +364,16 @@ class Presence:
         cell stands in for it. Searches started in the same event-loop turn (a dispatch
         batch gathers them) share one round trip, on a connection of their own so a big
         batch never holds up location frames."""
-        # ``cells.disk_by_ring`` hands out the same tuples for the same disk.
-        key = tuple(r if isinstance(r, tuple) else tuple(r) for r in rings)
-        disk = self._cell_args.get(key)
-        if disk is None:
-            if len(self._cell_args) > CELL_ARGS_CACHE:
-                self._cell_args.clear()
-            disk = self._cell_args[key] = pack_disk(key)
-        if not disk.count or want <= 0:
-            return []
-        origin = pickup or disk.origin
-        args: list[str | int | float] = [
-            self._cell_prefix,
-            self._driver_prefix,
-            self._offer_prefix,
-            min_seen_ms,
-            want,
-            repr(origin.lat),
-            repr(origin.lng),
-            self._circumradius_m,
-            repr(radius_m if radius_m is not None else 1e9),
-            disk.count,
-            len(disk.rings) // 2,
-            *disk.rings,
-        ]
-        flat = await self._search_batcher.submit((), args, tail=(disk.tail, 1))
-        found = []
-        for i in range(0, len(flat), 6):
-            position = LatLng(float(flat[i + 1]), float(flat[i + 2]))
-            found.append(
-                Candidate(
-                    flat[i],
-                    eta_s(position),
-                    position,
-                    int(flat[i + 3]) if flat[i + 3] else None,
-                    int(flat[i + 4]),
-                )
-            )
-        return found
+        return await self._search(
+            rings,
+            min_seen_ms=min_seen_ms,
+            want=want,
+            eta_s=eta_s,
+            pickup=pickup,
+            radius_m=radius_m,
+        )
+
+    # -- traces and logs -----------------------------------------------------------------
 
     async def take_trace(self, trip_id: str) -> list[tuple[int, float, float]]:
         """The positions sampled during a trip so far: (ts_ms, lat, lng), oldest first."""
@@ -329,12 +405,50 @@ class Presence:
         items = await self.redis.lrange(self.keys.dispatch_log(driver_id), 0, limit - 1)
         return [str(i) for i in items]
 
+    # -- staleness -----------------------------------------------------------------------
+
     async def reap_stale(self, *, cutoff_ms: int, limit: int = 1000) -> list[str]:
-        result = await self._reap(
-            keys=[self.keys.seen()],
-            args=[cutoff_ms, limit, self._driver_prefix, self._cell_prefix],
+        """Take at most ``limit`` drivers not seen since ``cutoff_ms`` out of their cell's
+        sets and ``seen`` (oldest first; returns them). Two phases: the stale ids and
+        their cells are read with plain commands, then one script per driver, all in one
+        round trip, declares that driver's keys and checks it is still stale. Held-offer
+        entries that expired before the cutoff are trimmed on the way."""
+        k = self.keys
+        ids = [
+            str(d) for d in await self.redis.zrangebyscore(k.seen(), "-inf", cutoff_ms, 0, limit)
+        ]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zremrangebyscore(k.held_offers(), "-inf", cutoff_ms)
+            for driver_id in ids:
+                pipe.hget(k.driver(driver_id), "cell")
+            read = await pipe.execute()
+        outcomes = await asyncio.gather(
+            *(
+                self._reap_one(d, cell or "", cutoff_ms)
+                for d, cell in zip(ids, read[1:], strict=True)
+            )
         )
-        return [str(x) for x in result]
+        return [d for d, reaped in zip(ids, outcomes, strict=True) if reaped]
+
+    async def _reap_one(self, driver_id: str, cell: str, cutoff_ms: int) -> bool:
+        k = self.keys
+        for _ in range(MAX_TRIES):
+            reply = await self._reap_batcher.submit(
+                (
+                    k.seen(),
+                    k.available_cells(self.resolution),
+                    k.driver(driver_id),
+                    *self._hints.declared(cell),
+                ),
+                (driver_id, cutoff_ms, cell),
+            )
+            if reply[0] != "moved":
+                return bool(reply[0] == "reaped")
+            self._hints.retries += 1
+            cell = str(reply[1])
+        raise KeptMoving(f"driver {driver_id}: cell changed under {MAX_TRIES} reaps")
+
+    # -- reads ---------------------------------------------------------------------------
 
     async def state(self, driver_id: str) -> DriverState:
         raw = await self.redis.hgetall(self.keys.driver(driver_id))

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from geo.point import LatLng
+
 
 @dataclass(frozen=True, slots=True)
 class LocationResult:
@@ -50,3 +52,18 @@ class DriverState:
     trip_id: str | None
     heading: float | None = None
     speed_mps: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TripLeg:
+    """The trip a driver is on and where it is heading, as Redis holds them: what a
+    location frame's ``RiderForward`` is computed for."""
+
+    trip_id: str
+    rider_id: str
+    target: str  # 'tlat,tlng' exactly as stored, so the script can compare it
+
+    @property
+    def target_point(self) -> LatLng | None:
+        lat, _, lng = self.target.partition(",")
+        return LatLng(float(lat), float(lng)) if lat and lng else None

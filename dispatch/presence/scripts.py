@@ -1,8 +1,10 @@
 """The live index's Lua scripts, read from ``lua/*.lua`` (package data) at import.
 
 Each operation of ``dispatch.presence.index`` is one script, so it is atomic and one
-round trip. Scripts that change whether a driver is available in a cell share the GEO
-helpers (``lua/geo_helpers.lua``), prepended to them here.
+round trip. Every key a script touches is one of its KEYS, built in ``core.keys``; each
+file's header says which, and which arguments follow. Scripts that change whether a
+driver is available in a cell share the GEO helpers (``lua/geo_helpers.lua``),
+prepended to them here.
 """
 
 from __future__ import annotations
@@ -29,3 +31,4 @@ REAP = _GEO_HELPERS + _read("reap")
 TRIP = _GEO_HELPERS + _read("trip")
 RESERVE = _read("reserve")
 RELEASE = _read("release")
+RESTORE = _read("restore")
