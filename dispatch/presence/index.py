@@ -414,19 +414,19 @@ class Presence:
         round trip, declares that driver's keys and checks it is still stale. Held-offer
         entries that expired before the cutoff are trimmed on the way."""
         k = self.keys
-        ids = [
-            str(d) for d in await self.redis.zrangebyscore(k.seen(), "-inf", cutoff_ms, 0, limit)
-        ]
         async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zrangebyscore(k.seen(), "-inf", cutoff_ms, 0, limit)
             pipe.zremrangebyscore(k.held_offers(), "-inf", cutoff_ms)
+            stale, _ = await pipe.execute()
+        ids = [str(d) for d in stale]
+        if not ids:
+            return []  # the usual tick: one round trip
+        async with self.redis.pipeline(transaction=False) as pipe:
             for driver_id in ids:
                 pipe.hget(k.driver(driver_id), "cell")
-            read = await pipe.execute()
+            cells = await pipe.execute()
         outcomes = await asyncio.gather(
-            *(
-                self._reap_one(d, cell or "", cutoff_ms)
-                for d, cell in zip(ids, read[1:], strict=True)
-            )
+            *(self._reap_one(d, cell or "", cutoff_ms) for d, cell in zip(ids, cells, strict=True))
         )
         return [d for d, reaped in zip(ids, outcomes, strict=True) if reaped]
 
