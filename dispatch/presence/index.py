@@ -115,20 +115,21 @@ class Presence:
         first frame of a leg this process did not see start) carries the forward
         computed for the leg Redis holds. Every other frame is one round trip."""
         hint = self._hints.get(driver_id)
-        fixed = (
-            driver_id,
-            repr(lat),
-            repr(lng),
-            str(ts_ms),
-            "" if accuracy_m is None else repr(accuracy_m),
-            "" if heading is None else repr(heading),
-            "" if speed_mps is None else repr(speed_mps),
-            cell,
-            str(now_ms),
-            assumed_status,
+        lat_s, lng_s, ts_s, now_s = repr(lat), repr(lng), str(ts_ms), str(now_ms)
+        acc = "" if accuracy_m is None else repr(accuracy_m)
+        hdg = "" if heading is None else repr(heading)
+        spd = "" if speed_mps is None else repr(speed_mps)
+        fixed = (driver_id, lat_s, lng_s, ts_s, acc, hdg, spd, cell, now_s, assumed_status)
+        # ARGV 1-10, the frame's own, packed once for every try (the hot path: one
+        # f-string, no loop; used only if all ASCII, as ids and numbers are).
+        frame_args = (
+            f"${len(driver_id)}\r\n{driver_id}\r\n${len(lat_s)}\r\n{lat_s}\r\n"
+            f"${len(lng_s)}\r\n{lng_s}\r\n${len(ts_s)}\r\n{ts_s}\r\n${len(acc)}\r\n{acc}\r\n"
+            f"${len(hdg)}\r\n{hdg}\r\n${len(spd)}\r\n{spd}\r\n${len(cell)}\r\n{cell}\r\n"
+            f"${len(now_s)}\r\n{now_s}\r\n${len(assumed_status)}\r\n{assumed_status}\r\n"
         )
         for _ in range(MAX_TRIES):
-            command = self._location_command(driver_id, fixed, hint, forward)
+            command = self._location_command(fixed, frame_args, hint, forward)
             reply = await self._batcher.submit_command(command)
             kind, value, trip, rider, tlat, tlng, restored, forwarded = reply
             if kind == "moved":
@@ -157,20 +158,23 @@ class Presence:
         raise KeptMoving(f"driver {driver_id}: cell or trip changed under {MAX_TRIES} frames")
 
     def _location_command(
-        self, driver_id: str, fixed: tuple[str, ...], hint: Hint, forward: Forward | None
+        self, fixed: tuple[str, ...], frame_args: str, hint: Hint, forward: Forward | None
     ) -> bytes:
-        """The frame's ``EVALSHA``, declaring the cell and trace the hint names. The hot
-        path: what is the same for every frame, or every frame in a cell, is packed once;
-        the rest is one string, encoded once."""
-        believed = hint.cell or fixed[7]
+        """The frame's ``EVALSHA``, declaring the cell and trace the hint names. What is
+        the same for every frame, or every frame in a cell, is packed once; the rest is
+        one string, encoded once."""
+        cell = fixed[7]
+        believed = hint.cell or cell
         trip = hint.trip
-        key_count = 9 if trip else 8
-        parts = [self.keys.driver(driver_id), *fixed, believed, trip]
+        keys = [self.keys.driver(fixed[0])]
         if trip:
-            parts.insert(1, self.keys.trace(trip))
-        text = "".join([f"${len(p)}\r\n{p}\r\n" for p in parts])
-        # A str's length is its bytes' only in ASCII (ids and numbers always are).
-        variable = text.encode() if text.isascii() else pack_args(*parts)
+            keys.append(self.keys.trace(trip))
+        packed_keys = "".join([f"${len(k)}\r\n{k}\r\n" for k in keys])
+        text = (
+            f"{packed_keys}{frame_args}${len(believed)}\r\n{believed}\r\n${len(trip)}\r\n{trip}\r\n"
+        )
+        # A str's length is its bytes' only in ASCII.
+        variable = text.encode() if text.isascii() else pack_args(*keys, *fixed, believed, trip)
         if forward is None:
             extra = _NO_FORWARD
         elif isinstance(forward, RiderForward):
@@ -180,12 +184,13 @@ class Presence:
             extra = pack_args(f.trip_id, f.target, f.channel, f.frame, "1")
         else:
             extra = _NO_FORWARD_YET
+        key_count = 7 + len(keys)
         # EVALSHA sha n <keys> <12 args> <4 constants> <5 forward>
         return b"".join(
             (
                 self._batcher.head(key_count, key_count + 21),
                 self._location_keys,
-                self._hints.cell_bulks(fixed[7]),
+                self._hints.cell_bulks(cell),
                 self._hints.cell_bulks(believed),
                 variable,
                 self._location_constants,

@@ -963,3 +963,18 @@ async def test_restoring_a_reservation_sets_only_what_is_missing(runtime: Runtim
     assert [c.driver_id for c in await search_index(rt, rings, min_seen_ms=t - 1, want=5)] == [
         "drv_2"
     ]
+
+
+async def test_a_frame_with_a_name_outside_ascii_is_packed_by_its_bytes(runtime: Runtime) -> None:
+    """The location command is packed as one string when it is ASCII (ids and numbers
+    are); otherwise argument by argument, by byte length."""
+    rt = runtime
+    t = now_ms()
+    for driver in ("drv_ünïcode", "drv_ascii"):
+        await presence(rt).set_status(driver, "available", now_ms=t)
+        assert (await locate(rt, driver, MIDTOWN, ts=t)).accepted
+        assert (await locate(rt, driver, point_in_ring(rt, 2), ts=t + 1)).accepted
+        assert await cells_holding(rt, driver) == {cells.cell_of(point_in_ring(rt, 2), res(rt))}
+    rings = cells.disk_by_ring(home_cell(rt), 3)
+    found = await search_index(rt, rings, min_seen_ms=t - STALE_MS, want=5)
+    assert {c.driver_id for c in found} == {"drv_ünïcode", "drv_ascii"}
