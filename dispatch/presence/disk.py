@@ -11,6 +11,7 @@ mostly these bytes as they are.
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
 from collections.abc import Callable, Sequence
@@ -32,6 +33,15 @@ Rings = tuple[tuple[str, ...], ...]
 
 
 @dataclass(frozen=True, slots=True)
+class PackedCell:
+    """One cell as a disk's packing needs it: its centre, its record, its GEO key."""
+
+    centre: LatLng
+    record: bytes  # a ``CELL_RECORD``
+    key: bytes  # the cell's GEO set key, packed (a RESP bulk)
+
+
+@dataclass(frozen=True, slots=True)
 class PackedDisk:
     """A disk of rings as the search script takes it."""
 
@@ -46,27 +56,41 @@ class PackedDisk:
 EMPTY = PackedDisk(b"", b"", b"", 0, (), LatLng(0.0, 0.0))
 
 
-def pack_disk(rings: Sequence[Sequence[str]], *, geo_key: Callable[[str], str]) -> PackedDisk:
+def pack_cell(cell: str, *, geo_key: Callable[[str], str]) -> PackedCell:
+    if len(cell) != 15:
+        raise ValueError("H3 cell names are 15 characters")
+    centre = cells.center(cell)  # ValueError for a name that is no cell
+    record = CELL_RECORD.pack(cell.encode(), centre.lat, centre.lng)
+    return PackedCell(centre, record, pack_args(geo_key(cell)))
+
+
+def pack_disk(
+    rings: Sequence[Sequence[str]],
+    *,
+    geo_key: Callable[[str], str],
+    cell: Callable[[str], PackedCell] | None = None,
+) -> PackedDisk:
     """Pack a disk's cells with their centres and their GEO keys (``geo_key(cell)``),
     and for each ring the distance from the centre cell's centre to the nearest centre
     in that ring or any later one: what the script's stopping bound needs, independent
     of where in the centre cell the pickup is. Distances as the script computes them
     (equirectangular at the centre's latitude), less 0.5% and 1 m so rounding can only
-    make the bound looser. A ring without cells counts as infinitely far."""
+    make the bound looser. A ring without cells counts as infinitely far. ``cell``
+    packs one cell (``pack_cell`` by default; ``DiskCache`` remembers them, as
+    neighbouring disks share most of their cells)."""
     flat = [c for ring in rings for c in ring]
     if not flat:
         return EMPTY
-    if any(len(c) != 15 for c in flat):
-        raise ValueError("H3 cell names are 15 characters")
-    centres = [cells.center(c) for c in flat]  # ValueError for a name that is no cell
-    origin = centres[0]
+    one = cell or functools.partial(pack_cell, geo_key=geo_key)
+    packed = [one(c) for c in flat]
+    origin = packed[0].centre
     kx = math.cos(math.radians(origin.lat)) * M_PER_DEGREE
     nearest: list[float] = []
     i = 0
     for ring in rings:
         ds = [
-            math.hypot((c.lng - origin.lng) * kx, (c.lat - origin.lat) * M_PER_DEGREE)
-            for c in centres[i : i + len(ring)]
+            math.hypot((p.centre.lng - origin.lng) * kx, (p.centre.lat - origin.lat) * M_PER_DEGREE)
+            for p in packed[i : i + len(ring)]
         ]
         nearest.append(min(ds, default=math.inf))
         i += len(ring)
@@ -79,13 +103,10 @@ def pack_disk(rings: Sequence[Sequence[str]], *, geo_key: Callable[[str], str]) 
     meta: list[int | float] = []
     for ring, bound in zip(rings, later, strict=True):
         meta += [len(ring), round(bound, 1)]
-    blob = b"".join(
-        CELL_RECORD.pack(c.encode(), p.lat, p.lng) for c, p in zip(flat, centres, strict=True)
-    )
     return PackedDisk(
-        keys=pack_args(*(geo_key(c) for c in flat)),
+        keys=b"".join(p.key for p in packed),
         meta=pack_args(len(flat), len(rings), *meta),
-        tail=pack_args(blob),
+        tail=pack_args(b"".join(p.record for p in packed)),
         count=len(flat),
         rings=tuple(meta),
         origin=origin,
@@ -95,12 +116,16 @@ def pack_disk(rings: Sequence[Sequence[str]], *, geo_key: Callable[[str], str]) 
 class DiskCache:
     """Packed disks by their rings, built on first use. ``cells.disk_by_ring`` hands out
     the same tuples for the same disk, so a lookup hashes a tuple it has seen; past
-    ``limit`` disks the cache starts again (a city has a few thousand pickup cells)."""
+    ``limit`` disks the cache starts again (a city has a few thousand pickup cells).
+    Packed cells are kept too: the first search from a new pickup cell packs a disk
+    whose cells were nearly all packed for its neighbours' disks already, so it costs
+    little more than the searches after it."""
 
     def __init__(self, *, geo_key: Callable[[str], str], limit: int) -> None:
         self._geo_key = geo_key
         self._limit = limit
         self._disks: dict[Rings, PackedDisk] = {}
+        self._cells: dict[str, PackedCell] = {}
 
     def __len__(self) -> int:
         return len(self._disks)
@@ -111,5 +136,12 @@ class DiskCache:
         if disk is None:
             if len(self._disks) >= self._limit:
                 self._disks.clear()
-            disk = self._disks[key] = pack_disk(key, geo_key=self._geo_key)
+                self._cells.clear()
+            disk = self._disks[key] = pack_disk(key, geo_key=self._geo_key, cell=self._cell)
         return disk
+
+    def _cell(self, cell: str) -> PackedCell:
+        packed = self._cells.get(cell)
+        if packed is None:
+            packed = self._cells[cell] = pack_cell(cell, geo_key=self._geo_key)
+        return packed

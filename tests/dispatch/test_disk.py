@@ -186,11 +186,15 @@ def test_the_cache_packs_each_disk_once_and_hands_out_the_same_object() -> None:
     assert cache.get(rings) is first
     assert cache.get([list(r) for r in rings]) is first
     assert len(packed) == 19 and len(cache) == 1
-    # Another disk is packed on its own; past the limit the cache starts again.
+    # Another disk is packed on its own, from the cells packed already: a neighbour's
+    # one-ring disk lies inside this two-ring one, so no cell is packed again.
     others = [cells.disk_by_ring(c, 1) for c in cells.ring(home, 1)[:3]]
     for other in others[:2]:
+        assert cache.get(other) == pack(other)
         assert cache.get(other).origin == cells.center(other[0][0])
+    assert len(packed) == 19
     assert len(cache) == 3
+    # Past the limit the cache starts again.
     cache.get(others[2])
     assert len(cache) == 1
     again = cache.get(rings)
