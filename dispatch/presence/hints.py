@@ -52,19 +52,20 @@ class Hints:
     def __init__(self, keys: Keys, resolution: int) -> None:
         self._keys = keys
         self._resolution = resolution
-        self._hints: dict[str, Hint] = {}
+        # Read directly on the hot path (a location frame); written through ``remember``.
+        self.by_driver: dict[str, Hint] = {}
         self._cell_keys: dict[str, tuple[str, str]] = {}
         self._cell_bulks: dict[str, bytes] = {}
         # Calls sent again after a ``moved`` reply (each one round trip more).
         self.retries = 0
 
     def get(self, driver_id: str) -> Hint:
-        return self._hints.get(driver_id, UNKNOWN)
+        return self.by_driver.get(driver_id, UNKNOWN)
 
     def remember(self, driver_id: str, hint: Hint) -> None:
-        if len(self._hints) >= HINTS_MAX and driver_id not in self._hints:
-            self._hints.clear()
-        self._hints[driver_id] = hint
+        if len(self.by_driver) >= HINTS_MAX and driver_id not in self.by_driver:
+            self.by_driver.clear()
+        self.by_driver[driver_id] = hint
 
     def cell_keys(self, cell: str) -> tuple[str, str]:
         """The cell's sorted set of online drivers and GEO set of available ones."""

@@ -27,7 +27,7 @@ from core.keys import Keys
 from core.script_batcher import ScriptBatcher
 from dispatch.batch.types import Candidate
 from dispatch.presence import scripts
-from dispatch.presence.hints import MAX_TRIES, Hint, Hints, KeptMoving, Reply
+from dispatch.presence.hints import MAX_TRIES, UNKNOWN, Hint, Hints, KeptMoving, Reply
 from dispatch.presence.results import DriverState, LocationResult, RiderForward, TripLeg
 from dispatch.presence.scripts import TRACE_EVERY_MS, TRACE_MAX
 from dispatch.presence.search import CandidateSearch
@@ -68,6 +68,9 @@ class Presence:
         self._location_constants = pack_args(
             TRACE_EVERY_MS, TRACE_MAX, location_burst, repr(location_rate_per_s / 1000)
         )
+        # EVALSHA sha n <8 keys, 9 with a trace> <12 args> <4 constants> <5 forward>
+        self._location_head = self._batcher.head(8, 8 + 21)
+        self._location_head_trip = self._batcher.head(9, 9 + 21)
         self._reserve_batcher = ScriptBatcher(bulk_search, scripts.RESERVE)
         self._restore_batcher = ScriptBatcher(bulk_search, scripts.RESTORE)
         self._reap_batcher = ScriptBatcher(bulk_search, scripts.REAP)
@@ -114,7 +117,7 @@ class Presence:
         ``moved`` rather than not forwarding: the retry (one round trip more, at the
         first frame of a leg this process did not see start) carries the forward
         computed for the leg Redis holds. Every other frame is one round trip."""
-        hint = self._hints.get(driver_id)
+        hint = self._hints.by_driver.get(driver_id, UNKNOWN)
         lat_s, lng_s, ts_s, now_s = repr(lat), repr(lng), str(ts_ms), str(now_ms)
         acc = "" if accuracy_m is None else repr(accuracy_m)
         hdg = "" if heading is None else repr(heading)
@@ -166,15 +169,18 @@ class Presence:
         cell = fixed[7]
         believed = hint.cell or cell
         trip = hint.trip
-        keys = [self.keys.driver(fixed[0])]
+        driver_key = self.keys.driver(fixed[0])
         if trip:
-            keys.append(self.keys.trace(trip))
-        packed_keys = "".join([f"${len(k)}\r\n{k}\r\n" for k in keys])
-        text = (
-            f"{packed_keys}{frame_args}${len(believed)}\r\n{believed}\r\n${len(trip)}\r\n{trip}\r\n"
-        )
-        # A str's length is its bytes' only in ASCII.
-        variable = text.encode() if text.isascii() else pack_args(*keys, *fixed, believed, trip)
+            trace = self.keys.trace(trip)
+            keys = f"${len(driver_key)}\r\n{driver_key}\r\n${len(trace)}\r\n{trace}\r\n"
+        else:
+            keys = f"${len(driver_key)}\r\n{driver_key}\r\n"
+        text = f"{keys}{frame_args}${len(believed)}\r\n{believed}\r\n${len(trip)}\r\n{trip}\r\n"
+        if text.isascii():  # a str's length is its bytes' only then
+            variable = text.encode()
+        else:
+            declared = (driver_key, trace) if trip else (driver_key,)
+            variable = pack_args(*declared, *fixed, believed, trip)
         if forward is None:
             extra = _NO_FORWARD
         elif isinstance(forward, RiderForward):
@@ -184,14 +190,14 @@ class Presence:
             extra = pack_args(f.trip_id, f.target, f.channel, f.frame, "1")
         else:
             extra = _NO_FORWARD_YET
-        key_count = 7 + len(keys)
-        # EVALSHA sha n <keys> <12 args> <4 constants> <5 forward>
+        cell_keys = self._hints.cell_bulks(cell)
+        old_keys = cell_keys if believed == cell else self._hints.cell_bulks(believed)
         return b"".join(
             (
-                self._batcher.head(key_count, key_count + 21),
+                self._location_head_trip if trip else self._location_head,
                 self._location_keys,
-                self._hints.cell_bulks(cell),
-                self._hints.cell_bulks(believed),
+                cell_keys,
+                old_keys,
                 variable,
                 self._location_constants,
                 extra,
