@@ -24,6 +24,8 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
+from core.keys import Keys
+
 log = logging.getLogger(__name__)
 
 # A socket that falls this far behind is closed (1013, try again) and resumes from its
@@ -67,7 +69,7 @@ class Hub:
         self._task: asyncio.Task[None] | None = None
         # Subscribed from the start so the pubsub connection always exists and the
         # reader never has to wait for a first socket.
-        self._control = f"{control_channel_prefix}hub:{uuid.uuid4().hex}"
+        self._control = Keys(control_channel_prefix).hub_control(uuid.uuid4().hex)
         self._lock = asyncio.Lock()
 
     async def start(self) -> None:

@@ -27,6 +27,11 @@ class Keys:
         """Sorted set of online drivers in one H3 cell, scored by last update (ms)."""
         return f"{self.prefix}cell:{resolution}:{cell}"
 
+    def cell_geo(self, resolution: int, cell: str) -> str:
+        """GEO set of the *available* drivers in one H3 cell at their last position:
+        candidate search reads it (GEOSEARCH)."""
+        return f"{self.prefix}cell:{resolution}:{cell}:g"
+
     def available_cells(self, resolution: int) -> str:
         """Set of the cells at ``resolution`` whose GEO set holds any available driver
         (kept by dispatch.presence's scripts; candidate search skips the rest)."""
@@ -34,8 +39,25 @@ class Keys:
 
     def seen(self) -> str:
         """Sorted set of every indexed driver by last update: stale drivers come off the
-        low end without scanning the rest."""
+        low end without scanning the rest, and candidate search reads freshness here."""
         return f"{self.prefix}seen"
+
+    def positions(self) -> str:
+        """Hash: driver -> "lat,lng", its last position exactly as sent (a GEO set keeps
+        it only to about a metre): candidate search returns these."""
+        return f"{self.prefix}pos"
+
+    def fairness(self) -> str:
+        """Hash: driver -> "idle_since_ms,shift_cents", what the dispatcher's fairness
+        term reads (written when a shift starts and when a trip ends)."""
+        return f"{self.prefix}fair"
+
+    def held_offers(self) -> str:
+        """Sorted set: driver -> when its offer reservation (``driver_offer``) expires,
+        ms. Kept in step with those keys, so candidate search reads one key instead of
+        one per driver; an entry whose time has passed counts as free, as the expired
+        key it stands for would."""
+        return f"{self.prefix}offers:held"
 
     # -- dispatch queue and offers --
     def pending(self, region: str) -> str:
@@ -83,12 +105,20 @@ class Keys:
     def event_seq(self, audience: str, ident: str) -> str:
         return f"{self.prefix}evseq:{audience}:{ident}"
 
+    def event_ack(self, audience: str, ident: str) -> str:
+        """The highest event id the recipient acked (dispatch.realtime), for resume."""
+        return f"{self.prefix}evseq:{audience}:{ident}:ack"
+
     def event_log(self, audience: str, ident: str) -> str:
         """Stream of recent events for one recipient, for resume after a reconnect."""
         return f"{self.prefix}evlog:{audience}:{ident}"
 
     def channel(self, audience: str, ident: str) -> str:
         return f"{self.prefix}ch:{audience}:{ident}"
+
+    def hub_control(self, token: str) -> str:
+        """Pub/sub channel of one process's hub (core.hub), subscribed from its start."""
+        return f"{self.prefix}hub:{token}"
 
     # -- service areas (geo.areas) --
     def areas_version(self) -> str:
@@ -100,6 +130,11 @@ class Keys:
     def rate(self, bucket: str, ident: str) -> str:
         """Hash: a rate limit's token bucket (core.ratelimit)."""
         return f"{self.prefix}rate:{bucket}:{ident}"
+
+    def rate_seen(self, bucket: str, ident: str, digest: str) -> str:
+        """Marks a request (by the digest of its ``Idempotency-Key``) already charged
+        to ``ident``'s bucket, so its retries are free (core.ratelimit)."""
+        return f"{self.prefix}rate:{bucket}:seen:{ident}:{digest}"
 
     def all_keys_pattern(self) -> str:
         return f"{self.prefix}*"

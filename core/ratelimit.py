@@ -80,7 +80,7 @@ class RateLimiter:
         keys = [self._keys.rate(limit.bucket, ident)]
         if dedupe is not None:
             digest = hashlib.sha256(dedupe.encode()).hexdigest()[:32]
-            keys.append(self._keys.rate(f"{limit.bucket}:seen", f"{ident}:{digest}"))
+            keys.append(self._keys.rate_seen(limit.bucket, ident, digest))
         refill_per_ms = limit.capacity / (limit.per_s * 1000)
         try:
             allowed, wait_ms = await self._script(

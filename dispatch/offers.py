@@ -331,7 +331,8 @@ async def restore_pending(rt: Runtime) -> int:
     PostgreSQL decides what is pending; Redis only tracks it. After Redis lost its data,
     or a dispatcher died between committing offers and its Redis bookkeeping, a pending
     offer would otherwise never expire and its trip would never be re-queued (the
-    re-queue skips trips with a pending offer). Idempotent: ``ZADD NX`` and ``SET NX``."""
+    re-queue skips trips with a pending offer). Idempotent: ``ZADD NX``, and each
+    reservation key (with the driver's held-offers entry) only where none is held."""
     async with rt.sessions() as db:
         rows = (
             await db.execute(
@@ -343,19 +344,21 @@ async def restore_pending(rt: Runtime) -> int:
     if not rows:
         return 0
     now = now_ms()
-    k = rt.keys
-    async with rt.redis.pipeline(transaction=False) as pipe:
-        pipe.zadd(
-            k.offer_deadlines(),
-            {offer_id: int(expires_at.timestamp() * 1000) for offer_id, _, _, expires_at in rows},
-            nx=True,
-        )
-        for offer_id, driver_id, trip_id, expires_at in rows:
-            ttl_ms = int(expires_at.timestamp() * 1000) - now + int(RESERVATION_GRACE_S * 1000)
-            if ttl_ms > 0:
-                pipe.set(k.driver_offer(driver_id), offer_id, px=ttl_ms, nx=True)
-                pipe.set(k.trip_offer(trip_id), offer_id, px=ttl_ms, nx=True)
-        await pipe.execute()
+    await rt.redis.zadd(
+        rt.keys.offer_deadlines(),
+        {offer_id: int(expires_at.timestamp() * 1000) for offer_id, _, _, expires_at in rows},
+        nx=True,
+    )
+    restores = []
+    for offer_id, driver_id, trip_id, expires_at in rows:
+        ttl_ms = int(expires_at.timestamp() * 1000) - now + int(RESERVATION_GRACE_S * 1000)
+        if ttl_ms > 0:
+            restores.append(
+                rt.presence.restore_offer(
+                    offer_id=offer_id, driver_id=driver_id, trip_id=trip_id, ttl_ms=ttl_ms
+                )
+            )
+    await asyncio.gather(*restores)  # one round trip for all of them
     return len(rows)
 
 

@@ -3,14 +3,14 @@ server pushes offers and trip events (``docs/websocket.md``).
 
 Location frames never touch PostgreSQL: each is validated, then written to the live
 index by one Lua script (one Redis round trip). While the driver is on a trip, the
-position is forwarded to the rider with an ETA to the driver's next stop.
+position is forwarded to the rider with an ETA to the driver's next stop, by the same
+script (two round trips at the first frame of a leg this process did not see start).
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -26,9 +26,9 @@ from core.errors import (
     RateLimited,
     StaleLocation,
 )
-from core.events import CLOSE_FORBIDDEN, Event, encode
+from core.events import CLOSE_FORBIDDEN, encode
 from dispatch import offers, trips
-from dispatch.presence import RiderForward
+from dispatch.presence import RiderForward, TripLeg
 from dispatch.runtime import Runtime
 from geo import cells
 from geo.point import LatLng
@@ -68,18 +68,6 @@ def parse_ts_ms(value: Any, *, now: int) -> int:
     return int(value if value >= _MS_THRESHOLD else value * 1000)
 
 
-@dataclass
-class RiderLink:
-    """Per socket: the trip, rider and target the last location frame reported. The next
-    frame's position for the rider is computed against them and handed to the location
-    script, which publishes it if they still hold (one round trip for the frame)."""
-
-    trip_id: str | None = None
-    rider_id: str = ""
-    target: str = ","
-    target_point: LatLng | None = None
-
-
 def _rider_frame(rt: Runtime, trip_id: str, point: LatLng, target: LatLng | None) -> dict[str, Any]:
     return {
         "type": "driver.location",
@@ -91,14 +79,8 @@ def _rider_frame(rt: Runtime, trip_id: str, point: LatLng, target: LatLng | None
 
 
 async def handle_location(
-    rt: Runtime,
-    driver_id: str,
-    frame: dict[str, Any],
-    *,
-    assumed_status: str = "offline",
-    link: RiderLink | None = None,
+    rt: Runtime, driver_id: str, frame: dict[str, Any], *, assumed_status: str = "offline"
 ) -> None:
-    link = RiderLink() if link is None else link
     point = LatLng.checked(frame.get("lat"), frame.get("lng"))
     now = now_ms()
     ts_ms = parse_ts_ms(frame.get("ts"), now=now)
@@ -115,6 +97,16 @@ async def handle_location(
     speed = _number(frame, "speed_mps")
     if speed is not None and not 0 <= speed <= 100:
         raise InvalidLocation("speed_mps must be within 0..100")
+
+    def for_rider(leg: TripLeg) -> RiderForward:
+        """This position for the rider of ``leg``, with the ETA to its target: the
+        location script publishes it if the driver is on that leg (the index computes it
+        again for the leg Redis holds when its hint was out of date)."""
+        frame_out = _rider_frame(rt, leg.trip_id, point, leg.target_point)
+        return RiderForward(
+            leg.trip_id, leg.target, rt.keys.channel("rider", leg.rider_id), encode(frame_out)
+        )
+
     result = await rt.presence.update_location(
         driver_id,
         lat=point.lat,
@@ -126,14 +118,7 @@ async def handle_location(
         cell=cells.cell_of(point, rt.presence.resolution),
         now_ms=now,
         assumed_status=assumed_status,
-        forward=None
-        if link.trip_id is None
-        else RiderForward(
-            link.trip_id,
-            link.target,
-            rt.keys.channel("rider", link.rider_id),
-            encode(_rider_frame(rt, link.trip_id, point, link.target_point)),
-        ),
+        forward=for_rider,
     )
     if result.retry_after_ms is not None:
         raise RateLimited(
@@ -147,24 +132,9 @@ async def handle_location(
     if result.restored:
         # Redis had forgotten this driver (a restart): the frame put it back with the
         # status its socket asked for, but PostgreSQL says whether it is on a trip.
-        link.trip_id = None
         async with rt.sessions() as db:
             await trips.sync_presence(db, rt, driver_id=driver_id)
         # On a trip: positions reach the rider again from the next frame on.
-        return
-    if not (result.rider_id and result.trip_id):
-        link.trip_id = None
-        return
-    target = None
-    if result.target_lat is not None and result.target_lng is not None:
-        target = LatLng(result.target_lat, result.target_lng)
-    if not result.forwarded:
-        # The first frame of a trip or of a new target: the script did not know what to
-        # tell the rider, so it is published here (a second round trip, once per leg).
-        frame_out = _rider_frame(rt, result.trip_id, point, target)
-        await rt.bus.publish([Event("rider", result.rider_id, frame_out, durable=False)])
-    link.trip_id, link.rider_id = result.trip_id, result.rider_id
-    link.target, link.target_point = result.target, target
 
 
 def _offer_id(frame: dict[str, Any]) -> str:
@@ -183,7 +153,6 @@ class DriverSession:
         self.driver_id = driver_id
         # What this socket last asked for; restores the driver if Redis forgets it.
         self.wanted_status = "offline"
-        self.link = RiderLink()
 
     def frames(self) -> Frames:
         return Frames(
@@ -196,13 +165,7 @@ class DriverSession:
         )
 
     async def location(self, frame: dict[str, Any]) -> None:
-        await handle_location(
-            self.rt,
-            self.driver_id,
-            frame,
-            assumed_status=self.wanted_status,
-            link=self.link,
-        )
+        await handle_location(self.rt, self.driver_id, frame, assumed_status=self.wanted_status)
 
     async def status(self, frame: dict[str, Any]) -> None:
         rt, driver_id = self.rt, self.driver_id

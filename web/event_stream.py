@@ -49,7 +49,7 @@ _ACK = (
 
 
 def ack_key(rt: ApiRuntime, audience: str, ident: str) -> str:
-    return f"{rt.keys.event_seq(audience, ident)}:ack"
+    return rt.keys.event_ack(audience, ident)
 
 
 def _event_id(frame: str) -> int | None:

@@ -828,3 +828,153 @@ async def test_a_trip_trace_samples_one_position_per_interval_and_only_on_a_trip
     assert all((lat, lng) == (here.lat, here.lng) for _, lat, lng in trace)
     await presence(rt).drop_trace("trp_1")
     assert await presence(rt).take_trace("trp_1") == []
+
+
+# -- region-wide keys candidate search reads ------------------------------------------
+
+
+async def test_search_gives_what_fairness_reads_from_the_shift_and_the_last_trip(
+    runtime: Runtime,
+) -> None:
+    rt = runtime
+    t = now_ms()
+    await presence(rt).connected("drv_a")
+    await online_at(rt, "drv_a", MIDTOWN, ts=t)  # the shift starts at t
+    await locate(rt, "drv_b", point_in_ring(rt, 1), ts=t)  # never went online...
+    await presence(rt).set_status("drv_b", "available", now_ms=t + 7)  # ...until t + 7
+    rings = cells.disk_by_ring(home_cell(rt), 2)
+
+    async def stats() -> dict[str, tuple[int | None, int]]:
+        found = await search_index(rt, rings, min_seen_ms=t - STALE_MS, want=5)
+        return {c.driver_id: (c.idle_since_ms, c.shift_cents) for c in found}
+
+    assert await stats() == {"drv_a": (t, 0), "drv_b": (t + 7, 0)}
+    for i, earned in enumerate((1_850, 2_400)):
+        await presence(rt).set_trip(
+            "drv_a", trip_id=f"trp_{i}", rider_id="rdr_1", target_lat=1.0, target_lng=2.0
+        )
+        assert "drv_a" not in await stats()
+        status = await presence(rt).clear_trip("drv_a", now_ms=t + 100 + i, earned_cents=earned)
+        assert status == "available"
+    assert (await stats())["drv_a"] == (t + 101, 4_250)
+    # Going offline and online again starts a new shift.
+    await presence(rt).set_status("drv_a", "offline", now_ms=t + 200)
+    await presence(rt).set_status("drv_a", "available", now_ms=t + 300)
+    assert (await stats())["drv_a"] == (t + 300, 0)
+    # A driver whose first frame put it online (as after Redis lost everything: the
+    # frame assumed the status its socket asked for) has no shift on record.
+    restored = await rt.presence.update_location(
+        "drv_c",
+        lat=MIDTOWN.lat,
+        lng=MIDTOWN.lng,
+        ts_ms=t + 400,
+        accuracy_m=None,
+        heading=None,
+        speed_mps=None,
+        cell=home_cell(rt),
+        now_ms=t + 400,
+        assumed_status="available",
+    )
+    assert restored.restored
+    assert (await stats())["drv_c"] == (None, 0)
+
+
+async def test_search_returns_positions_exactly_as_sent_and_falls_back_to_the_geo_set(
+    runtime: Runtime,
+) -> None:
+    """A GEO set keeps a position to about a metre; the positions hash keeps it exactly.
+    A driver with no entry there (indexed before the hash was kept) is still found, at
+    its GEO position."""
+    rt = runtime
+    t = now_ms()
+    here = LatLng(40.754912345678901, -73.984012345678901)
+    await online_at(rt, "drv_a", here, ts=t)
+    rings = cells.disk_by_ring(home_cell(rt), 1)
+    [found] = await search_index(rt, rings, min_seen_ms=t - STALE_MS, want=1)
+    assert found.position == here
+    assert await rt.redis.hget(rt.keys.positions(), "drv_a") == f"{here.lat!r},{here.lng!r}"
+    await rt.redis.hdel(rt.keys.positions(), "drv_a")
+    [fallback] = await search_index(rt, rings, min_seen_ms=t - STALE_MS, want=1)
+    assert fallback.driver_id == "drv_a"
+    assert fallback.position != here  # the GEO set's rounding shows
+    assert haversine_m(fallback.position, here) < 1.0
+
+
+async def test_a_held_offer_entry_counts_only_until_it_expires(runtime: Runtime) -> None:
+    """Candidate search reads reservations from one sorted set, driver -> expiry: an
+    entry whose time has passed is free, as the expired key it stands for would be."""
+    rt = runtime
+    t = now_ms()
+    await online_at(rt, "drv_a", MIDTOWN, ts=t)
+    rings = cells.disk_by_ring(home_cell(rt), 1)
+
+    async def ids() -> list[str]:
+        return [c.driver_id for c in await search_index(rt, rings, min_seen_ms=t - 1, want=3)]
+
+    held = rt.keys.held_offers()
+    assert await presence(rt).reserve_offer(
+        offer_id="ofr_1", driver_id="drv_a", trip_id="trp_1", ttl_s=15, min_seen_ms=t - 1
+    )
+    expiry = await rt.redis.zscore(held, "drv_a")
+    ttl = await rt.redis.pttl(rt.keys.driver_offer("drv_a"))
+    assert expiry is not None and abs(expiry - (now_ms() + ttl)) < 1_000
+    assert await ids() == []
+    # Its key gone by TTL and no release came (the dispatcher died): the entry stays,
+    # but its time has passed.
+    await rt.redis.delete(rt.keys.driver_offer("drv_a"))
+    await rt.redis.zadd(held, {"drv_a": t - 60_000})
+    assert await ids() == ["drv_a"]
+    # The reaper trims entries that passed before its cutoff, and only those.
+    await rt.redis.zadd(held, {"drv_b": now_ms() + 60_000})
+    assert await presence(rt).reap_stale(cutoff_ms=t - STALE_MS) == []
+    assert await rt.redis.zrange(held, 0, -1) == ["drv_b"]
+
+
+async def test_restoring_a_reservation_sets_only_what_is_missing(runtime: Runtime) -> None:
+    rt = runtime
+    p = presence(rt)
+    t = now_ms()
+    k = rt.keys
+    await online_at(rt, "drv_1", MIDTOWN, ts=t)
+    await online_at(rt, "drv_2", MIDTOWN, ts=t)
+    assert await p.reserve_offer(
+        offer_id="ofr_live", driver_id="drv_1", trip_id="trp_1", ttl_s=15, min_seen_ms=t - 1
+    )
+    live_expiry = await rt.redis.zscore(k.held_offers(), "drv_1")
+    # drv_1 holds a live reservation: nothing of it is overwritten.
+    assert not await p.restore_offer(
+        offer_id="ofr_old", driver_id="drv_1", trip_id="trp_9", ttl_ms=60_000
+    )
+    assert await p.offer_held_by("drv_1") == "ofr_live"
+    assert await rt.redis.zscore(k.held_offers(), "drv_1") == live_expiry
+    assert await rt.redis.get(k.trip_offer("trp_9")) == "ofr_old"  # that one was free
+    # drv_2 holds nothing (Redis lost it): restored, and held for search too.
+    assert await p.restore_offer(
+        offer_id="ofr_2", driver_id="drv_2", trip_id="trp_2", ttl_ms=20_000
+    )
+    assert await p.offer_held_by("drv_2") == "ofr_2"
+    assert await rt.redis.get(k.trip_offer("trp_2")) == "ofr_2"
+    expiry = await rt.redis.zscore(k.held_offers(), "drv_2")
+    assert expiry is not None and now_ms() + 15_000 < expiry <= now_ms() + 20_000
+    rings = cells.disk_by_ring(home_cell(rt), 1)
+    assert await search_index(rt, rings, min_seen_ms=t - 1, want=5) == []
+    await p.release_offer(offer_id="ofr_2", driver_id="drv_2", trip_id="trp_2")
+    assert await rt.redis.zscore(k.held_offers(), "drv_2") is None
+    assert [c.driver_id for c in await search_index(rt, rings, min_seen_ms=t - 1, want=5)] == [
+        "drv_2"
+    ]
+
+
+async def test_a_frame_with_a_name_outside_ascii_is_packed_by_its_bytes(runtime: Runtime) -> None:
+    """The location command is packed as one string when it is ASCII (ids and numbers
+    are); otherwise argument by argument, by byte length."""
+    rt = runtime
+    t = now_ms()
+    for driver in ("drv_ünïcode", "drv_ascii"):
+        await presence(rt).set_status(driver, "available", now_ms=t)
+        assert (await locate(rt, driver, MIDTOWN, ts=t)).accepted
+        assert (await locate(rt, driver, point_in_ring(rt, 2), ts=t + 1)).accepted
+        assert await cells_holding(rt, driver) == {cells.cell_of(point_in_ring(rt, 2), res(rt))}
+    rings = cells.disk_by_ring(home_cell(rt), 3)
+    found = await search_index(rt, rings, min_seen_ms=t - STALE_MS, want=5)
+    assert {c.driver_id for c in found} == {"drv_ünïcode", "drv_ascii"}
