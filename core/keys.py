@@ -106,7 +106,7 @@ class Keys:
         return f"{self.prefix}evseq:{audience}:{ident}"
 
     def event_ack(self, audience: str, ident: str) -> str:
-        """The highest event id the recipient acked (dispatch.realtime), for resume."""
+        """The highest event id the recipient acked (web.event_stream), for resume."""
         return f"{self.prefix}evseq:{audience}:{ident}:ack"
 
     def event_log(self, audience: str, ident: str) -> str:

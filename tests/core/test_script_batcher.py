@@ -16,7 +16,7 @@ from redis.exceptions import ResponseError
 from core.bulk_redis import BulkScriptRunner, pack
 from core.script_batcher import ScriptBatcher
 from core.settings import Settings
-from tests.faults.services import OwnRedis
+from tests.fixtures.own_services import OwnRedis
 
 # Adds ARGV[1] to the counter KEYS[1] and returns the new value: each call's reply is
 # its own, and the counter says how many calls really ran.

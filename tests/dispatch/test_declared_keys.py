@@ -32,10 +32,11 @@ from dispatch import dispatcher
 from dispatch.dispatcher import LeaderLock
 from dispatch.presence import Presence, RiderForward, TripLeg, scripts
 from dispatch.presence.index import Forward
-from dispatch.runtime import Runtime
 from geo import cells
 from geo.point import LatLng
-from tests.faults.services import OwnRedis
+from tests.fixtures.own_services import OwnRedis
+from web.event_stream import _ACK, ack_key
+from web.runtime import ApiRuntime as Runtime
 
 MIDTOWN = LatLng(40.7549, -73.9840)
 
@@ -256,6 +257,8 @@ async def every_script(rt: Runtime, second: Runtime) -> None:
         [Event("driver", "drv_1", {"type": "x"}), Event("rider", "rdr_1", {"type": "y"}, False)]
     )
     await rt.limits.hit(Limit("tests", 5, 60.0), "ident", dedupe="request-1")
+    # A phone's ack (web.event_stream), remembered for its next connection.
+    await rt.redis.eval(_ACK, 1, ack_key(rt, "driver", "drv_1"), 3, 60)
 
 
 async def test_every_key_a_script_touches_was_declared(
@@ -288,6 +291,7 @@ async def test_every_key_a_script_touches_was_declared(
         "leader resign": dispatcher._RESIGN,
         "event emit": _EMIT,
         "rate limit": _BUCKET,
+        "event ack": _ACK,
     }
     ran = {run.sha for run in runs if run.commands}
     missing = [name for name, script in expected.items() if sha(script) not in ran]

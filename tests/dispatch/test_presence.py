@@ -5,99 +5,28 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Sequence
-from typing import Any
 
 from core.clock import now_ms
-from dispatch.batch.types import Candidate
-from dispatch.presence import LocationResult, Presence, RiderForward
+from dispatch.presence import LocationResult, RiderForward
 from dispatch.runtime import Runtime
 from geo import cells
 from geo.point import LatLng, haversine_m
-
-MIDTOWN = LatLng(40.7549, -73.9840)  # near Bryant Park
-STALE_MS = 30_000
-
-
-def res(rt: Runtime) -> int:
-    return rt.presence.resolution
-
-
-def home_cell(rt: Runtime) -> str:
-    return cells.cell_of(MIDTOWN, res(rt))
-
-
-def point_in_ring(rt: Runtime, k: int, index: int = 0) -> LatLng:
-    """The centre of a cell exactly k steps from the home cell."""
-    return cells.center(cells.ring(home_cell(rt), k)[index])
-
-
-async def locate(
-    rt: Runtime,
-    driver_id: str,
-    point: LatLng,
-    *,
-    ts: int,
-    now: int | None = None,
-    forward: RiderForward | None = None,
-) -> LocationResult:
-    return await rt.presence.update_location(
-        driver_id,
-        lat=point.lat,
-        lng=point.lng,
-        ts_ms=ts,
-        accuracy_m=8.5,
-        heading=270.0,
-        speed_mps=4.25,
-        cell=cells.cell_of(point, res(rt)),
-        now_ms=ts if now is None else now,
-        forward=forward,
-    )
-
-
-async def online_at(rt: Runtime, driver_id: str, point: LatLng, *, ts: int) -> None:
-    assert await rt.presence.set_status(driver_id, "available", now_ms=ts) == "available"
-    result = await locate(rt, driver_id, point, ts=ts)
-    assert result.accepted
-
-
-async def cells_holding(rt: Runtime, driver_id: str) -> set[str]:
-    """Every cell whose sorted set has the driver, found by scanning this test's keys."""
-    prefix = rt.keys.cell(res(rt), "")
-    found = set()
-    async for key in rt.redis.scan_iter(match=f"{prefix}*", count=1000):
-        if key.endswith(":g"):
-            continue  # the cell's GEO set of available drivers, checked below
-        if await rt.redis.zscore(key, driver_id) is not None:
-            found.add(key[len(prefix) :])
-    return found
-
-
-async def available_cells_holding(rt: Runtime, driver_id: str) -> set[str]:
-    """Every cell whose GEO set of available drivers has the driver."""
-    prefix = rt.keys.cell(res(rt), "")
-    found = set()
-    async for key in rt.redis.scan_iter(match=f"{prefix}*:g", count=1000):
-        if await rt.redis.zscore(key, driver_id) is not None:
-            found.add(key[len(prefix) : -2])
-    return found
-
-
-async def seen_score(rt: Runtime, driver_id: str) -> float | None:
-    score: float | None = await rt.redis.zscore(rt.keys.seen(), driver_id)
-    return score
-
-
-def presence(rt: Runtime) -> Presence:
-    return rt.presence
-
+from tests.fixtures.live_index import (
+    MIDTOWN,
+    STALE_MS,
+    available_cells_holding,
+    cells_holding,
+    home_cell,
+    locate,
+    online_at,
+    point_in_ring,
+    presence,
+    res,
+    search_index,
+    seen_score,
+)
 
 # -- location frames -------------------------------------------------------------------
-
-
-async def search_index(rt: Runtime, rings: Any, **kwargs: Any) -> list[Candidate]:
-    """The index's answer alone (pickup ETAs are ``candidates.search``'s to rank by; 0
-    here)."""
-    return await presence(rt).candidates(rings, eta_s=lambda _: 0, **kwargs)
 
 
 async def test_location_frame_is_stored_and_online_driver_is_in_its_cell(runtime: Runtime) -> None:

@@ -17,7 +17,7 @@ from dispatch.presence import LocationResult, Presence, RiderForward, TripLeg
 from dispatch.runtime import Runtime
 from geo import cells
 from geo.point import LatLng
-from tests.dispatch.test_presence import (
+from tests.fixtures.live_index import (
     MIDTOWN,
     STALE_MS,
     available_cells_holding,

@@ -2,7 +2,7 @@
 deadline, adoption, and quotes pinned to the version they were made under.
 
 Adopting a rule changes the current rule for everyone, so these tests run in a database
-of their own (``tests.isolated_db``). Time is passed in (``now=``) rather than waited
+of their own (``tests.fixtures.isolated``). Time is passed in (``now=``) rather than waited
 for: a proposal closing in an hour is closed by calling the job "an hour from now".
 """
 

@@ -14,7 +14,7 @@ Two places to die, each pinned with a real lock rather than luck:
    trip goes to another driver. Never two live offers for one trip, never an offer
    frame for an offer PostgreSQL does not hold.
 
-Both run against this module's own Redis and PostgreSQL (``tests/faults/services.py``).
+Both run against this module's own Redis and PostgreSQL (``tests/fixtures/own_services.py``).
 """
 
 from __future__ import annotations
