@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -30,7 +30,7 @@ from core.fare_terms import FareRuleTerms
 from core.ids import new_id
 from core.models import Offer, Trip, TripEvent, TripTracePoint
 from core.models.spatial import point_value
-from dispatch import candidates, offers, trip_states
+from dispatch import candidates, offers, traces, trip_states
 from dispatch.runtime import Runtime, after_commit, emit
 from dispatch.views import fare_of, point_of, trip_view
 from fares import ledger, quotes, rules
@@ -259,7 +259,7 @@ async def cancel(db: AsyncSession, rt: Runtime, *, trip_id: str, who: Principal)
     )
     await offers.withdraw_for_trip(db, rt, trip=trip)
     if trip.driver_id is not None:
-        await _record_trace(db, rt, trip=trip, kind="cancelled", final=True)
+        await traces.record(db, rt, trip=trip, kind="cancelled", final=True)
         rule = await rules.by_version(db, version=trip.fare_rule_version)
         trip.cancellation_fee_cents = cancellation_fee(
             rule,
@@ -285,43 +285,6 @@ async def cancel(db: AsyncSession, rt: Runtime, *, trip_id: str, who: Principal)
     if trip.driver_id is not None:
         emit(db, Event("driver", trip.driver_id, {"type": "trip.cancelled", "trip": view}))
     return trip
-
-
-TRACE_KIND = {"arrived": "arrived", "in_progress": "started", "completed": "completed"}
-
-
-async def _record_trace(
-    db: AsyncSession, rt: Runtime, *, trip: Trip, kind: str, final: bool
-) -> None:
-    """Where the driver stands now (from the live index), and, when the trip ends, the
-    positions sampled along the way: in the trip's own transaction, so the trace is in
-    PostgreSQL exactly when the trip's end is. Live positions never are."""
-    assert trip.driver_id is not None
-    now = utcnow()
-    state = await rt.presence.state(trip.driver_id)
-    if state.lat is not None and state.lng is not None:
-        db.add(
-            TripTracePoint(
-                trip_id=trip.id, at=now, kind=kind, position=_wkt(LatLng(state.lat, state.lng))
-            )
-        )
-    if not final:
-        return
-    for ts_ms, lat, lng in await rt.presence.take_trace(trip.id):
-        db.add(
-            TripTracePoint(
-                trip_id=trip.id,
-                at=datetime.fromtimestamp(ts_ms / 1000, UTC),
-                kind="track",
-                position=_wkt(LatLng(lat, lng)),
-            )
-        )
-    trip_id = trip.id
-
-    async def forget() -> None:
-        await rt.presence.drop_trace(trip_id)
-
-    after_commit(db, forget)
 
 
 async def trace_of(db: AsyncSession, *, trip_id: str, who: Principal) -> list[TripTracePoint]:
@@ -364,7 +327,7 @@ async def advance(
         raise NotYourTrip(f"trip {trip_id} is not assigned to you")
     _stamp(trip, target, utcnow())
     db.add(TripEvent(trip_id=trip.id, status=target, actor_role="driver", actor_id=driver_id))
-    await _record_trace(db, rt, trip=trip, kind=TRACE_KIND[target], final=target == "completed")
+    await traces.record(db, rt, trip=trip, kind=traces.KIND[target], final=target == "completed")
     await db.flush()
     if target == "completed":
         await ledger.post_trip_completion(
