@@ -24,10 +24,10 @@ from core.errors import NotYourOffer, OfferExpired, OfferNotFound, OfferWithdraw
 from core.events import Event
 from core.ids import can_exist, new_id
 from core.models import Offer, Trip, TripEvent
-from dispatch import offer_states, trip_states
+from dispatch import legs, offer_states, trip_states
 from dispatch.batch.types import Assignment
 from dispatch.runtime import Runtime, after_commit, emit
-from dispatch.views import point_of, trip_view
+from dispatch.views import trip_view
 
 # The reservation outlives the offer by this much, so the expiry job (not the TTL) ends
 # a normal offer; the TTL only frees a driver whose dispatcher died mid-offer.
@@ -218,18 +218,12 @@ async def accept(db: AsyncSession, rt: Runtime, *, offer_id: str, driver_id: str
     trip.pickup_eta_s = offer.pickup_eta_s
     db.add(TripEvent(trip_id=trip.id, status="assigned", actor_role="driver", actor_id=driver_id))
     await db.flush()
-    pickup = point_of(trip.pickup)
+    to_pickup = legs.current(trip)
 
     async def bookkeeping() -> None:
         # On the trip first, then free the reservation: in between the driver must not
         # look available to a dispatcher reserving its next batch.
-        await rt.presence.set_trip(
-            driver_id,
-            trip_id=trip.id,
-            rider_id=trip.rider_id,
-            target_lat=pickup["lat"],
-            target_lng=pickup["lng"],
-        )
+        await legs.follow(rt, to_pickup)
         await rt.presence.release_offer(offer_id=offer.id, driver_id=driver_id, trip_id=trip.id)
         await rt.redis.delete(rt.keys.trip_excluded(trip.id))
 

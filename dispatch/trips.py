@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy import select
@@ -30,9 +31,9 @@ from core.fare_terms import FareRuleTerms
 from core.ids import new_id
 from core.models import Offer, Trip, TripEvent, TripTracePoint
 from core.models.spatial import point_value
-from dispatch import candidates, offers, traces, trip_states
+from dispatch import candidates, legs, offers, traces, trip_states
 from dispatch.runtime import Runtime, after_commit, emit
-from dispatch.views import fare_of, point_of, trip_view
+from dispatch.views import fare_of, trip_view
 from fares import ledger, quotes, rules
 from fares.pricing import Fare, cancellation_fee, price
 from geo.point import LatLng
@@ -341,18 +342,7 @@ async def advance(
         )
         _release_after(db, rt, trip)
     elif target == "in_progress":
-        dropoff = point_of(trip.dropoff)
-
-        async def head_for_dropoff() -> None:
-            await rt.presence.set_trip(
-                driver_id,
-                trip_id=trip.id,
-                rider_id=trip.rider_id,
-                target_lat=dropoff["lat"],
-                target_lng=dropoff["lng"],
-            )
-
-        after_commit(db, head_for_dropoff)
+        after_commit(db, partial(legs.follow, rt, legs.current(trip)))
     emit(db, Event("rider", trip.rider_id, {"type": "trip.updated", "trip": trip_view(trip)}))
     return trip
 
@@ -456,14 +446,7 @@ async def sync_presence(db: AsyncSession, rt: Runtime, *, driver_id: str) -> Tri
     as on a trip that has ended."""
     trip = await active_for_driver(db, driver_id=driver_id)
     if trip is not None:
-        target = point_of(trip.dropoff if trip.status == "in_progress" else trip.pickup)
-        await rt.presence.set_trip(
-            driver_id,
-            trip_id=trip.id,
-            rider_id=trip.rider_id,
-            target_lat=target["lat"],
-            target_lng=target["lng"],
-        )
+        await legs.follow(rt, legs.current(trip))
     elif (await rt.presence.state(driver_id)).status == "on_trip":
         await rt.presence.clear_trip(driver_id, now_ms=now_ms())
     return trip
