@@ -22,6 +22,9 @@ offer made → frame on the phone), ``offer→accept`` (frame on the phone → t
 with the human delay), ``accept round trip`` (accept sent → ``ok``), ``request→assigned``,
 ``request→pickup``, ``request→completed`` (the rider's view), and ``error frame`` failures
 named by code.
+
+One module of about 500 lines on purpose: it is the file Locust reads, with both users
+and the shape of the rollout; the phone's socket client is ``loadtests/phone.py``.
 """
 
 from __future__ import annotations
