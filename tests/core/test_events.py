@@ -12,21 +12,15 @@ import pytest
 
 from core.events import Event
 from core.hub import Subscription
-from core.settings import Settings
 from web.runtime import ApiRuntime as Runtime
 
 RECEIVE_TIMEOUT_S = 5.0
 
 
 @pytest.fixture
-async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
+def runtime(api_runtime: Runtime) -> Runtime:
     """The api process's runtime: these tests listen through its hub."""
-    rt = Runtime.create(settings)
-    await rt.start()
-    try:
-        yield rt
-    finally:
-        await rt.close()
+    return api_runtime
 
 
 @asynccontextmanager
