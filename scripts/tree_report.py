@@ -17,22 +17,6 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-FOLDERS = (
-    "core",
-    "geo",
-    "fares",
-    "dispatch",
-    "simulation",
-    "web",
-    "rider_api",
-    "driver_api",
-    "server",
-    "loadtests",
-    "tests",
-    "benchmarks",
-    "migrations",
-    "scripts",
-)
 # What ships and runs: not tests, benchmarks, migrations or scripts.
 APPLICATION = (
     "core",
@@ -46,6 +30,7 @@ APPLICATION = (
     "server",
     "loadtests",
 )
+FOLDERS = (*APPLICATION, "tests", "benchmarks", "migrations", "scripts")
 
 
 def line_count(path: Path) -> int:
