@@ -2,7 +2,7 @@
 
 Replays the busiest two hours of April 2014 in NYC (Wednesday 2014-04-30, 18:00–20:00
 local, found by ``dispatch.demand.read_demand``; every Uber pickup from
-``../shared/data/nyc_uber_pickups_2014-04.csv.gz``, NYC TLC records released to
+``data/nyc_uber_pickups_2014-04.csv.gz``, NYC TLC records released to
 FiveThirtyEight) through ``simulation.simulator``: the dispatcher's own candidate rule
 and matching code, simulated drivers, a simulated clock.
 
@@ -36,12 +36,13 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: make the packages importable
     sys.path.insert(0, str(ROOT))
 
+from core.data import DataFile  # noqa: E402
 from geo.eta import DEFAULT_MODEL  # noqa: E402
 from simulation import demand, simulator  # noqa: E402
 from simulation.kpis import Kpis  # noqa: E402
 from simulation.simulator import SimConfig  # noqa: E402
 
-DEMAND = ROOT / ".." / "shared" / "data" / "nyc_uber_pickups_2014-04.csv.gz"
+DEMAND = ROOT / "data" / DataFile.PICKUPS.value
 SEED = demand.DEFAULT_SEED
 # Tried largest first; the first whose greedy utilisation exceeds the threshold is used.
 FLEET_SIZES = (1200, 1000, 900, 800, 700, 600, 500)

@@ -1,4 +1,4 @@
-"""Fit the calibrated ETA model and write ``geo/data/eta_calibration.json``.
+"""Fit the calibrated ETA model and write ``data/eta_calibration.json``.
 
 Two sources of truth, in order of preference:
 
@@ -9,7 +9,7 @@ Two sources of truth, in order of preference:
   when the file has it, else it stays at ``geo.eta.DEFAULT_DETOUR_FACTOR`` (a duration
   alone cannot tell a long route from a slow one).
 - otherwise (what this checkout has): the road-network reference. Origins are every real
-  pickup of April 2014 (``../shared/data/nyc_uber_pickups_2014-04.csv.gz``; NYC TLC
+  pickup of April 2014 (``data/nyc_uber_pickups_2014-04.csv.gz``; NYC TLC
   records released to FiveThirtyEight); each gets a destination at a distance drawn
   from NYC's trip-length distribution (log-normal, median 3.3 km, p90 10 km), in a
   random direction, moved to the nearest real pickup location (so destinations are on
@@ -55,10 +55,10 @@ from scipy import sparse  # noqa: E402
 from scipy.spatial import cKDTree  # noqa: E402
 
 from benchmarks.citygen import PICKUPS_CSV, haversine_m  # noqa: E402
+from core.data import DataFile  # noqa: E402
 from geo import cells, roads  # noqa: E402
 from geo.eta import DEFAULT_DETOUR_FACTOR, DEFAULT_SPEED_MPS  # noqa: E402
 from geo.eta.calibrated import (  # noqa: E402
-    CALIBRATION_PATH,
     DIRECTION_KNOTS,
     DIRECTION_PERIOD_DEG,
     HOURS_PER_WEEK,
@@ -510,10 +510,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--observed", type=Path, help="CSV of observed trips (see above)")
     parser.add_argument("--pickups", type=Path, default=PICKUPS_CSV)
-    parser.add_argument("--osm", type=Path, default=roads.DEFAULT_OSM_PATH)
+    parser.add_argument("--osm", type=Path, default=ROOT / "data" / DataFile.ROADS.value)
     parser.add_argument("--until", help="fit only on trips before this date (YYYY-MM-DD)")
     parser.add_argument("--seed", type=int, default=SEED)
-    parser.add_argument("--out", type=Path, default=CALIBRATION_PATH)
+    parser.add_argument("--out", type=Path, default=ROOT / "data" / DataFile.ETA_CALIBRATION.value)
     parser.add_argument(
         "--uncovered",
         choices=["straight", "fitted"],

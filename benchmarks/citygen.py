@@ -2,7 +2,7 @@
 York demand, and the sparse candidate graph built the way the dispatcher builds it.
 
 Positions are sampled from every Uber pickup in NYC in April 2014
-(``../shared/data/nyc_uber_pickups_2014-04.csv.gz``; NYC TLC records released to
+(``data/nyc_uber_pickups_2014-04.csv.gz``; NYC TLC records released to
 FiveThirtyEight), with a fixed seed and a little jitter so that riders on the same
 4-decimal corner are not all at one point. Requests come from the evening peak
 (17:00–20:00, when the co-op is busiest and batching matters most); drivers are spread
@@ -23,13 +23,14 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from core.data import DataFile
 from dispatch.batch.types import Candidate, Request
 from geo import cells
 from geo.eta import EtaModel
 from geo.point import EARTH_RADIUS_M, LatLng
 
 ROOT = Path(__file__).resolve().parent.parent
-PICKUPS_CSV = ROOT / ".." / "shared" / "data" / "nyc_uber_pickups_2014-04.csv.gz"
+PICKUPS_CSV = ROOT / "data" / DataFile.PICKUPS.value
 
 # Hours (local time) whose pickups become the batch's requests.
 PEAK_HOURS = range(17, 20)

@@ -8,6 +8,7 @@ set them refuses to start instead of running with a guessable key.
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -61,6 +62,9 @@ class Settings(BaseSettings):
     # (detour and pace fitted per cell and hour), "road" (routes on the Midtown OSM
     # graph where it covers both ends), or "straight" (one detour factor and speed).
     eta_model: Literal["calibrated", "road", "straight"] = "calibrated"
+    # The folder of real data files (demand, road network, observed trips, the fitted ETA
+    # model; core/data.py, data/README.md). Unset: the data the project ships.
+    data_dir: Path | None = None
 
     h3_resolution: int = Field(default=8, ge=0, le=15)
     # A fix worse than this is too vague to dispatch on (a phone indoors can report

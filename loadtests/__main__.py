@@ -47,7 +47,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         p.add_argument(f"--{phase}", type=float, help="phase length (default: share of duration)")
     p.add_argument("--trace", action="store_true", default=None, help="replay the demand's rate")
     p.add_argument("--speedup", type=float, help="trace replay speed (× real)")
-    p.add_argument("--demand", help="demand file (see ../shared/data/README.md)")
+    p.add_argument(
+        "--demand",
+        help="demand file (default: data/nyc_uber_pickups_2014-04.csv.gz; see data/README.md)",
+    )
     p.add_argument("--trace-start", help="local time in the file where the replay starts")
     p.add_argument("--area", choices=("manhattan", "all"))
     p.add_argument("--rider-pool", type=int, help="rider phones (default: from the peak rate)")

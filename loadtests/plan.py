@@ -23,16 +23,12 @@ import math
 import random
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
-from pathlib import Path
 from typing import Any
 
-# ../shared/data beside the project (see its README.md).
-DEFAULT_DEMAND = (
-    Path(__file__).resolve().parent.parent.parent
-    / "shared"
-    / "data"
-    / "nyc_uber_pickups_2014-04.csv.gz"
-)
+from core.data import DataFile, data_dir
+
+# The April 2014 pickups the project ships (data/README.md); `--demand` names another.
+DEFAULT_DEMAND = data_dir() / DataFile.PICKUPS.value
 # Phases as fractions of --duration when their lengths are not given.
 PHASE_FRACTIONS = {
     "driver_ramp_s": 0.15,

@@ -11,15 +11,8 @@ import signal
 import sys
 from pathlib import Path
 
-from core.settings import get_settings
-
-# The real demand the demo replays, beside the project (see ../shared/data/README.md).
-DEMO_DEMAND = (
-    Path(__file__).resolve().parent.parent.parent
-    / "shared"
-    / "data"
-    / ("nyc_uber_pickups_2014-04.csv.gz")
-)
+from core.data import DataFile, MissingDataError, data_path, given_file
+from core.settings import Settings, get_settings
 
 
 def _alembic_config() -> object:
@@ -61,6 +54,7 @@ def serve(host: str, port: int, *, dispatcher: bool, workers: int, log_level: st
     from server.logs import configure
 
     settings = get_settings()
+    check_data(settings)
     configure(log_level.upper(), secrets=(settings.operator_token, settings.jwt_secret))
     if workers > 1:
         # Each worker builds its own app; only one holds the dispatcher lock at a time.
@@ -93,6 +87,15 @@ def serve(host: str, port: int, *, dispatcher: bool, workers: int, log_level: st
 
 
 _WORKER_LOG_LEVEL = "COOP_WORKER_LOG_LEVEL"
+
+
+def check_data(settings: Settings) -> None:
+    """Every data file the configured ETA model reads is there, before any process starts:
+    otherwise one :class:`MissingDataError` line, not a failed start-up's stack trace."""
+    from geo.eta import data_needed
+
+    for file in data_needed(settings.eta_model):
+        data_path(file)
 
 
 def _worker_logs() -> None:
@@ -129,6 +132,7 @@ def run_dispatcher(log_level: str) -> None:
     from server.logs import configure
 
     settings = get_settings()
+    check_data(settings)
     configure(log_level.upper(), secrets=(settings.operator_token, settings.jwt_secret))
 
     async def main() -> None:
@@ -220,7 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     p_demo.add_argument("--seed", type=int, default=2014)
     p_demo.add_argument("--duration", type=float, help="stop after this many seconds")
     p_demo.add_argument("--report-every", type=float, default=10.0)
-    p_demo.add_argument("--demand", default=str(DEMO_DEMAND))
+    p_demo.add_argument(
+        "--demand",
+        type=Path,
+        help=f"demand file to replay (default: {DataFile.PICKUPS.value} in the data folder)",
+    )
     # Listed for `coopride --help`; its options are the load test's own (see main's start).
     sub.add_parser(
         "loadtest",
@@ -228,7 +236,14 @@ def main(argv: list[str] | None = None) -> int:
         "`coopride loadtest --help` for its options",
     )
     args = parser.parse_args(argv)
+    try:
+        return _run(args)
+    except MissingDataError as exc:
+        print(f"coopride: {exc}", file=sys.stderr, flush=True)
+        return 2
 
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "migrate":
         migrate(args.revision)
     elif args.command == "serve":
@@ -246,12 +261,19 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "simulate":
         from simulation.cli import run_cli
 
+        given_file(Path(args.demand), option="--demand")
         return run_cli(args)
     elif args.command == "demo":
         from server.demo import main as demo_main
         from server.logs import configure
 
         configure("WARNING")
+        check_data(get_settings())
+        args.demand = (
+            given_file(args.demand, option="--demand")
+            if args.demand
+            else data_path(DataFile.PICKUPS)
+        )
         try:
             return demo_main(args)
         except KeyboardInterrupt:

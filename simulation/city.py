@@ -203,21 +203,10 @@ class DemoCity:
         return members
 
     def requests(self) -> list[RideRequest]:
-        """Riders to replay: the real file's peak when it is there, else pickups drawn
-        around Midtown (so the demo also runs without ../shared/data)."""
-        if self.demand.exists():
-            _say(f"reading the demand file {self.demand.name} …")
-            rows = read_demand(self.demand)
-            replay = build_requests(rows, seed=self.seed)
-        else:
-            log.warning("demand file %s not found; using synthetic pickups", self.demand)
-            replay = []
-            t = 0.0
-            for k in range(5000):
-                t += self.rng.expovariate(1 / 4.0)
-                p = LatLng(40.72 + self.rng.random() * 0.07, -74.005 + self.rng.random() * 0.04)
-                q = LatLng(40.72 + self.rng.random() * 0.07, -74.005 + self.rng.random() * 0.04)
-                replay.append(RideRequest(f"trp_{k:06d}", t, p, q))
+        """Riders to replay: the real demand file's peak (the CLI checked it is there)."""
+        _say(f"reading the demand file {self.demand.name} …")
+        rows = read_demand(self.demand)
+        replay = build_requests(rows, seed=self.seed)
         inside = [r for r in replay if _in_demo_area(r.pickup) and _in_demo_area(r.dropoff)]
         return inside
 
@@ -441,7 +430,7 @@ class DemoCity:
         tasks.append(asyncio.create_task(self.riders(requests, stop)))
         print(
             f"[demo] {len(members)} drivers, riders from {len(requests)} real pickups "
-            f"({'the April 2014 NYC file' if self.demand.exists() else 'synthetic'}), "
+            f"({self.demand.name}), "
             f"{self.speedup:g}x speed",
             flush=True,
         )

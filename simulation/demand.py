@@ -35,7 +35,7 @@ DEFAULT_WINDOW_HOURS = 2
 
 # Trip length (road distance, what the meter and ``EtaModel.leg`` count) when the file
 # has no drop-offs: lognormal through NYC's median ≈ 3.3 km and 90th percentile ≈ 10 km
-# (TLC trip records; ``../shared/data/README.md``).
+# (TLC trip records; ``data/README.md``).
 TRIP_ROAD_MEDIAN_M = 3_300.0
 TRIP_ROAD_P90_M = 10_000.0
 _Z90 = 1.2815515655446004  # standard normal 90th percentile

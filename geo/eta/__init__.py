@@ -6,7 +6,7 @@ Three models behind one interface (``leg``, ``seconds``, ``reach_m``), chosen by
 - ``straight`` — ``base.EtaModel``: one detour factor and one speed for the whole city.
 - ``calibrated`` — ``calibrated.CalibratedEtaModel``: detour factor and pace fitted by
   place (H3 cell, district), hour of the week, trip length and direction
-  (``geo/data/eta_calibration.json``, made by ``benchmarks/calibrate_eta.py``).
+  (``data/eta_calibration.json``, made by ``benchmarks/calibrate_eta.py``).
 - ``road`` — ``road.RoadNetworkEtaModel``: fastest route over the Midtown OpenStreetMap
   road graph (``geo.roads``) where it covers both ends, the calibrated model elsewhere.
 
@@ -18,15 +18,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from core.data import DataFile
 from geo.eta.base import DEFAULT_DETOUR_FACTOR, DEFAULT_MODEL, DEFAULT_SPEED_MPS, EtaModel, Leg
 from geo.eta.calibrated import (
     CALIBRATION_FORMAT,
-    CALIBRATION_PATH,
     HOURS_PER_WEEK,
     CalibratedEtaModel,
     EtaCalibration,
     HourOfWeekClock,
     Surface,
+    calibration_path,
     fixed_hour,
     hour_of_week,
 )
@@ -36,10 +37,19 @@ EtaMode = Literal["calibrated", "road", "straight"]
 ETA_MODES: tuple[EtaMode, ...] = ("calibrated", "road", "straight")
 
 
+def data_needed(mode: EtaMode) -> tuple[DataFile, ...]:
+    """The data files :func:`load_eta_model` reads for ``mode`` (checked before start-up)."""
+    if mode == "straight":
+        return ()
+    if mode == "road":
+        return (DataFile.ETA_CALIBRATION, DataFile.ROADS)
+    return (DataFile.ETA_CALIBRATION,)
+
+
 def load_eta_model(
     mode: EtaMode,
     *,
-    calibration_path: Path = CALIBRATION_PATH,
+    calibration_path: Path | None = None,
     osm_path: Path | None = None,
     cache_dir: Path | None = None,
 ) -> EtaModel:
@@ -52,16 +62,15 @@ def load_eta_model(
     if mode == "calibrated":
         return calibrated
     if mode == "road":
-        from geo.roads import DEFAULT_OSM_PATH, RoadRouter
+        from geo.roads import RoadRouter
 
-        router = RoadRouter.load(osm_path or DEFAULT_OSM_PATH, cache_dir=cache_dir)
+        router = RoadRouter.load(osm_path, cache_dir=cache_dir)
         return RoadNetworkEtaModel(router=router, fallback=calibrated)
     raise ValueError(f"unknown ETA model {mode!r}; expected one of {ETA_MODES}")
 
 
 __all__ = [
     "CALIBRATION_FORMAT",
-    "CALIBRATION_PATH",
     "DEFAULT_DETOUR_FACTOR",
     "DEFAULT_MODEL",
     "DEFAULT_SPEED_MPS",
@@ -75,6 +84,8 @@ __all__ = [
     "Leg",
     "RoadNetworkEtaModel",
     "Surface",
+    "calibration_path",
+    "data_needed",
     "fixed_hour",
     "hour_of_week",
     "load_eta_model",

@@ -1,5 +1,5 @@
 """The calibrated model: detour factor and pace fitted by place (H3 cell, district), hour
-of the week, trip length and direction (``geo/data/eta_calibration.json``, made by
+of the week, trip length and direction (``data/eta_calibration.json``, made by
 ``benchmarks/calibrate_eta.py``). What it was fitted against, and how well it does, is
 in ``docs/eta.md``."""
 
@@ -17,11 +17,17 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from core.data import DataFile, data_path
 from geo import cells
 from geo.eta.base import EtaModel, Leg
 from geo.point import LatLng, haversine_m
 
-CALIBRATION_PATH = Path(__file__).resolve().parent.parent / "data" / "eta_calibration.json"
+
+def calibration_path() -> Path:
+    """The fitted parameters in the data folder (``COOP_DATA_DIR``; core/data.py)."""
+    return data_path(DataFile.ETA_CALIBRATION)
+
+
 CALIBRATION_FORMAT = 1
 HOURS_PER_WEEK = 168
 # Direction profiles are periodic over 90°: a street grid looks the same turned by a
@@ -191,8 +197,8 @@ class EtaCalibration:
         }
 
     @classmethod
-    def load(cls, path: Path = CALIBRATION_PATH) -> EtaCalibration:
-        return cls.from_json(json.loads(path.read_text()))
+    def load(cls, path: Path | None = None) -> EtaCalibration:
+        return cls.from_json(json.loads((path or calibration_path()).read_text()))
 
 
 @dataclass(frozen=True, slots=True)

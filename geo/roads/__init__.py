@@ -16,11 +16,11 @@ graph is built or a route is asked for, so importing this package stays cheap.
 
 from geo.roads.graph import ACCESS_MPS, EDGE_MARGIN_M, MAX_SNAP_M, SNAP_GRID_M, RoadGraph
 from geo.roads.osm import (
-    DEFAULT_OSM_PATH,
     FREE_FLOW_KMH,
     KERBSIDE_CLASSES,
     OSM_CREDIT,
     build_graph,
+    default_osm_path,
     parse_maxspeed_kmh,
 )
 from geo.roads.router import MIN_CONGESTION, RoadLeg, RoadRouter, congestion_factor
@@ -29,7 +29,6 @@ from geo.roads.store import BUILD_VERSION, TABLE_SCALE, cache_root, load_graph, 
 __all__ = [
     "ACCESS_MPS",
     "BUILD_VERSION",
-    "DEFAULT_OSM_PATH",
     "EDGE_MARGIN_M",
     "FREE_FLOW_KMH",
     "KERBSIDE_CLASSES",
@@ -44,6 +43,7 @@ __all__ = [
     "build_graph",
     "cache_root",
     "congestion_factor",
+    "default_osm_path",
     "load_graph",
     "load_time_table",
     "parse_maxspeed_kmh",

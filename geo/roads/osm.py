@@ -2,7 +2,7 @@
 free-flow speed, and the build itself.
 
 Map data © OpenStreetMap contributors, ODbL 1.0 (the Midtown Manhattan extract,
-``DEFAULT_OSM_PATH``). The speeds below are assumptions (``docs/eta.md``), not
+``default_osm_path()``). The speeds below are assumptions (``docs/eta.md``), not
 measurements. Needs ``osmium`` (pyosmium) and ``scipy``, imported only when a graph is
 built.
 """
@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from core.data import DataFile, data_path
 from geo.roads.graph import (
     MAX_SNAP_M,
     SNAP_GRID_M,
@@ -24,13 +25,13 @@ from geo.roads.graph import (
 )
 
 OSM_CREDIT = "© OpenStreetMap contributors"
-DEFAULT_OSM_PATH = (
-    Path(__file__).resolve().parent.parent.parent
-    / ".."
-    / "shared"
-    / "data"
-    / "manhattan_midtown_osm_2025-01-25.osm.pbf"
-)
+
+
+def default_osm_path() -> Path:
+    """The Midtown extract in the data folder (``COOP_DATA_DIR``; core/data.py), or a
+    one-line :class:`core.data.MissingDataError` naming it."""
+    return data_path(DataFile.ROADS)
+
 
 # Free-flow speeds in km/h by OSM highway class: what a car averages on an empty Midtown
 # street at night, stops at red lights included (avenues have linked signals, cross
@@ -122,8 +123,9 @@ def _directions(tags: Any, highway: str) -> tuple[bool, bool]:
     return True, True
 
 
-def build_graph(osm_path: Path = DEFAULT_OSM_PATH) -> RoadGraph:
+def build_graph(osm_path: Path | None = None) -> RoadGraph:
     """Parse the extract into a :class:`RoadGraph` (no cache; see :func:`load_graph`)."""
+    osm_path = osm_path or default_osm_path()
     import osmium
     from scipy.sparse import csr_matrix
     from scipy.sparse.csgraph import connected_components

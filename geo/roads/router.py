@@ -14,7 +14,7 @@ import numpy.typing as npt
 
 from geo.point import EARTH_RADIUS_M, LatLng
 from geo.roads.graph import ACCESS_MPS, EDGE_MARGIN_M, MAX_SNAP_M, SNAP_GRID_M, Floats, RoadGraph
-from geo.roads.osm import DEFAULT_OSM_PATH
+from geo.roads.osm import default_osm_path
 from geo.roads.store import TABLE_SCALE, load_graph, load_time_table
 
 # Travel-time multiplier by hour of day (local time), Monday-Friday and Saturday-Sunday:
@@ -89,9 +89,8 @@ class RoadRouter:
         }
 
     @classmethod
-    def load(
-        cls, osm_path: Path = DEFAULT_OSM_PATH, *, cache_dir: Path | None = None
-    ) -> RoadRouter:
+    def load(cls, osm_path: Path | None = None, *, cache_dir: Path | None = None) -> RoadRouter:
+        osm_path = osm_path or default_osm_path()
         graph = load_graph(osm_path, cache_dir=cache_dir)
         return cls(graph, load_time_table(graph, osm_path, cache_dir=cache_dir))
 

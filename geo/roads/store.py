@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from geo.roads.graph import ACCESS_MPS, MAX_SNAP_M, SNAP_GRID_M, RoadGraph
-from geo.roads.osm import DEFAULT_OSM_PATH, FREE_FLOW_KMH, KERBSIDE_CLASSES, build_graph
+from geo.roads.osm import FREE_FLOW_KMH, KERBSIDE_CLASSES, build_graph, default_osm_path
 
 # Bump when anything that shapes the graph or its times changes: it is part of the
 # cache key, so a stale cache is never read.
@@ -65,8 +65,10 @@ def _atomic_save(target: Path, write: Any) -> None:
             os.unlink(tmp)
 
 
-def load_graph(osm_path: Path = DEFAULT_OSM_PATH, *, cache_dir: Path | None = None) -> RoadGraph:
-    """The graph for ``osm_path``, built once and then read from the cache."""
+def load_graph(osm_path: Path | None = None, *, cache_dir: Path | None = None) -> RoadGraph:
+    """The graph for ``osm_path`` (default: the data folder's extract), built once and
+    then read from the cache."""
+    osm_path = osm_path or default_osm_path()
     folder = _cache_dir(osm_path, cache_dir)
     path = folder / "graph.npz"
     if not path.exists():
@@ -107,10 +109,11 @@ def load_graph(osm_path: Path = DEFAULT_OSM_PATH, *, cache_dir: Path | None = No
 
 
 def load_time_table(
-    graph: RoadGraph, osm_path: Path = DEFAULT_OSM_PATH, *, cache_dir: Path | None = None
+    graph: RoadGraph, osm_path: Path | None = None, *, cache_dir: Path | None = None
 ) -> npt.NDArray[np.uint16]:
     """Free-flow seconds × TABLE_SCALE from every node to every node (row = from),
     rounded up, memory-mapped read-only from the cache (built on first use)."""
+    osm_path = osm_path or default_osm_path()
     from scipy.sparse.csgraph import dijkstra
 
     path = _cache_dir(osm_path, cache_dir) / "free_flow_ds.npy"

@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 from benchmarks import calibrate_eta
 from geo import roads
 from geo.eta import (
-    CALIBRATION_PATH,
     DEFAULT_DETOUR_FACTOR,
     DEFAULT_MODEL,
     DEFAULT_SPEED_MPS,
@@ -28,6 +27,7 @@ from geo.eta import (
     HourOfWeekClock,
     Leg,
     RoadNetworkEtaModel,
+    calibration_path,
     fixed_hour,
     load_eta_model,
 )
@@ -60,7 +60,7 @@ def test_straight_line_model_is_unchanged() -> None:
 
 
 def test_committed_calibration_is_small_and_loads_fast() -> None:
-    assert CALIBRATION_PATH.stat().st_size < 200_000
+    assert calibration_path().stat().st_size < 200_000
     started = time.perf_counter()
     model = load_eta_model("calibrated")
     assert time.perf_counter() - started < 1.0

@@ -16,7 +16,7 @@ import pytest
 from geo import roads
 from geo.point import LatLng, haversine_m
 
-OSM = roads.DEFAULT_OSM_PATH
+OSM = roads.default_osm_path()
 HERALD_SQUARE = LatLng(40.7498, -73.9877)
 EMPIRE_STATE = LatLng(40.7484, -73.9857)
 GRAND_CENTRAL = LatLng(40.7527, -73.9772)
