@@ -172,14 +172,24 @@ class Process:
         stop(self.popen)
 
 
-def start(command: Sequence[str], settings: Settings, log_path: Path) -> Process:
-    """``coopride <command>`` on ``settings``, stdout and stderr into ``log_path``."""
+def start(
+    command: Sequence[str],
+    settings: Settings,
+    log_path: Path,
+    *,
+    program: Sequence[str] | None = None,
+    cwd: Path | None = None,
+) -> Process:
+    """``coopride <command>`` on ``settings``, stdout and stderr into ``log_path``. By
+    default this checkout's code (``python -m server.cli`` in the repository); ``program``
+    names another ``coopride`` (an installed wheel's), run in ``cwd``."""
     _refuse_when_no_servers(command)
+    argv = [*program, *command] if program is not None else _argv(command)
     with log_path.open("wb") as log:  # the child keeps its own descriptor
         popen = subprocess.Popen(
-            _argv(command),
+            argv,
             env=service_env(settings),
-            cwd=ROOT,
+            cwd=cwd or ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
