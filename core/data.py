@@ -38,6 +38,8 @@ class DataFile(StrEnum):
     TRIPS = "nyc_taxi_trips_2016-01_2016-06.csv.gz"
     # The calibrated ETA model's fitted parameters (benchmarks/calibrate_eta.py).
     ETA_CALIBRATION = "eta_calibration.json"
+    # The learned ETA model (`coopride eta fit` on the 2016 trips' months 1-4).
+    ETA_MODEL = "eta_model.pkl"
 
 
 class MissingDataError(FileNotFoundError):

@@ -176,20 +176,25 @@ class Dispatcher:
             excluded = await pipe.execute()
         now = now_ms()
         min_seen = now - int(rt.settings.driver_stale_s * 1000)
-        # Gathered, so all the batch's searches go to Redis in one round trip.
-        found = await asyncio.gather(
+        # Gathered, so all the batch's searches go to Redis in one round trip, and the
+        # batch's pickup legs are estimated in one call.
+        pickups = [latlng_of(trip.pickup) for trip in open_trips]
+        nearby = await asyncio.gather(
             *(
-                candidates.search(
+                candidates.near(
                     rt.presence,
                     rt.eta,
-                    latlng_of(trip.pickup),
+                    pickup,
                     want=CANDIDATES_PER_REQUEST,
                     max_pickup_eta_s=rt.settings.max_pickup_eta_s,
                     min_seen_ms=min_seen,
                     exclude=excl,
                 )
-                for trip, excl in zip(open_trips, excluded, strict=True)
+                for pickup, excl in zip(pickups, excluded, strict=True)
             )
+        )
+        found = candidates.rank(
+            rt.eta, pickups, nearby, max_pickup_eta_s=rt.settings.max_pickup_eta_s
         )
         searched = time.perf_counter()
         requests = [

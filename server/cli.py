@@ -229,6 +229,31 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help=f"demand file to replay (default: {DataFile.PICKUPS.value} in the data folder)",
     )
+    p_eta = sub.add_parser("eta", help="the learned ETA model (docs/eta.md)")
+    eta_sub = p_eta.add_subparsers(dest="eta_command", required=True)
+    p_fit = eta_sub.add_parser(
+        "fit", help="fit the model on observed trips and write it to the data folder"
+    )
+    p_fit.add_argument(
+        "--trips", type=Path, required=True, help="CSV of observed trips with duration_s"
+    )
+    p_fit.add_argument(
+        "--months",
+        default="1,2,3,4",
+        help="months to fit on; the others are held out (default: %(default)s)",
+    )
+    p_fit.add_argument(
+        "--out", type=Path, help="where to write it (default: eta_model.pkl in the data folder)"
+    )
+    p_fit.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    p_evaluate = eta_sub.add_parser(
+        "evaluate", help="score the model against real durations it was not fitted on"
+    )
+    p_evaluate.add_argument(
+        "--trips", type=Path, required=True, help="CSV of observed trips with duration_s"
+    )
+    p_evaluate.add_argument("--model", type=Path, help="default: eta_model.pkl in the data folder")
+    p_evaluate.add_argument("--json", action="store_true", help="one JSON object on stdout")
     # Listed for `coopride --help`; its options are the load test's own (see main's start).
     sub.add_parser(
         "loadtest",
@@ -258,6 +283,14 @@ def _run(args: argparse.Namespace) -> int:
         run_dispatcher(args.log_level)
     elif args.command == "audit" and args.audit_command == "verify":
         return audit_verify()
+    elif args.command == "eta":
+        from geo.eta import commands
+
+        trips = given_file(args.trips, option="--trips")
+        if args.eta_command == "fit":
+            months = tuple(int(m) for m in args.months.split(","))
+            return commands.fit(trips, out=args.out, months=months, seed=args.seed, quiet=False)
+        return commands.evaluate(trips, model_path=args.model, as_json=args.json)
     elif args.command == "simulate":
         from simulation.cli import run_cli
 

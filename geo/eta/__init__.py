@@ -7,6 +7,10 @@ Three models behind one interface (``leg``, ``seconds``, ``reach_m``), chosen by
 - ``calibrated`` — ``calibrated.CalibratedEtaModel``: detour factor and pace fitted by
   place (H3 cell, district), hour of the week, trip length and direction
   (``data/eta_calibration.json``, made by ``benchmarks/calibrate_eta.py``).
+- ``learned`` (the default) — ``learned.LearnedEtaModel``: durations learned from real,
+  observed NYC taxi trips (``data/eta_model.pkl``, made by ``coopride eta fit``), with a
+  live correction from the co-op's recently finished trips; distances from
+  ``calibrated``.
 - ``road`` — ``road.RoadNetworkEtaModel``: fastest route over the Midtown OpenStreetMap
   road graph (``geo.roads``) where it covers both ends, the calibrated model elsewhere.
 
@@ -33,8 +37,8 @@ from geo.eta.calibrated import (
 )
 from geo.eta.road import RoadNetworkEtaModel
 
-EtaMode = Literal["calibrated", "road", "straight"]
-ETA_MODES: tuple[EtaMode, ...] = ("calibrated", "road", "straight")
+EtaMode = Literal["learned", "calibrated", "road", "straight"]
+ETA_MODES: tuple[EtaMode, ...] = ("learned", "calibrated", "road", "straight")
 
 
 def data_needed(mode: EtaMode) -> tuple[DataFile, ...]:
@@ -43,6 +47,8 @@ def data_needed(mode: EtaMode) -> tuple[DataFile, ...]:
         return ()
     if mode == "road":
         return (DataFile.ETA_CALIBRATION, DataFile.ROADS)
+    if mode == "learned":
+        return (DataFile.ETA_CALIBRATION, DataFile.ETA_MODEL)
     return (DataFile.ETA_CALIBRATION,)
 
 
@@ -61,6 +67,10 @@ def load_eta_model(
     calibrated = CalibratedEtaModel.create(EtaCalibration.load(calibration_path))
     if mode == "calibrated":
         return calibrated
+    if mode == "learned":
+        from geo.eta.learned import load_learned_model
+
+        return load_learned_model(calibrated)
     if mode == "road":
         from geo.roads import RoadRouter
 

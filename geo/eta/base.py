@@ -6,6 +6,7 @@ and ``reach_m`` the same way."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from geo.point import LatLng, haversine_m
@@ -33,6 +34,13 @@ class EtaModel:
 
     def seconds(self, origin: LatLng, destination: LatLng) -> int:
         return self.leg(origin, destination).duration_s
+
+    def seconds_many(self, origins: Sequence[LatLng], destinations: Sequence[LatLng]) -> list[int]:
+        """``seconds`` of each (origin, destination) pair. Models that predict in bulk
+        (``geo.eta.learned``) answer a whole batch in one call; these few-microsecond
+        formulas simply answer each pair."""
+        seconds = self.seconds
+        return [seconds(o, d) for o, d in zip(origins, destinations, strict=True)]
 
     def reach_m(self, seconds: float) -> float:
         """The straight-line radius a driver can cover in ``seconds``."""
