@@ -38,12 +38,12 @@ if str(ROOT) not in sys.path:  # run as a script: make the packages importable
 
 from core.data import DataFile  # noqa: E402
 from geo.eta import DEFAULT_MODEL  # noqa: E402
-from simulation import demand, simulator  # noqa: E402
+from simulation import defaults, demand, simulator  # noqa: E402
 from simulation.kpis import Kpis  # noqa: E402
 from simulation.simulator import SimConfig  # noqa: E402
 
 DEMAND = ROOT / "data" / DataFile.PICKUPS.value
-SEED = demand.DEFAULT_SEED
+SEED = defaults.DEFAULT_SEED
 # Tried largest first; the first whose greedy utilisation exceeds the threshold is used.
 FLEET_SIZES = (1200, 1000, 900, 800, 700, 600, 500)
 TIGHT_UTILISATION = 0.80
@@ -124,9 +124,9 @@ def main() -> None:
     print(
         "Drivers start at jittered pickups of the window, online the whole window, "
         "idle where they drop off; batch 2 s, offers accepted after "
-        f"{simulator.DEFAULT_OFFER_ACCEPT_S:.0f} s, max pickup ETA "
-        f"{simulator.DEFAULT_MAX_PICKUP_ETA_S} s, requests expire after "
-        f"{simulator.DEFAULT_REQUEST_TIMEOUT_S:.0f} s."
+        f"{defaults.DEFAULT_OFFER_ACCEPT_S:.0f} s, max pickup ETA "
+        f"{defaults.DEFAULT_MAX_PICKUP_ETA_S} s, requests expire after "
+        f"{defaults.DEFAULT_REQUEST_TIMEOUT_S:.0f} s."
     )
 
     print(f"\nFleet size: greedy, largest fleet first, until utilisation > {TIGHT_UTILISATION:.0%}")
@@ -209,7 +209,7 @@ def main() -> None:
         window_s,
         "nudged",
         policy="batched",
-        offer_accept_s=simulator.DEFAULT_OFFER_ACCEPT_S + NUDGE_S,
+        offer_accept_s=defaults.DEFAULT_OFFER_ACCEPT_S + NUDGE_S,
     )
     noise = abs(nudged.kpis.earnings_gini - b.earnings_gini)
     print(

@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from core.data import DataFile, MissingDataError, data_path, given_file
 from core.settings import Settings, get_settings
@@ -170,64 +171,221 @@ def load_test(argv: list[str]) -> None:
     os.execv(sys.executable, [sys.executable, "-m", "loadtests", *argv])
 
 
-def main(argv: list[str] | None = None) -> int:
-    given = sys.argv[1:] if argv is None else argv
-    if given[:1] == ["loadtest"]:
-        load_test(given[1:])
-    parser = argparse.ArgumentParser(prog="coopride", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    p_migrate = sub.add_parser("migrate", help="apply database migrations")
-    p_migrate.add_argument("revision", nargs="?", default="head")
-    p_serve = sub.add_parser("serve", help="run the api (and the dispatcher, by default)")
-    p_serve.add_argument("--host", default="127.0.0.1")
-    p_serve.add_argument("--port", type=int, default=8000)
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's help ends with its default, except a flag's (``store_true``) and an
+    option left unset by default (None), whose help says what leaving it out means."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.nargs == 0 or action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def version() -> str:
+    """The installed distribution's version; from a source tree that was never
+    installed, ``pyproject.toml``'s; else ``unknown``."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("coopride")
+    except PackageNotFoundError:
+        pass
+    import tomllib
+
+    try:
+        with (Path(__file__).resolve().parent.parent / "pyproject.toml").open("rb") as f:
+            return str(tomllib.load(f)["project"]["version"])
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        return "unknown"
+
+
+class _Version(argparse.Action):
+    """``--version``: looked up only when asked for (importlib.metadata takes ~50 ms)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        kwargs.setdefault("help", "print the version and exit")
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        print(f"coopride {version()}", flush=True)
+        parser.exit()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``coopride`` command's parser (``loadtest``'s options are the load test's own:
+    ``python -m loadtests --help``)."""
+    from simulation import defaults as sim
+
+    parser = argparse.ArgumentParser(
+        prog="coopride",
+        description="The dispatch backend of a driver-owned ride-hailing cooperative.",
+        epilog="`coopride COMMAND --help` for a command's options and their defaults.",
+    )
+    parser.add_argument("--version", action=_Version)
+    sub = parser.add_subparsers(dest="command", required=True, title="commands")
+
+    def command(name: str, about: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=about, description=about, formatter_class=HelpFormatter)
+
+    p_migrate = command("migrate", "apply database migrations")
+    p_migrate.add_argument(
+        "revision", nargs="?", default="head", help="the Alembic revision to upgrade to"
+    )
+    p_serve = command("serve", "run the api (and the dispatcher, by default)")
+    p_serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p_serve.add_argument("--port", type=int, default=8000, help="port to listen on")
     p_serve.add_argument(
         "--no-dispatcher",
         action="store_true",
         help="api only; run `coopride dispatcher` separately",
     )
-    p_serve.add_argument("--workers", type=int, default=1)
-    p_serve.add_argument("--log-level", default="info")
-    p_disp = sub.add_parser("dispatcher", help="run the dispatcher only")
-    p_disp.add_argument("--log-level", default="info")
-    p_audit = sub.add_parser("audit", help="the co-op's hash-chained audit log")
-    audit_sub = p_audit.add_subparsers(dest="audit_command", required=True)
-    audit_sub.add_parser("verify", help="recompute the chain; exit 1 at the first break")
-    # Defaults left as None are the live service's (see simulation/simulator.py).
-    p_sim = sub.add_parser("simulate", help="replay a demand file through the dispatcher")
-    p_sim.add_argument("--demand", required=True, help="CSV (gzip or plain) of pickups")
-    p_sim.add_argument("--drivers", type=int, required=True)
-    p_sim.add_argument("--policy", choices=("greedy", "batched"), required=True)
-    p_sim.add_argument("--fairness", type=float, help="fairness weight in [0, 1]")
-    p_sim.add_argument("--speedup", type=float, help="no effect: the clock is simulated")
-    p_sim.add_argument("--seed", type=int)
-    p_sim.add_argument("--start", help="local time; default: the busiest two hours")
-    p_sim.add_argument("--end", help="local time, exclusive")
-    p_sim.add_argument("--batch-s", type=float)
-    p_sim.add_argument("--offer-accept-s", type=float)
-    p_sim.add_argument("--decline-rate", type=float)
-    p_sim.add_argument("--max-pickup-eta-s", type=int)
-    p_sim.add_argument("--request-timeout-s", type=float)
-    p_sim.add_argument("--fare", help="BASE,PER_KM,PER_MINUTE,MINIMUM cents (250,120,35,800)")
-    p_sim.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    p_demo = sub.add_parser("demo", help="serve the backend with a living demo city")
-    p_demo.add_argument("--host", default="127.0.0.1")
-    p_demo.add_argument("--port", type=int, default=8000)
-    p_demo.add_argument("--drivers", type=int, default=30)
+    p_serve.add_argument(
+        "--workers",
+        metavar="N",
+        type=int,
+        default=1,
+        help="uvicorn worker processes; each runs a dispatcher, the leader lock lets one work",
+    )
+    p_serve.add_argument(
+        "--log-level", metavar="LEVEL", default="info", help="debug, info, warning or error"
+    )
+    p_disp = command("dispatcher", "run the dispatcher only")
+    p_disp.add_argument(
+        "--log-level", metavar="LEVEL", default="info", help="debug, info, warning or error"
+    )
+    p_audit = command("audit", "the co-op's hash-chained audit log")
+    audit_sub = p_audit.add_subparsers(dest="audit_command", required=True, title="commands")
+    audit_sub.add_parser(
+        "verify",
+        help="recompute the chain; exit 1 at the first break",
+        description="recompute the chain from the database; exit 1 at the first break",
+        formatter_class=HelpFormatter,
+    )
+    # The replay's defaults are the live service's (simulation/defaults.py).
+    p_sim = command("simulate", "replay a demand file through the dispatcher")
+    p_sim.add_argument(
+        "--demand",
+        metavar="FILE",
+        required=True,
+        help="CSV (gzip or plain) of pickups (docs/simulation.md)",
+    )
+    p_sim.add_argument("--drivers", metavar="N", type=int, required=True, help="fleet size")
+    p_sim.add_argument(
+        "--policy", choices=("greedy", "batched"), required=True, help="the dispatch policy"
+    )
+    p_sim.add_argument(
+        "--fairness",
+        metavar="W",
+        type=float,
+        default=0.0,
+        help="fairness weight in [0, 1]; greedy ignores it, as the live one does",
+    )
+    p_sim.add_argument(
+        "--speedup",
+        metavar="X",
+        type=float,
+        default=1.0,
+        help="no effect: the clock is simulated and runs as fast as it can",
+    )
+    p_sim.add_argument(
+        "--seed",
+        metavar="N",
+        type=int,
+        default=sim.DEFAULT_SEED,
+        help="one seed for everything random",
+    )
+    p_sim.add_argument(
+        "--start",
+        metavar="TIME",
+        help="local time (2014-04-30 17:00); default: the busiest two hours of the file",
+    )
+    p_sim.add_argument(
+        "--end", metavar="TIME", help="local time, exclusive; default: two hours after the start"
+    )
+    p_sim.add_argument(
+        "--batch-s",
+        metavar="S",
+        type=float,
+        default=sim.DEFAULT_BATCH_S,
+        help="dispatch window in seconds (COOP_DISPATCH_BATCH_S)",
+    )
+    p_sim.add_argument(
+        "--offer-accept-s",
+        metavar="S",
+        type=float,
+        default=sim.DEFAULT_OFFER_ACCEPT_S,
+        help="seconds a driver takes to answer an offer",
+    )
+    p_sim.add_argument(
+        "--decline-rate",
+        metavar="P",
+        type=float,
+        default=0.0,
+        help="share of offers declined (the trip is requeued without that driver)",
+    )
+    p_sim.add_argument(
+        "--max-pickup-eta-s",
+        metavar="S",
+        type=int,
+        default=sim.DEFAULT_MAX_PICKUP_ETA_S,
+        help="longest pickup offered, in seconds (COOP_MAX_PICKUP_ETA_S)",
+    )
+    p_sim.add_argument(
+        "--request-timeout-s",
+        metavar="S",
+        type=float,
+        default=sim.DEFAULT_REQUEST_TIMEOUT_S,
+        help="an open request this old expires (COOP_TRIP_REQUEST_TIMEOUT_S)",
+    )
+    p_sim.add_argument(
+        "--fare",
+        metavar="B,K,M,MIN",
+        default=sim.SEEDED_FARE,
+        help="base, per km, per minute and minimum, in cents (the seeded rule)",
+    )
+    p_sim.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object on stdout (and no progress bar on stderr)",
+    )
+    p_demo = command("demo", "serve the backend with a living demo city")
+    p_demo.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p_demo.add_argument("--port", type=int, default=8000, help="port to listen on")
+    p_demo.add_argument(
+        "--drivers", metavar="N", type=int, default=30, help="demo drivers (members) online"
+    )
     p_demo.add_argument(
         "--speedup",
+        metavar="X",
         type=float,
         default=20.0,
         help="replay demand and drive this many times faster than real",
     )
-    p_demo.add_argument("--riders-per-minute", type=float, default=20.0)
-    p_demo.add_argument("--seed", type=int, default=2014)
-    p_demo.add_argument("--duration", type=float, help="stop after this many seconds")
-    p_demo.add_argument("--report-every", type=float, default=10.0)
+    p_demo.add_argument(
+        "--riders-per-minute",
+        metavar="R",
+        type=float,
+        default=20.0,
+        help="riders requesting a trip per minute of real time, at most",
+    )
+    p_demo.add_argument(
+        "--seed", metavar="N", type=int, default=2014, help="seed for the city's randomness"
+    )
+    p_demo.add_argument(
+        "--duration",
+        metavar="S",
+        type=float,
+        help="stop after this many seconds; default: at Ctrl-C",
+    )
+    p_demo.add_argument(
+        "--report-every", metavar="S", type=float, default=10.0, help="seconds between tally lines"
+    )
     p_demo.add_argument(
         "--demand",
+        metavar="FILE",
         type=Path,
-        help=f"demand file to replay (default: {DataFile.PICKUPS.value} in the data folder)",
+        help=f"the pickups to replay; default: {DataFile.PICKUPS.value} in the data folder",
     )
     p_eta = sub.add_parser("eta", help="the learned ETA model (docs/eta.md)")
     eta_sub = p_eta.add_subparsers(dest="eta_command", required=True)
@@ -260,6 +418,14 @@ def main(argv: list[str] | None = None) -> int:
         help="a city rollout under Locust, bounded in time (docs/loadtesting.md); "
         "`coopride loadtest --help` for its options",
     )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    given = sys.argv[1:] if argv is None else argv
+    if given[:1] == ["loadtest"]:
+        load_test(given[1:])
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return _run(args)

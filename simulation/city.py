@@ -35,6 +35,7 @@ import httpx
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 
+from core import progress
 from core.auth import issue_token
 from core.settings import Settings
 from geo.eta import DEFAULT_MODEL
@@ -171,42 +172,57 @@ class DemoCity:
         """The demo's drivers, admitted once and reused by later runs (whose tokens the
         city issues again: it holds the server's secret, as the co-op's own demo)."""
         known = await self.known_members()
-        members = []
-        for n in range(self.fleet):
-            phone = f"{DEMO_PHONE_PREFIX}{n:02d}" if n < 100 else f"{DEMO_PHONE_PREFIX}{n}"
-            if phone in known:
-                member_id = known[phone]
-                token = issue_token(
-                    secret=self.settings.jwt_secret,
-                    role="driver",
-                    subject_id=member_id,
-                    ttl_s=self.settings.token_ttl_s,
-                )
-            else:
-                r = await http.post(
-                    "/v1/drivers",
-                    headers=self.operator,
-                    json={
-                        "name": f"Demo driver {n + 1}",
-                        "phone": phone,
-                        "vehicle": {"plate": f"DEMO{n + 1:03d}", "seats": 4},
-                    },
-                )
-                r.raise_for_status()
-                member_id, token = r.json()["id"], r.json()["token"]
-            members.append((member_id, token))
-            if len(members) % 10 == 0 or len(members) == self.fleet:
-                _say(
-                    f"seeding: members {len(members)}/{self.fleet} "
-                    f"({sum(1 for m in members if m[0] in known.values())} from earlier runs)"
-                )
+        members: list[tuple[str, str]] = []
+
+        def say() -> None:
+            again = sum(1 for m in members if m[0] in known.values())
+            _say(f"seeding: members {len(members)}/{self.fleet} ({again} from earlier runs)")
+
+        # On a terminal a bar counts them; elsewhere a line every ten. Then the total.
+        lines = not progress.shown()
+        with progress.bar("[demo] seeding: members", total=self.fleet) as advance:
+            for n in range(self.fleet):
+                members.append(await self._member(http, n, known))
+                advance()
+                if lines and len(members) % 10 == 0 and len(members) < self.fleet:
+                    say()
+        say()
         return members
+
+    async def _member(
+        self, http: httpx.AsyncClient, n: int, known: dict[str, str]
+    ) -> tuple[str, str]:
+        """Demo driver ``n``: its member id and a token."""
+        phone = f"{DEMO_PHONE_PREFIX}{n:02d}" if n < 100 else f"{DEMO_PHONE_PREFIX}{n}"
+        if phone in known:
+            member_id = known[phone]
+            token = issue_token(
+                secret=self.settings.jwt_secret,
+                role="driver",
+                subject_id=member_id,
+                ttl_s=self.settings.token_ttl_s,
+            )
+        else:
+            r = await http.post(
+                "/v1/drivers",
+                headers=self.operator,
+                json={
+                    "name": f"Demo driver {n + 1}",
+                    "phone": phone,
+                    "vehicle": {"plate": f"DEMO{n + 1:03d}", "seats": 4},
+                },
+            )
+            r.raise_for_status()
+            member_id, token = r.json()["id"], r.json()["token"]
+        return member_id, token
 
     def requests(self) -> list[RideRequest]:
         """Riders to replay: the real demand file's peak (the CLI checked it is there)."""
-        _say(f"reading the demand file {self.demand.name} …")
-        rows = read_demand(self.demand)
-        replay = build_requests(rows, seed=self.seed)
+        if not progress.shown():  # else a spinner says it
+            _say(f"reading the demand file {self.demand.name} …")
+        with progress.bar(f"[demo] reading the demand file {self.demand.name}", total=None):
+            rows = read_demand(self.demand)
+            replay = build_requests(rows, seed=self.seed)
         inside = [r for r in replay if _in_demo_area(r.pickup) and _in_demo_area(r.dropoff)]
         return inside
 

@@ -26,10 +26,10 @@ import numpy.typing as npt
 
 from geo.eta import DEFAULT_MODEL, EtaModel
 from geo.point import EARTH_RADIUS_M, LatLng
+from simulation.defaults import DEFAULT_SEED
 
 Floats = npt.NDArray[np.float64]
 
-DEFAULT_SEED = 20140430
 # Without --start/--end, replay the busiest this-many consecutive clock hours.
 DEFAULT_WINDOW_HOURS = 2
 

@@ -25,10 +25,8 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any
 
-from core.fare_terms import OPENING_TERMS, FareRuleTerms
-from core.settings import Settings
+from core.fare_terms import FareRuleTerms
 from dispatch import candidates
 from dispatch.batch import fairness, planner
 from dispatch.batch.planner import BATCH_MAX_REQUESTS, CANDIDATES_PER_REQUEST
@@ -37,27 +35,20 @@ from fares.pricing import price
 from geo import cells
 from geo.eta import DEFAULT_MODEL, EtaModel
 from geo.point import LatLng
-from simulation.demand import DEFAULT_SEED, RideRequest, random_streams
+from simulation.defaults import (
+    DEFAULT_BATCH_S,
+    DEFAULT_MAX_PICKUP_ETA_S,
+    DEFAULT_OFFER_ACCEPT_S,
+    DEFAULT_REQUEST_TIMEOUT_S,
+    DEFAULT_RESOLUTION,
+    DEFAULT_SEED,
+    SEEDED_FARE_RULE,
+)
+from simulation.demand import RideRequest, random_streams
 from simulation.kpis import DriverRecord, SimResult, TripRecord, kpis
 
-
-def _setting_default(name: str) -> Any:
-    return Settings.model_fields[name].default
-
-
-# The live service's defaults (``core.settings``), so a replay is the service as deployed.
-DEFAULT_BATCH_S: float = _setting_default("dispatch_batch_s")
-DEFAULT_MAX_PICKUP_ETA_S: int = _setting_default("max_pickup_eta_s")
-DEFAULT_REQUEST_TIMEOUT_S: float = _setting_default("trip_request_timeout_s")
-DEFAULT_RESOLUTION: int = _setting_default("h3_resolution")
-# A driver reads the offer card and taps accept: a few seconds (the live offer lives
-# 15 s, ``COOP_OFFER_TIMEOUT_S``; the simulated driver always answers in time).
-DEFAULT_OFFER_ACCEPT_S = 4.0
-
-# The fare rule migration 0001 seeds (version 1). The simulator pays no per-trip
-# cost-recovery fee (the period's budget is not simulated), so the driver keeps the
-# whole fare.
-SEEDED_FARE_RULE = FareRuleTerms(version=1, **OPENING_TERMS.payload())
+# How often, in simulated seconds, ``simulate`` tells its ``clock`` the time at most.
+CLOCK_EVERY_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,21 +339,30 @@ class _Simulation:
             self._reserve(k)
             self._push(now + self.cfg.offer_accept_s, _Event.RESPONSE, i, self.offers)
 
-    def run(self, progress: Callable[[int, int], None] | None = None) -> SimResult:
+    def run(
+        self,
+        progress: Callable[[int, int], None] | None = None,
+        clock: Callable[[float], None] | None = None,
+    ) -> SimResult:
         for i, r in enumerate(self.requests):
             self._push(r.requested_s, _Event.ARRIVAL, i)
         batch_s = self.cfg.batch_s
         tick = 0  # dispatch ticks at tick × batch_s, from 0
         now = 0.0
         arrived, total = 0, len(self.requests)
-        # Tell the caller every tenth of the replay (a long one takes minutes).
+        # Tell the caller every tenth of the replay (a long one takes minutes), and the
+        # simulated time once per simulated minute at most.
         next_report = max(1, total // 10)
+        next_minute_s = CLOCK_EVERY_S
         while self.open or self.events:
             if not self.open:
                 # Nothing to dispatch until the next event: jump to the first tick at
                 # or after it (the clock is simulated; idle ticks would do nothing).
                 tick = max(tick, math.ceil(self.events[0][0] / batch_s))
             now = tick * batch_s
+            if clock is not None and now >= next_minute_s:
+                clock(now)
+                next_minute_s = (now // CLOCK_EVERY_S + 1) * CLOCK_EVERY_S
             while self.events and self.events[0][0] <= now:
                 at, kind, _, a, b = heapq.heappop(self.events)
                 if kind == _Event.ARRIVAL:
@@ -399,12 +399,14 @@ def simulate(
     config: SimConfig,
     *,
     progress: Callable[[int, int], None] | None = None,
+    clock: Callable[[float], None] | None = None,
 ) -> SimResult:
     """Replay ``requests`` (in arrival order) against drivers starting at ``starts``
     (ids ``drv_00000``, … in that order) until every request is matched or expired and
-    every trip has ended."""
+    every trip has ended. ``progress(arrived, total)`` is called at each tenth of the
+    requests' arrivals; ``clock(simulated_s)`` once per simulated minute at most."""
     if any(b.requested_s < a.requested_s for a, b in itertools.pairwise(requests)):
         raise ValueError("requests must be in arrival order")
     if any(r.requested_s < 0 for r in requests):
         raise ValueError("requests must not come before the replay's start (0 s)")
-    return _Simulation(requests, starts, config).run(progress)
+    return _Simulation(requests, starts, config).run(progress, clock)

@@ -26,7 +26,7 @@ from fares.pricing import price
 from geo import cells
 from geo.eta import DEFAULT_MODEL
 from geo.point import LatLng
-from simulation import demand, kpis, simulator
+from simulation import defaults, demand, kpis, simulator
 from simulation.demand import RideRequest
 from simulation.simulator import SimConfig, simulate
 from tests.fixtures.demand import write_csv
@@ -241,7 +241,7 @@ def test_hand_made_demand_file(tmp_path: Path) -> None:
     assert (
         t0.driver_earnings_cents
         == price(
-            simulator.SEEDED_FARE_RULE, distance_m=leg.distance_m, duration_s=leg.duration_s
+            defaults.SEEDED_FARE_RULE, distance_m=leg.distance_m, duration_s=leg.duration_s
         ).total_cents
     )
     k = result.kpis
