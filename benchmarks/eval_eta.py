@@ -1,279 +1,129 @@
-"""How wrong are the ETA models, and what does a call cost? Prints figures.
+"""How wrong is each ETA model against real trips, and what does a batch of legs cost?
 
-Hold-out by time: the calibrated model is fitted on trips that start before
-``HOLDOUT_FROM`` (1-23 April 2014) and scored on the last week (24-30 April), with the
-same sampling as ``benchmarks/calibrate_eta.py`` (same seed, same pairs).
+The truth is the observed door-to-door duration of real NYC yellow-cab trips
+(``data/nyc_taxi_trips_2016-01_2016-06.csv.gz``; NYC TLC trip records, via Kaggle's NYC
+Taxi Trip Duration competition). The learned model was fitted on January-April; every
+figure here is on May-June, which no model saw. The baseline is one constant
+straight-line speed, chosen on January-April in this same run.
 
-The reference is NOT observed trip durations: this checkout has none (the April 2014
-pickups carry no drop-off or duration, and no installable package here ships NYC trips
-with durations). It is the road-network model (``geo/roads/``): fastest routes over
-the OpenStreetMap Midtown extract (© OpenStreetMap contributors, ODbL) at assumed
-speeds and congestion. So the figures say how closely each model reproduces that
-routing, not how close any of them is to a real drive; ``docs/eta.md`` says what
-observed durations would change.
+Printed, for each model: median and p90 absolute percentage error (|predicted - real| /
+real), on every held-out trip and on the trips inside the Midtown road extract (where
+the road model routes). The learned model is scored twice: alone, and with its live
+correction replayed in time order (each prediction sees only trips that had finished).
+Then the time to estimate 16,000 pickup legs (2,000 requests × 8 drivers) in one call.
 
-Run: ``.venv/bin/python benchmarks/eval_eta.py`` (about a minute; builds the road cache
-on first use).
+Run: ``.venv/bin/python benchmarks/eval_eta.py`` (about a minute; the road model builds
+its cache on first use).
 """
 
 from __future__ import annotations
 
+import statistics
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run as a script: make ``benchmarks`` importable
+if str(ROOT) not in sys.path:  # run as a script: make the packages importable
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.calibrate_eta import (  # noqa: E402
-    SEED,
-    Pairs,
-    Targets,
-    covered,
-    fit,
-    load_pickups,
-    parse_minute,
-    road_targets,
-)
-from core.settings import Settings  # noqa: E402
-from geo import cells, roads  # noqa: E402
-from geo.eta import (  # noqa: E402
-    DEFAULT_DETOUR_FACTOR,
-    DEFAULT_MODEL,
-    DEFAULT_SPEED_MPS,
-    CalibratedEtaModel,
-    EtaModel,
-    RoadNetworkEtaModel,
-    fixed_hour,
-)
+from core.data import DataFile, data_path  # noqa: E402
+from geo.eta import DEFAULT_MODEL, EtaModel, load_eta_model  # noqa: E402
+from geo.eta import learned as learned_eta  # noqa: E402
+from geo.eta.calibrated import CalibratedEtaModel, fixed_hour  # noqa: E402
 from geo.point import LatLng  # noqa: E402
+
+TRAIN_MONTHS = (1, 2, 3, 4)
+LEGS = 16_000
+RUNS = 7
+# The Midtown OSM extract's bounds (data/README.md).
+MIDTOWN = (40.7360, 40.7590, -74.0140, -73.9630)
 
 Floats = npt.NDArray[np.float64]
 
-HOLDOUT_FROM = "2014-04-24"
-OUTSIDE_SAMPLE = 50_000
-TIMING_PAIRS = 20_000
-MAX_PICKUP_ETA_S: int = Settings.model_fields["max_pickup_eta_s"].default
-RESOLUTION: int = Settings.model_fields["h3_resolution"].default
+
+def ape(predicted: Floats, actual: Floats) -> str:
+    e = np.abs(predicted - actual) / actual
+    return f"median {np.median(e):6.1%}   p90 {np.quantile(e, 0.9):6.1%}"
 
 
-def _split(targets: Targets, until_minute: int) -> tuple[Targets, Targets]:
-    def part(mask: npt.NDArray[np.bool_]) -> Targets:
-        metres = None if targets.metres is None else targets.metres[mask]
-        return Targets(targets.pairs.take(mask), targets.seconds[mask], metres)
-
-    before = targets.pairs.minute < until_minute
-    return part(before), part(~before)
-
-
-def _points(pairs: Pairs) -> list[tuple[LatLng, LatLng, int]]:
-    how = pairs.how.tolist()
-    return [
-        (LatLng(a, b), LatLng(c, d), h)
-        for a, b, c, d, h in zip(
-            pairs.o_lat.tolist(),
-            pairs.o_lng.tolist(),
-            pairs.d_lat.tolist(),
-            pairs.d_lng.tolist(),
-            how,
-            strict=True,
-        )
-    ]
-
-
-def _predict(model: EtaModel, pairs: Pairs) -> Floats:
-    if isinstance(model, CalibratedEtaModel | RoadNetworkEtaModel):
-        at = model.seconds_at
-        return np.array([at(a, b, h) for a, b, h in _points(pairs)], dtype=np.float64)
-    return np.array([model.seconds(a, b) for a, b, _ in _points(pairs)], dtype=np.float64)
-
-
-def _ape(predicted: Floats, reference: Floats) -> Floats:
-    out: Floats = np.abs(predicted - reference) / np.maximum(reference, 1.0) * 100.0
+def per_trip(model: EtaModel, trips: learned_eta.ObservedTrips) -> Floats:
+    """A per-pair model's seconds, each at its trip's own hour of the week."""
+    out = np.empty(len(trips))
+    for i in range(len(trips)):
+        o = LatLng(float(trips.pickup_lat[i]), float(trips.pickup_lng[i]))
+        d = LatLng(float(trips.dropoff_lat[i]), float(trips.dropoff_lng[i]))
+        how = int(trips.hour_of_week[i])
+        at = getattr(model, "seconds_at", None)
+        out[i] = at(o, d, how) if at is not None else model.seconds(o, d)
     return out
 
 
-def _row(label: str, ape: Floats, bias: Floats | None = None) -> str:
-    p50, p90 = np.percentile(ape, [50, 90])
-    text = f"  {label:<44} median APE {p50:5.1f}%   p90 APE {p90:6.1f}%"
-    if bias is not None:
-        text += f"   median ratio {np.median(bias):.2f}"
-    return text
-
-
-def _us_per_call(
-    call: Callable[[LatLng, LatLng], object], points: list[tuple[LatLng, LatLng, int]]
-) -> float:
-    best = float("inf")
-    for _ in range(5):
-        started = time.perf_counter()
-        for a, b, _h in points:
-            call(a, b)
-        best = min(best, time.perf_counter() - started)
-    return best / len(points) * 1e6
-
-
 def main() -> int:
-    print(__doc__.split("\n\n")[0])
-    print(
-        "Reference: road-network routing over OSM (© OpenStreetMap contributors) with "
-        "ASSUMED speeds and congestion — not observed durations (none exist offline here)."
-    )
-    t0 = time.perf_counter()
-    pickups = load_pickups()
-    router = roads.RoadRouter.load()
-    pairs, targets = road_targets(pickups, router, seed=SEED)
-    until = parse_minute(HOLDOUT_FROM + " 00:00")
-    train, test = _split(targets, until)
-    straight_uncovered = (DEFAULT_DETOUR_FACTOR, DEFAULT_SPEED_MPS)
-    model = CalibratedEtaModel.create(
-        fit(train, meta={}, uncovered=straight_uncovered), clock=fixed_hour(0)
-    )
-    road = RoadNetworkEtaModel(router=router, fallback=model)
-    print(
-        f"\nTrips with both ends on the Midtown road graph: {len(train.pairs):,} fitted "
-        f"(1-23 April), {len(test.pairs):,} held out (24-30 April); "
-        f"setup {time.perf_counter() - t0:.0f} s"
-    )
-
-    # The reference is what the road model says: check on a sample that it is.
-    every = np.arange(0, len(test.pairs), max(1, len(test.pairs) // 500))
-    sample = test.pairs.take(every)
-    assert np.array_equal(_predict(road, sample), test.seconds[every]), "reference != road model"
-
-    print("\nHeld-out trips inside the Midtown extract, against the road-network reference:")
-    straight_pred = _predict(DEFAULT_MODEL, test.pairs)
-    calibrated_pred = _predict(model, test.pairs)
-    print(
-        _row(
-            "(a) straight line (DEFAULT_MODEL)",
-            _ape(straight_pred, test.seconds),
-            straight_pred / test.seconds,
-        )
+    trips = learned_eta.read_observed_trips(data_path(DataFile.TRIPS))
+    train = trips.take(np.isin(trips.month, TRAIN_MONTHS))
+    test = trips.take(~np.isin(trips.month, TRAIN_MONTHS))
+    inside = (
+        (test.pickup_lat >= MIDTOWN[0])
+        & (test.pickup_lat <= MIDTOWN[1])
+        & (test.pickup_lng >= MIDTOWN[2])
+        & (test.pickup_lng <= MIDTOWN[3])
+        & (test.dropoff_lat >= MIDTOWN[0])
+        & (test.dropoff_lat <= MIDTOWN[1])
+        & (test.dropoff_lng >= MIDTOWN[2])
+        & (test.dropoff_lng <= MIDTOWN[3])
     )
     print(
-        _row(
-            "(b) calibrated, fitted 1-23 April",
-            _ape(calibrated_pred, test.seconds),
-            calibrated_pred / test.seconds,
-        )
+        f"real trips: {len(train):,} to fit (Jan-Apr 2016), {len(test):,} held out "
+        f"(May-Jun), {int(inside.sum()):,} of them inside the Midtown road extract"
     )
-    print(_row("    (road model itself: the reference)", np.zeros(1)))
-    in_sample = _predict(model, train.pairs)
-    print(_row("    calibrated on its own fitting trips", _ape(in_sample, train.seconds)))
-    straight_m = test.pairs.straight_m
-    for low, high in ((0, 1000), (1000, 2000), (2000, 10**9)):
-        band = (straight_m >= low) & (straight_m < high)
-        label = f"{low / 1000:g}-{high / 1000:g} km" if high < 10**9 else f"> {low / 1000:g} km"
+    baseline_mps = learned_eta.baseline_speed_mps(train)
+    straight = learned_eta.haversine_many(
+        test.pickup_lat, test.pickup_lng, test.dropoff_lat, test.dropoff_lng
+    )
+    model = learned_eta.LearnedEta.load()
+    rows: list[tuple[str, Floats]] = [
+        (f"baseline: constant {baseline_mps:.2f} m/s", np.maximum(straight / baseline_mps, 1)),
+        ("straight (1.35 detour, 6 m/s)", per_trip(DEFAULT_MODEL, test)),
+        ("calibrated (fitted to our road model)", per_trip(load_eta_model("calibrated"), test)),
+        ("road (Midtown graph; calibrated elsewhere)", per_trip(load_eta_model("road"), test)),
+        ("learned, alone", learned_eta.replay(model, test, live=False)),
+        ("learned + live correction (the service)", learned_eta.replay(model, test)),
+    ]
+    print(f"\n{'model':45} {'all held-out trips':28} {'both ends in Midtown':28}")
+    for name, predicted in rows:
         print(
-            _row(
-                f"  {label} ({band.sum():,}): straight",
-                _ape(straight_pred[band], test.seconds[band]),
-            )
-        )
-        print(_row(f"  {label}: calibrated", _ape(calibrated_pred[band], test.seconds[band])))
-    hours = test.pairs.how % 24
-    peak = (hours >= 16) & (hours < 19) & (test.pairs.how < 120)
-    night = (hours >= 1) & (hours < 5)
-    for label, mask in (("weekday 16-19h", peak), ("01-05h", night)):
-        print(
-            _row(
-                f"  {label} ({mask.sum():,}): straight",
-                _ape(straight_pred[mask], test.seconds[mask]),
-                straight_pred[mask] / test.seconds[mask],
-            )
-        )
-        print(
-            _row(
-                f"  {label}: calibrated",
-                _ape(calibrated_pred[mask], test.seconds[mask]),
-                calibrated_pred[mask] / test.seconds[mask],
-            )
+            f"{name:45} {ape(predicted, test.duration_s):28} "
+            f"{ape(predicted[inside], test.duration_s[inside]):28}"
         )
 
-    # Outside the extract there is no reference at all.
-    rng = np.random.default_rng(SEED + 1)
-    outside_all = pairs.take((pairs.minute >= until) & ~covered(router, pairs))
-    outside = outside_all.take(
-        rng.choice(len(outside_all), size=min(OUTSIDE_SAMPLE, len(outside_all)), replace=False)
+    # 16,000 pickup legs: drivers within a few km of 2,000 real pickups.
+    rng = np.random.default_rng(7)
+    pick = rng.choice(len(test), size=LEGS // 8, replace=False)
+    pickups = [LatLng(float(test.pickup_lat[i]), float(test.pickup_lng[i])) for i in pick]
+    destinations = [p for p in pickups for _ in range(8)]
+    origins = [
+        LatLng(p.lat + float(rng.normal(0, 0.01)), p.lng + float(rng.normal(0, 0.012)))
+        for p in destinations
+    ]
+    learned = load_eta_model("learned")
+    calibrated = CalibratedEtaModel.create(
+        load_eta_model("calibrated").calibration,  # type: ignore[attr-defined]
+        clock=fixed_hour(90),
     )
-    covered_by_fit = np.array([model.covers(a, b) for a, b, _ in _points(outside)])
-    print(
-        f"\nHeld-out trips with an end outside the extract: {len(outside_all):,} "
-        f"({OUTSIDE_SAMPLE:,} sampled). No reference exists for them."
-    )
-    print(
-        f"  {covered_by_fit.mean() * 100:.1f}% have both ends in the fitted districts "
-        f"({', '.join(sorted(model.calibration.coverage))}: Manhattan around Midtown);"
-        " the rest use the straight-line model, as today."
-    )
-    holdout_model = CalibratedEtaModel.create(
-        fit(test, meta={}, uncovered=straight_uncovered), clock=fixed_hour(0)
-    )
-    inside_fit = outside.take(covered_by_fit)
-    a = _predict(model, inside_fit)
-    b = _predict(holdout_model, inside_fit)
-    print("  Self-consistency (stability of the fit, not accuracy), trips in fitted districts:")
-    print(_row("fit 1-23 April vs fit 24-30 April", _ape(a, b), a / b))
-    global_model = CalibratedEtaModel.create(fit(train, meta={}), clock=fixed_hour(0))
-    g = _predict(global_model, outside)
-    s = _predict(DEFAULT_MODEL, outside)
-    print(
-        "  If Midtown's fit were used citywide (--uncovered fitted), against today's straight line:"
-    )
-    print(_row("fitted global vs straight line", _ape(g, s), g / s))
-
-    # Cost per call.
-    inside_points = _points(test.pairs)[:TIMING_PAIRS]
-    outside_points = _points(outside)[:TIMING_PAIRS]
-    live = CalibratedEtaModel.create(model.calibration)  # wall clock, as in service
-    live_road = RoadNetworkEtaModel(router=router, fallback=live)
-    print("\nCost of one seconds() call (µs, best of 5 over 20,000 real pairs):")
-    for label, call, points in (
-        ("straight line", DEFAULT_MODEL.seconds, inside_points),
-        ("calibrated, Midtown pair", live.seconds, inside_points),
-        ("calibrated, pair outside the fit", live.seconds, outside_points),
-        ("road, pair on the graph", live_road.seconds, inside_points),
-        ("road, pair off the graph (falls back)", live_road.seconds, outside_points),
-    ):
-        print(f"  {label:<40} {_us_per_call(call, points):6.2f} µs")
-    leg_us = _us_per_call(live_road.leg, inside_points[:2000])
-    print(f"  {'road leg(), pair on the graph':<40} {leg_us:6.2f} µs")
-    per_batch = 16_000
-    print(
-        f"  At {per_batch:,} calls per 2 s batch: calibrated ≈ "
-        f"{_us_per_call(live.seconds, inside_points) * per_batch / 1000:.0f} ms, road ≈ "
-        f"{_us_per_call(live_road.seconds, inside_points) * per_batch / 1000:.0f} ms"
-    )
-
-    print(f"\nCandidate search radius reach_m({MAX_PICKUP_ETA_S} s) and H3 res {RESOLUTION} rings:")
-    for label, eta in (
-        ("straight line", DEFAULT_MODEL),
-        (
-            "calibrated, Tue 18:00",
-            CalibratedEtaModel.create(model.calibration, clock=fixed_hour(42)),
-        ),
-        (
-            "calibrated, Tue 04:00",
-            CalibratedEtaModel.create(model.calibration, clock=fixed_hour(28)),
-        ),
-        (
-            "road, Tue 18:00",
-            RoadNetworkEtaModel(
-                router=router,
-                fallback=CalibratedEtaModel.create(model.calibration, clock=fixed_hour(42)),
-            ),
-        ),
-    ):
-        reach = eta.reach_m(MAX_PICKUP_ETA_S)
-        print(f"  {label:<40} {reach:8,.0f} m   {cells.rings_to_cover(reach, RESOLUTION)} rings")
+    print(f"\n{LEGS:,} pickup legs in one call, median of {RUNS} runs:")
+    for name, eta in (("learned (seconds_many)", learned), ("calibrated (per pair)", calibrated)):
+        times = []
+        for _ in range(RUNS):
+            started = time.perf_counter()
+            eta.seconds_many(origins, destinations)
+            times.append(time.perf_counter() - started)
+        print(f"  {name:28} {statistics.median(times) * 1000:7.1f} ms")
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

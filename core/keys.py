@@ -136,5 +136,10 @@ class Keys:
         to ``ident``'s bucket, so its retries are free (core.ratelimit)."""
         return f"{self.prefix}rate:{bucket}:seen:{ident}:{digest}"
 
+    def eta_finished(self) -> str:
+        """List of the latest finished trips' ``completed_s,predicted_s,actual_s`` (newest
+        first, capped): the learned ETA model's live correction (dispatch/eta_feedback.py)."""
+        return f"{self.prefix}eta:finished"
+
     def all_keys_pattern(self) -> str:
         return f"{self.prefix}*"

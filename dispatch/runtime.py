@@ -10,6 +10,8 @@ sockets, the rate limiter). Service functions take either as ``rt: Runtime``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -31,6 +33,8 @@ from geo.areas import ServiceAreas
 from geo.eta import EtaModel, load_eta_model
 
 AfterCommit = Callable[[], Awaitable[Any]]
+# A refresh of the ETA correction is one Redis read; longer than this, it is cancelled.
+FEEDBACK_STOP_S = 5.0
 
 
 def after_commit(db: AsyncSession, action: AfterCommit) -> None:
@@ -88,9 +92,19 @@ class Runtime:
         }
 
     async def start(self) -> None:
-        """Nothing to start here; ``ApiRuntime`` starts its hub."""
+        """The learned ETA model's live correction follows the co-op's finished trips
+        (``dispatch.eta_feedback``); ``ApiRuntime`` also starts its hub."""
+        from dispatch import eta_feedback
+
+        self._stopping = asyncio.Event()
+        self._feedback = asyncio.create_task(eta_feedback.keep_fresh(self, self._stopping))
 
     async def close(self) -> None:
+        feedback = getattr(self, "_feedback", None)
+        if feedback is not None:
+            self._stopping.set()
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(feedback, FEEDBACK_STOP_S)
         await self.redis.aclose()
         self.presence.close()
         await self.engine.dispose()

@@ -31,7 +31,7 @@ from core.fare_terms import FareRuleTerms
 from core.ids import new_id
 from core.models import Offer, Trip, TripEvent, TripTracePoint
 from core.models.spatial import point_value
-from dispatch import candidates, legs, offers, traces, trip_states
+from dispatch import candidates, eta_feedback, legs, offers, traces, trip_states
 from dispatch.runtime import Runtime, after_commit, emit
 from dispatch.views import fare_of, trip_view
 from fares import ledger, quotes, rules
@@ -341,6 +341,7 @@ async def advance(
             completed_at=trip.completed_at or utcnow(),
         )
         _release_after(db, rt, trip)
+        after_commit(db, partial(eta_feedback.record, rt, trip))
     elif target == "in_progress":
         after_commit(db, partial(legs.follow, rt, legs.current(trip)))
     emit(db, Event("rider", trip.rider_id, {"type": "trip.updated", "trip": trip_view(trip)}))

@@ -37,7 +37,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import numpy.typing as npt
 
-from core.data import DataFile, data_path
+from core.data import DataFile, MissingDataError, data_path
 from geo.eta.base import EtaModel, Leg
 from geo.eta.calibrated import CalibratedEtaModel
 from geo.point import EARTH_RADIUS_M, LatLng
@@ -216,10 +216,11 @@ def features(
     pickup_lng: Floats,
     dropoff_lat: Floats,
     dropoff_lng: Floats,
-    hour_of_week: Floats,
-    hour_of_day: Floats,
+    hour_of_week: Floats | float,
+    hour_of_day: Floats | float,
 ) -> Floats:
-    """The feature matrix (one row per trip, columns as :data:`FEATURES`)."""
+    """The feature matrix (one row per trip, columns as :data:`FEATURES`); the hours are
+    per trip, or one for all."""
     px, py = _grid_xy(pickup_lat, pickup_lng)
     dx, dy = _grid_xy(dropoff_lat, dropoff_lng)
     along, across = np.abs(dy - py), np.abs(dx - px)
@@ -270,10 +271,20 @@ class LearnedEta:
     def load(cls, path: Path | None = None) -> LearnedEta:
         """The model at ``path`` (default: the data folder's ``eta_model.pkl``). Only
         files the co-op made are loaded: a pickle runs code when read."""
-        payload = pickle.loads((path or data_path(DataFile.ETA_MODEL)).read_bytes())
+        path = path or data_path(DataFile.ETA_MODEL)
+        payload = pickle.loads(path.read_bytes())
         if payload.get("format") != MODEL_FORMAT:
             raise ValueError(f"ETA model format {payload.get('format')!r}, expected {MODEL_FORMAT}")
-        return cls(regressor=payload["regressor"], meta=payload["meta"])
+        meta = payload["meta"]
+        fitted_with, running = meta.get("sklearn", ""), _sklearn_version()
+        if fitted_with.split(".")[:2] != running.split(".")[:2]:
+            # scikit-learn does not promise to read another release's models.
+            raise MissingDataError(
+                f"{path.name} was fitted with scikit-learn {fitted_with}, this is {running}: "
+                f"refit it with `coopride eta fit --trips {DataFile.TRIPS.value}` (about a "
+                f"minute) or install scikit-learn {fitted_with}"
+            )
+        return cls(regressor=payload["regressor"], meta=meta)
 
 
 def fit(trips: ObservedTrips, *, seed: int = 0, meta: dict[str, Any] | None = None) -> LearnedEta:
@@ -291,8 +302,15 @@ def fit(trips: ObservedTrips, *, seed: int = 0, meta: dict[str, Any] | None = No
             "trips": len(trips),
             "seed": seed,
             "timezone": TIMEZONE,
+            "sklearn": _sklearn_version(),
         },
     )
+
+
+def _sklearn_version() -> str:
+    from importlib.metadata import version
+
+    return version("scikit-learn")
 
 
 def baseline_speed_mps(trips: ObservedTrips) -> float:
@@ -336,6 +354,10 @@ class LiveCorrection:
         value = math.log(actual_s / predicted_s)
         self._finished.append((finished_s, value))
         self._sum += value
+
+    def replace_with(self, other: LiveCorrection) -> None:
+        """Take ``other``'s trips (a process's refresh from the shared list)."""
+        self._finished, self._sum = deque(other._finished), other._sum
 
     def factor(self, now_s: float) -> float:
         while self._finished and self._finished[0][0] < now_s - self.window_s:
@@ -445,6 +467,20 @@ class LearnedEtaModel(EtaModel):
         seconds = np.ceil(self.learned.predict_s(x) * self._factor())
         return [int(s) for s in seconds]
 
+    def raw_seconds_at(self, origin: LatLng, destination: LatLng, at_s: float) -> float:
+        """The model's own prediction for a trip asked for at ``at_s`` (Unix seconds),
+        with no live correction: what a finished trip is compared with."""
+        how, hod = LocalClock(lambda: at_s)()
+        x = features(
+            np.array([origin.lat]),
+            np.array([origin.lng]),
+            np.array([destination.lat]),
+            np.array([destination.lng]),
+            how,
+            hod,
+        )
+        return float(self.learned.predict_s(x)[0])
+
     def seconds(self, origin: LatLng, destination: LatLng) -> int:
         return self.seconds_many([origin], [destination])[0]
 
@@ -463,4 +499,11 @@ class LearnedEtaModel(EtaModel):
 
 
 def load_learned_model(fallback: CalibratedEtaModel, path: Path | None = None) -> LearnedEtaModel:
-    return LearnedEtaModel(learned=LearnedEta.load(path), fallback=fallback)
+    """The service's model. Prediction runs on the calling thread: scikit-learn's OpenMP
+    threads spin while they wait, and beside an event loop and other processes on a
+    small machine they made a 16,000-leg batch ten times slower, not faster."""
+    from threadpoolctl import threadpool_limits
+
+    learned = LearnedEta.load(path)  # loads scikit-learn and its OpenMP runtime first
+    threadpool_limits(limits=1, user_api="openmp")
+    return LearnedEtaModel(learned=learned, fallback=fallback)
