@@ -6,12 +6,14 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import logging
 import os
 import signal
 import sys
 from pathlib import Path
+from typing import TypedDict
 
-from core.settings import get_settings
+from core.settings import get_settings, trusted_proxies
 
 # The real demand the demo replays, beside the project (see ../shared/data/README.md).
 DEMO_DEMAND = (
@@ -55,13 +57,43 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-def serve(host: str, port: int, *, dispatcher: bool, workers: int, log_level: str) -> None:
+class ProxyOptions(TypedDict):
+    proxy_headers: bool
+    forwarded_allow_ips: list[str]
+
+
+def proxy_options(trusted: tuple[str, ...]) -> ProxyOptions:
+    """uvicorn's options for the trusted reverse proxies: with none, forwarded headers are
+    not read at all (uvicorn's own default would trust 127.0.0.1); with some, a request
+    from one of them gets the client address from ``X-Forwarded-For`` (the right-most
+    entry that is not itself a trusted proxy, so a client cannot prepend its own) and the
+    scheme from ``X-Forwarded-Proto``. Rate limits and access logs see that address."""
+    return ProxyOptions(proxy_headers=bool(trusted), forwarded_allow_ips=list(trusted))
+
+
+def serve(
+    host: str,
+    port: int,
+    *,
+    dispatcher: bool,
+    workers: int,
+    log_level: str,
+    forwarded_allow_ips: str | None = None,
+) -> None:
+    """``forwarded_allow_ips`` (``--forwarded-allow-ips``), when given, replaces
+    ``COOP_TRUSTED_PROXIES``."""
     import uvicorn
 
     from server.logs import configure
 
     settings = get_settings()
     configure(log_level.upper(), secrets=(settings.operator_token, settings.jwt_secret))
+    trusted = trusted_proxies(
+        settings.trusted_proxies if forwarded_allow_ips is None else forwarded_allow_ips
+    )
+    logging.getLogger("server.cli").info(
+        "trusted proxies: %s", ", ".join(trusted) or "none (the peer address is the client's)"
+    )
     if workers > 1:
         # Each worker builds its own app; only one holds the dispatcher lock at a time.
         # Workers are fresh processes: they set up the same scrubbed JSON logs themselves.
@@ -76,6 +108,7 @@ def serve(host: str, port: int, *, dispatcher: bool, workers: int, log_level: st
             log_config=None,
             ws="websockets-sansio",
             lifespan="on",
+            **proxy_options(trusted),
         )
         return
     from server.app import create_app
@@ -89,6 +122,7 @@ def serve(host: str, port: int, *, dispatcher: bool, workers: int, log_level: st
         log_config=None,
         ws="websockets-sansio",
         lifespan="on",
+        **proxy_options(trusted),
     )
 
 
@@ -184,6 +218,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p_serve.add_argument("--workers", type=int, default=1)
     p_serve.add_argument("--log-level", default="info")
+    p_serve.add_argument(
+        "--forwarded-allow-ips",
+        metavar="ADDRESSES",
+        help="reverse proxies whose X-Forwarded-For is believed, comma-separated addresses "
+        "or networks (default: COOP_TRUSTED_PROXIES; empty trusts none)",
+    )
     p_disp = sub.add_parser("dispatcher", help="run the dispatcher only")
     p_disp.add_argument("--log-level", default="info")
     p_audit = sub.add_parser("audit", help="the co-op's hash-chained audit log")
@@ -232,12 +272,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "migrate":
         migrate(args.revision)
     elif args.command == "serve":
+        if args.forwarded_allow_ips is not None:
+            try:
+                trusted_proxies(args.forwarded_allow_ips)
+            except ValueError as e:
+                parser.error(f"--forwarded-allow-ips: {e}")
         serve(
             args.host,
             args.port,
             dispatcher=not args.no_dispatcher,
             workers=args.workers,
             log_level=args.log_level,
+            forwarded_allow_ips=args.forwarded_allow_ips,
         )
     elif args.command == "dispatcher":
         run_dispatcher(args.log_level)
