@@ -82,15 +82,19 @@ class Runtime:
                 bulk_search=BulkScriptRunner(settings.redis_url),
                 location_burst=settings.location_burst,
                 location_rate_per_s=settings.location_rate_per_s,
+                lease_s=settings.process_lease_s,
             ),
             "areas": ServiceAreas(redis, keys, sessions),
             "eta": load_eta_model(settings.eta_model),
         }
 
     async def start(self) -> None:
-        """Nothing to start here; ``ApiRuntime`` starts its hub."""
+        """Take the process's lease, under which its sockets count (``ApiRuntime`` also
+        starts its hub)."""
+        await self.presence.start()
 
     async def close(self) -> None:
+        await self.presence.stop()
         await self.redis.aclose()
         self.presence.close()
         await self.engine.dispose()
