@@ -2,7 +2,8 @@
 
 A ``Runtime`` holds the process's connections and the services built on them: the
 database engine and sessions, Redis and its key names, the event bus, the live driver
-index, the service areas and the ETA model. The dispatcher process (``coopride
+index (with the process's lease, under which its sockets count), the service areas and
+the ETA model. The dispatcher process (``coopride
 dispatcher``) runs on one as it is; an api process runs on ``web.runtime.ApiRuntime``,
 which adds what only sockets and HTTP routes use (the hub that fans events out to
 sockets, the rate limiter). Service functions take either as ``rt: Runtime``.
