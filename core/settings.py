@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     # re-dispatched: a phone that drops in a tunnel has a few seconds to come back, but
     # the rider does not wait out the whole offer for a driver who cannot hear it.
     offer_disconnect_grace_s: float = Field(default=5.0, gt=0)
+    # Each api process holds a lease in Redis, renewed every third of this; its drivers'
+    # sockets count only while it lasts. A process that dies without closing them (a
+    # SIGKILL, a lost machine) stops counting this long after its last renewal, and
+    # its drivers then count as disconnected (dispatch/presence/sockets.py).
+    process_lease_s: float = Field(default=6.0, gt=0)
     driver_stale_s: float = Field(default=30.0, gt=0)
     max_pickup_eta_s: int = Field(default=900, gt=0)
     vote_min_window_s: int = Field(default=86400, ge=0)

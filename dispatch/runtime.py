@@ -2,7 +2,8 @@
 
 A ``Runtime`` holds the process's connections and the services built on them: the
 database engine and sessions, Redis and its key names, the event bus, the live driver
-index, the service areas and the ETA model. The dispatcher process (``coopride
+index (with the process's lease, under which its sockets count), the service areas and
+the ETA model. The dispatcher process (``coopride
 dispatcher``) runs on one as it is; an api process runs on ``web.runtime.ApiRuntime``,
 which adds what only sockets and HTTP routes use (the hub that fans events out to
 sockets, the rate limiter). Service functions take either as ``rt: Runtime``.
@@ -82,15 +83,19 @@ class Runtime:
                 bulk_search=BulkScriptRunner(settings.redis_url),
                 location_burst=settings.location_burst,
                 location_rate_per_s=settings.location_rate_per_s,
+                lease_s=settings.process_lease_s,
             ),
             "areas": ServiceAreas(redis, keys, sessions),
             "eta": load_eta_model(settings.eta_model),
         }
 
     async def start(self) -> None:
-        """Nothing to start here; ``ApiRuntime`` starts its hub."""
+        """Take the process's lease, under which its sockets count (``ApiRuntime`` also
+        starts its hub)."""
+        await self.presence.start()
 
     async def close(self) -> None:
+        await self.presence.stop()
         await self.redis.aclose()
         self.presence.close()
         await self.engine.dispose()
