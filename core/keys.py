@@ -18,10 +18,28 @@ class Keys:
     # -- live driver index (dispatch.presence) --
     def driver(self, driver_id: str) -> str:
         """Hash: lat, lng, ts (fix time, ms), seen (server time of the last position,
-        ms), acc, hdg, spd, cell, status (offline | available | on_trip), conns (open
-        sockets), rl_t/rl_at (the location rate limit's tokens and when counted), and
-        while on a trip: trip, rider, tlat/tlng (where it is heading)."""
+        ms), acc, hdg, spd, cell, status (offline | available | on_trip), rl_t/rl_at (the
+        location rate limit's tokens and when counted), and while on a trip: trip,
+        rider, tlat/tlng (where it is heading). Its open sockets: ``driver_sockets``."""
         return f"{self.prefix}drv:{driver_id}"
+
+    def driver_sockets(self, driver_id: str) -> str:
+        """Hash: api process id -> how many of the driver's sockets that process holds
+        open (dispatch.presence.sockets). The driver is connected while a process whose
+        lease lasts (``processes``) counts it."""
+        return f"{self.prefix}conns:{driver_id}"
+
+    def processes(self) -> str:
+        """Sorted set: process id -> when its lease runs out (ms, Redis's clock). Each
+        process renews its own; the dispatcher takes a lapsed one's socket counts off
+        its drivers, then forgets it."""
+        return f"{self.prefix}procs"
+
+    def process_drivers(self, process_id: str) -> str:
+        """Set of the drivers a process counts sockets for (in ``driver_sockets``), so
+        they are found when the process is gone. Touched by the same script as those
+        drivers' keys: when keys are hash-tagged by region, it is one set per region."""
+        return f"{self.prefix}procs:{process_id}:drivers"
 
     def cell(self, resolution: int, cell: str) -> str:
         """Sorted set of online drivers in one H3 cell, scored by last update (ms)."""

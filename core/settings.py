@@ -7,11 +7,12 @@ set them refuses to start instead of running with a guessable key.
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Development defaults, refused anywhere else. The JWT one is long only so that the
@@ -49,6 +50,11 @@ class Settings(BaseSettings):
     # re-dispatched: a phone that drops in a tunnel has a few seconds to come back, but
     # the rider does not wait out the whole offer for a driver who cannot hear it.
     offer_disconnect_grace_s: float = Field(default=5.0, gt=0)
+    # Each api process holds a lease in Redis, renewed every third of this; its drivers'
+    # sockets count only while it lasts. A process that dies without closing them (a
+    # SIGKILL, a lost machine) stops counting this long after its last renewal, and
+    # its drivers then count as disconnected (dispatch/presence/sockets.py).
+    process_lease_s: float = Field(default=6.0, gt=0)
     driver_stale_s: float = Field(default=30.0, gt=0)
     max_pickup_eta_s: int = Field(default=900, gt=0)
     vote_min_window_s: int = Field(default=86400, ge=0)
@@ -92,6 +98,14 @@ class Settings(BaseSettings):
     # 10,000 vertices is ~450 KB of GeoJSON; nothing else comes close.
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
 
+    # The reverse proxies (nginx, a load balancer) whose ``X-Forwarded-For`` and
+    # ``X-Forwarded-Proto`` are believed: IP addresses or networks, comma-separated
+    # (``127.0.0.1`` for nginx on the same machine). A request from one of them is taken
+    # to come from the address the proxy says; from anyone else, the header is ignored.
+    # Empty (the default): no proxy is trusted, the peer address is the client's.
+    # ``coopride serve --forwarded-allow-ips`` overrides it (docs/deployment.md).
+    trusted_proxies: str = ""
+
     # Serves /v1/bench/noop-ws (receive a frame, ack it): the baseline the ingest
     # benchmark measures the real driver socket against. Off unless asked for.
     bench_endpoints: bool = False
@@ -101,6 +115,11 @@ class Settings(BaseSettings):
     # and its attribution to draw the hexes over a street map.
     ops_tile_url: str | None = None
     ops_tile_attribution: str = ""
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_addresses(cls, value: str) -> str:
+        return ",".join(trusted_proxies(value))
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Settings:
@@ -114,6 +133,30 @@ class Settings(BaseSettings):
             if len(self.jwt_secret) < 32:
                 raise ValueError("COOP_JWT_SECRET must be at least 32 characters")
         return self
+
+
+def trusted_proxies(value: str) -> tuple[str, ...]:
+    """The addresses and networks of a comma-separated list, normalised; a ValueError
+    names anything else. A typo must not quietly trust nobody (or somebody else), and
+    ``*`` (trust every peer) is refused: anyone who reaches the api directly could then
+    choose the address their sign-ups are counted against."""
+    entries = []
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            continue
+        if item == "*":
+            raise ValueError(
+                "trusting every peer ('*') lets any client choose its own address; "
+                "list the proxies' addresses or networks"
+            )
+        try:
+            entry = ipaddress.ip_network(item) if "/" in item else ipaddress.ip_address(item)
+        except ValueError:
+            raise ValueError(
+                f"{item!r} is not an IP address or network (such as 127.0.0.1 or 10.0.0.0/8)"
+            ) from None
+        entries.append(str(entry))
+    return tuple(dict.fromkeys(entries))
 
 
 @lru_cache

@@ -1,8 +1,10 @@
 """The dispatcher loop: one leader per region, one batch every ``COOP_DISPATCH_BATCH_S``.
 
-Each tick: expire offers past their deadline, expire requests that waited too long,
-drop stale drivers from the index, then take the region's queue, find candidates for
-every request and match them (``dispatch.matching``), turning each match into an offer.
+Each tick: expire offers past their deadline, take the sockets of api processes whose
+lease ran out off their drivers, withdraw offers whose driver has had no socket for the
+grace, expire requests that waited too long, drop stale drivers from the index, then
+take the region's queue, find candidates for every request and match them
+(``dispatch.matching``), turning each match into an offer.
 
 Leadership is a Redis key set with NX and a TTL of a few batches, renewed every tick by
 its holder only (compare-and-extend); a standby process polls and takes over within one
@@ -145,6 +147,9 @@ class Dispatcher:
                 extra={"region": self.region, "pending_offers": restored, "open_trips": requeued},
             )
         await offers.expire_due(rt)
+        # Sockets of api processes that died stop counting: their drivers are
+        # disconnected, and offers they hold are withdrawn after the grace.
+        await offers.orphan_gone(rt, await rt.presence.reap_lapsed_processes())
         await offers.withdraw_orphaned(rt)
         await trips.expire_unmatched(rt)
         await rt.presence.reap_stale(cutoff_ms=now_ms() - int(rt.settings.driver_stale_s * 1000))

@@ -26,6 +26,7 @@ from core.ids import can_exist, new_id
 from core.models import Offer, Trip, TripEvent
 from dispatch import legs, offer_states, trip_states
 from dispatch.batch.types import Assignment
+from dispatch.presence import Gone
 from dispatch.runtime import Runtime, after_commit, emit
 from dispatch.views import trip_view
 
@@ -364,6 +365,24 @@ async def orphan_held(rt: Runtime, *, driver_id: str) -> str | None:
         due_ms = now_ms() + int(rt.settings.offer_disconnect_grace_s * 1000)
         await rt.redis.zadd(rt.keys.offers_orphaned(), {held: due_ms})
     return held
+
+
+async def orphan_gone(rt: Runtime, gone: Sequence[Gone]) -> int:
+    """Drivers whose last socket went with an api process that died (its lease ran out,
+    ``Presence.reap_lapsed_processes``): an offer each holds is withdrawn unless a socket
+    comes back within the grace, counted from when that lease ran out (the socket was
+    last known open then). Returns how many offers were orphaned; two round trips."""
+    if not gone:
+        return 0
+    async with rt.redis.pipeline(transaction=False) as pipe:
+        for g in gone:
+            pipe.get(rt.keys.driver_offer(g.driver_id))
+        held = await pipe.execute()
+    grace_ms = int(rt.settings.offer_disconnect_grace_s * 1000)
+    due = {str(h): g.since_ms + grace_ms for g, h in zip(gone, held, strict=True) if h}
+    if due:
+        await rt.redis.zadd(rt.keys.offers_orphaned(), due)
+    return len(due)
 
 
 async def adopt_held(rt: Runtime, *, driver_id: str) -> None:

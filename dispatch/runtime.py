@@ -2,7 +2,8 @@
 
 A ``Runtime`` holds the process's connections and the services built on them: the
 database engine and sessions, Redis and its key names, the event bus, the live driver
-index, the service areas and the ETA model. The dispatcher process (``coopride
+index (with the process's lease, under which its sockets count), the service areas and
+the ETA model. The dispatcher process (``coopride
 dispatcher``) runs on one as it is; an api process runs on ``web.runtime.ApiRuntime``,
 which adds what only sockets and HTTP routes use (the hub that fans events out to
 sockets, the rate limiter). Service functions take either as ``rt: Runtime``.
@@ -86,16 +87,19 @@ class Runtime:
                 bulk_search=BulkScriptRunner(settings.redis_url),
                 location_burst=settings.location_burst,
                 location_rate_per_s=settings.location_rate_per_s,
+                lease_s=settings.process_lease_s,
             ),
             "areas": ServiceAreas(redis, keys, sessions),
             "eta": load_eta_model(settings.eta_model),
         }
 
     async def start(self) -> None:
-        """The learned ETA model's live correction follows the co-op's finished trips
-        (``dispatch.eta_feedback``); ``ApiRuntime`` also starts its hub."""
+        """Take the process's lease, under which its sockets count, and follow the
+        co-op's finished trips for the learned ETA model's live correction
+        (``dispatch.eta_feedback``). ``ApiRuntime`` also starts its hub."""
         from dispatch import eta_feedback
 
+        await self.presence.start()
         self._stopping = asyncio.Event()
         self._feedback = asyncio.create_task(eta_feedback.keep_fresh(self, self._stopping))
 
@@ -105,6 +109,7 @@ class Runtime:
             self._stopping.set()
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(feedback, FEEDBACK_STOP_S)
+        await self.presence.stop()
         await self.redis.aclose()
         self.presence.close()
         await self.engine.dispose()

@@ -34,9 +34,10 @@ def _points(body: TripRequest) -> tuple[LatLng, LatLng]:
 
 
 def client_address(request: Request) -> str:
-    """The peer address as the server saw it. Behind a proxy, run uvicorn with
-    ``--proxy-headers --forwarded-allow-ips`` so this is the phone's, never a header a
-    client could forge (docs/security.md)."""
+    """The peer address as the server saw it. Behind a reverse proxy named in
+    ``COOP_TRUSTED_PROXIES`` (``coopride serve --forwarded-allow-ips``), uvicorn has
+    already put the phone's address here from the proxy's ``X-Forwarded-For``; a header
+    from anyone else is ignored, so a client cannot forge it (docs/deployment.md)."""
     return request.client.host if request.client else "unknown"
 
 

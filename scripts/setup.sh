@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Make a fresh Debian/Ubuntu machine (Python 3.11+) ready to run and test
-# coopride: system packages, PostgreSQL + PostGIS, Redis, the app's role and
-# database, the .venv with the project installed, and the migrations.
+# coopride: system packages, PostgreSQL + PostGIS, Redis, nginx (for a test), the
+# app's role and database, the .venv with the project installed, and the migrations.
 # Idempotent: safe to run again; it only does what is missing.
 #
 # Usage: bash scripts/setup.sh [--services-only]
@@ -123,6 +123,36 @@ ensure_frontend_packages() {
     fi
 }
 
+# ---------------------------------------------------------------- reverse proxy
+
+# Debian's nginx and openssl: tests/e2e/test_reverse_proxy.py runs nginx of its own, with
+# its own config and a self-signed certificate, on free loopback ports, in front of the
+# api processes, using the site in deploy/nginx/. Only the binaries are needed: when
+# setup installs nginx, the system service Debian starts on port 80 is stopped and
+# disabled again (an nginx that was already installed is left as it is).
+ensure_proxy_packages() {
+    local missing=()
+    have nginx || [[ -x /usr/sbin/nginx ]] || missing+=(nginx)
+    have openssl || missing+=(openssl)
+    if [[ ${#missing[@]} -eq 0 ]]; then
+        log "nginx and openssl present"
+        return 0
+    fi
+    log "installing ${missing[*]} (the reverse-proxy test)"
+    apt_install "${missing[@]}"
+    if [[ " ${missing[*]} " == *" nginx "* ]]; then
+        log "stopping and disabling the system nginx (the tests run their own)"
+        if have systemctl && [[ -d /run/systemd/system ]]; then
+            as_root systemctl disable --now nginx >/dev/null 2>&1 || true
+        else
+            as_root service nginx stop >/dev/null 2>&1 || true
+            if have update-rc.d; then
+                as_root update-rc.d nginx disable >/dev/null 2>&1 || true
+            fi
+        fi
+    fi
+}
+
 # npm ci + the build into server/static/ops, skipped while the front end's sources,
 # package.json and package-lock.json are unchanged since the last successful build
 # (stamp file server/static/ops/.built-<sha256>).
@@ -172,6 +202,7 @@ fi
 ensure_venv
 ensure_project_installed
 ensure_frontend_packages
+ensure_proxy_packages
 build_dashboard
 run_migrations
 log "done"

@@ -6,14 +6,15 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import logging
 import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from core.data import DataFile, MissingDataError, data_path, given_file
-from core.settings import Settings, get_settings
+from core.settings import Settings, get_settings, trusted_proxies
 
 
 def _alembic_config() -> object:
@@ -49,7 +50,31 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-def serve(host: str, port: int, *, dispatcher: bool, workers: int, log_level: str) -> None:
+class ProxyOptions(TypedDict):
+    proxy_headers: bool
+    forwarded_allow_ips: list[str]
+
+
+def proxy_options(trusted: tuple[str, ...]) -> ProxyOptions:
+    """uvicorn's options for the trusted reverse proxies: with none, forwarded headers are
+    not read at all (uvicorn's own default would trust 127.0.0.1); with some, a request
+    from one of them gets the client address from ``X-Forwarded-For`` (the right-most
+    entry that is not itself a trusted proxy, so a client cannot prepend its own) and the
+    scheme from ``X-Forwarded-Proto``. Rate limits and access logs see that address."""
+    return ProxyOptions(proxy_headers=bool(trusted), forwarded_allow_ips=list(trusted))
+
+
+def serve(
+    host: str,
+    port: int,
+    *,
+    dispatcher: bool,
+    workers: int,
+    log_level: str,
+    forwarded_allow_ips: str | None = None,
+) -> None:
+    """``forwarded_allow_ips`` (``--forwarded-allow-ips``), when given, replaces
+    ``COOP_TRUSTED_PROXIES``."""
     import uvicorn
 
     from server.logs import configure
@@ -57,6 +82,12 @@ def serve(host: str, port: int, *, dispatcher: bool, workers: int, log_level: st
     settings = get_settings()
     check_data(settings)
     configure(log_level.upper(), secrets=(settings.operator_token, settings.jwt_secret))
+    trusted = trusted_proxies(
+        settings.trusted_proxies if forwarded_allow_ips is None else forwarded_allow_ips
+    )
+    logging.getLogger("server.cli").info(
+        "trusted proxies: %s", ", ".join(trusted) or "none (the peer address is the client's)"
+    )
     if workers > 1:
         # Each worker builds its own app; only one holds the dispatcher lock at a time.
         # Workers are fresh processes: they set up the same scrubbed JSON logs themselves.
@@ -71,6 +102,7 @@ def serve(host: str, port: int, *, dispatcher: bool, workers: int, log_level: st
             log_config=None,
             ws="websockets-sansio",
             lifespan="on",
+            **proxy_options(trusted),
         )
         return
     from server.app import create_app
@@ -84,6 +116,7 @@ def serve(host: str, port: int, *, dispatcher: bool, workers: int, log_level: st
         log_config=None,
         ws="websockets-sansio",
         lifespan="on",
+        **proxy_options(trusted),
     )
 
 
@@ -250,6 +283,12 @@ def build_parser() -> argparse.ArgumentParser:
     p_serve.add_argument(
         "--log-level", metavar="LEVEL", default="info", help="debug, info, warning or error"
     )
+    p_serve.add_argument(
+        "--forwarded-allow-ips",
+        metavar="ADDRESSES",
+        help="reverse proxies whose X-Forwarded-For is believed, comma-separated addresses "
+        "or networks; default: COOP_TRUSTED_PROXIES (empty trusts none)",
+    )
     p_disp = command("dispatcher", "run the dispatcher only")
     p_disp.add_argument(
         "--log-level", metavar="LEVEL", default="info", help="debug, info, warning or error"
@@ -387,30 +426,50 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help=f"the pickups to replay; default: {DataFile.PICKUPS.value} in the data folder",
     )
-    p_eta = sub.add_parser("eta", help="the learned ETA model (docs/eta.md)")
-    eta_sub = p_eta.add_subparsers(dest="eta_command", required=True)
-    p_fit = eta_sub.add_parser(
-        "fit", help="fit the model on observed trips and write it to the data folder"
+    p_eta = command(
+        "eta", "the learned ETA model: fit it on observed trips, score it (docs/eta.md)"
+    )
+    eta_sub = p_eta.add_subparsers(dest="eta_command", required=True, title="commands")
+
+    def eta_command(name: str, about: str) -> argparse.ArgumentParser:
+        return eta_sub.add_parser(
+            name, help=about, description=about, formatter_class=HelpFormatter
+        )
+
+    p_fit = eta_command("fit", "fit the model on observed trips and write it")
+    p_fit.add_argument(
+        "--trips",
+        metavar="FILE",
+        type=Path,
+        required=True,
+        help="CSV of observed trips with duration_s (data/README.md)",
     )
     p_fit.add_argument(
-        "--trips", type=Path, required=True, help="CSV of observed trips with duration_s"
+        "--months", metavar="M,M", default="1,2,3,4", help="months to fit on; the rest are held out"
     )
     p_fit.add_argument(
-        "--months",
-        default="1,2,3,4",
-        help="months to fit on; the others are held out (default: %(default)s)",
+        "--out",
+        metavar="FILE",
+        type=Path,
+        help=f"where to write it; default: {DataFile.ETA_MODEL.value} in the data folder",
     )
-    p_fit.add_argument(
-        "--out", type=Path, help="where to write it (default: eta_model.pkl in the data folder)"
-    )
-    p_fit.add_argument("--seed", type=int, default=0, help="default: %(default)s")
-    p_evaluate = eta_sub.add_parser(
-        "evaluate", help="score the model against real durations it was not fitted on"
+    p_fit.add_argument("--seed", metavar="N", type=int, default=0, help="the regressor's seed")
+    p_evaluate = eta_command(
+        "evaluate", "score the model against real durations it was not fitted on"
     )
     p_evaluate.add_argument(
-        "--trips", type=Path, required=True, help="CSV of observed trips with duration_s"
+        "--trips",
+        metavar="FILE",
+        type=Path,
+        required=True,
+        help="CSV of observed trips with duration_s (data/README.md)",
     )
-    p_evaluate.add_argument("--model", type=Path, help="default: eta_model.pkl in the data folder")
+    p_evaluate.add_argument(
+        "--model",
+        metavar="FILE",
+        type=Path,
+        help=f"default: {DataFile.ETA_MODEL.value} in the data folder",
+    )
     p_evaluate.add_argument("--json", action="store_true", help="one JSON object on stdout")
     # Listed for `coopride --help`; its options are the load test's own (see main's start).
     sub.add_parser(
@@ -427,6 +486,11 @@ def main(argv: list[str] | None = None) -> int:
         load_test(given[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "serve" and args.forwarded_allow_ips is not None:
+        try:
+            trusted_proxies(args.forwarded_allow_ips)
+        except ValueError as e:
+            parser.error(f"--forwarded-allow-ips: {e}")
     try:
         return _run(args)
     except MissingDataError as exc:
@@ -444,6 +508,7 @@ def _run(args: argparse.Namespace) -> int:
             dispatcher=not args.no_dispatcher,
             workers=args.workers,
             log_level=args.log_level,
+            forwarded_allow_ips=args.forwarded_allow_ips,
         )
     elif args.command == "dispatcher":
         run_dispatcher(args.log_level)

@@ -31,7 +31,9 @@ request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 REDACTED = "[redacted]"
 _PATTERNS = (
-    (re.compile(r"(?i)(token=)[^&\s\"']+"), r"\1" + REDACTED),
+    # Stops at a backslash too: the line is JSON by now, and a quote after the token is
+    # escaped (``\"``); eating the backslash would leave the quote unescaped.
+    (re.compile(r"(?i)(token=)[^&\s\"'\\]+"), r"\1" + REDACTED),
     (re.compile(r"(?i)(bearer\s+)[^\s\"',]+"), r"\1" + REDACTED),
     (re.compile(r"eyJ[\w-]*\.[\w-]+\.[\w-]*"), REDACTED),
 )

@@ -9,6 +9,9 @@ has run. Available drivers are also in their cell's GEO set. A driver *holds an 
 exactly while its offer key exists (``core.keys.Keys.driver_offer``), so an abandoned
 reservation frees itself when its TTL runs out.
 
+A driver's open sockets are counted per api process, under that process's lease
+(``dispatch.presence.sockets``), so a process that dies takes its counts with it.
+
 Every key a script touches is built in ``core.keys`` and passed as KEYS
 (``docs/live-index.md``); those that depend on what Redis holds (the cell a driver
 leaves, the trace a frame extends) are declared from this process's hints
@@ -22,6 +25,7 @@ from collections.abc import Callable, Sequence
 
 from redis.asyncio import Redis
 
+from core import clock
 from core.bulk_redis import BulkScriptRunner, pack, pack_args
 from core.keys import Keys
 from core.script_batcher import ScriptBatcher
@@ -31,6 +35,7 @@ from dispatch.presence.hints import MAX_TRIES, UNKNOWN, Hint, Hints, KeptMoving,
 from dispatch.presence.results import DriverState, LocationResult, RiderForward, TripLeg
 from dispatch.presence.scripts import TRACE_EVERY_MS, TRACE_MAX
 from dispatch.presence.search import CandidateSearch
+from dispatch.presence.sockets import Gone, Sockets
 from geo.point import LatLng
 
 Forward = RiderForward | Callable[[TripLeg], RiderForward]
@@ -52,6 +57,7 @@ class Presence:
         bulk_search: BulkScriptRunner,
         location_burst: int = 60,
         location_rate_per_s: float = 2.0,
+        lease_s: float = 6.0,
     ) -> None:
         self.redis = redis
         self.keys = keys
@@ -76,12 +82,38 @@ class Presence:
         self._reap_batcher = ScriptBatcher(bulk_search, scripts.REAP)
         self._status = redis.register_script(scripts.STATUS)
         self._trip = redis.register_script(scripts.TRIP)
-        self._connections = redis.register_script(scripts.CONNECTIONS)
         self._release = redis.register_script(scripts.RELEASE)
+        self._sockets = Sockets(
+            redis,
+            keys,
+            self._hints,
+            bulk_search,
+            resolution=resolution,
+            lease_s=lease_s,
+            set_status=self._status_now,
+        )
+
+    async def start(self) -> None:
+        """Take this process's lease and keep renewing it (``sockets``)."""
+        await self._sockets.start()
+
+    async def stop(self) -> None:
+        """Let this process's lease run out now."""
+        await self._sockets.stop()
 
     def close(self) -> None:
         for runner in self._runners:
             runner.close()
+
+    @property
+    def process_id(self) -> str:
+        """The id this process's sockets are counted under (a new one after a lost
+        lease)."""
+        return self._sockets.process_id
+
+    @property
+    def sockets(self) -> Sockets:
+        return self._sockets
 
     @property
     def moved_retries(self) -> int:
@@ -207,7 +239,12 @@ class Presence:
     # -- status, sockets, trips ----------------------------------------------------------
 
     async def set_status(self, driver_id: str, status: str, *, now_ms: int) -> str:
+        self._sockets.wanted(driver_id, status)
+        return await self._status_now(driver_id, status, now_ms=now_ms)
+
+    async def _status_now(self, driver_id: str, status: str, *, now_ms: int | None = None) -> str:
         k = self.keys
+        now_ms = clock.now_ms() if now_ms is None else now_ms
 
         async def call(cell: str) -> Reply:
             reply: Reply = await self._status(
@@ -225,35 +262,21 @@ class Presence:
         return str((await self._hints.settle(driver_id, call))[1])
 
     async def connected(self, driver_id: str) -> int:
-        """One more open socket for this driver; returns how many are open. The reply
-        says where the driver stands, so this process's next calls declare the right
-        keys from the first."""
-        return await self._count_connection(driver_id, 1)
+        """One more open socket for this driver in this process; returns how many are
+        open in all. The reply says where the driver stands, so this process's next calls
+        declare the right keys from the first."""
+        return await self._sockets.connected(driver_id)
 
     async def disconnected(self, driver_id: str) -> int:
-        """One socket fewer; the last one closing takes the driver offline (unless on a
-        trip). Returns how many remain open."""
-        return await self._count_connection(driver_id, -1)
+        """One socket fewer in this process; the last one anywhere closing takes the
+        driver offline (unless on a trip). Returns how many remain open."""
+        return await self._sockets.disconnected(driver_id)
 
-    async def _count_connection(self, driver_id: str, delta: int) -> int:
-        k = self.keys
-
-        async def call(cell: str) -> Reply:
-            reply: Reply = await self._connections(
-                keys=[
-                    k.seen(),
-                    k.available_cells(self.resolution),
-                    k.driver(driver_id),
-                    *self._hints.declared(cell),
-                ],
-                args=[delta, driver_id, cell],
-            )
-            return reply
-
-        reply = await self._hints.settle(driver_id, call)
-        cell, trip, rider, tlat, tlng = (str(x) for x in reply[2:7])
-        self._hints.remember(driver_id, Hint(cell, trip, rider, f"{tlat},{tlng}"))
-        return int(reply[1])
+    async def reap_lapsed_processes(self) -> list[Gone]:
+        """Take the socket counts of processes whose lease ran out off their drivers
+        (the dispatcher's tick); returns the drivers that no socket is counted for any
+        more, each taken offline as if its last socket had closed, unless on a trip."""
+        return await self._sockets.reap_lapsed()
 
     async def set_trip(
         self, driver_id: str, *, trip_id: str, rider_id: str, target_lat: float, target_lng: float
@@ -287,6 +310,7 @@ class Presence:
                     k.available_cells(self.resolution),
                     k.fairness(),
                     k.driver(driver_id),
+                    k.driver_sockets(driver_id),
                     *self._hints.declared(cell),
                 ],
                 args=[*trip, driver_id, now_ms, earned_cents, cell],
@@ -349,9 +373,9 @@ class Presence:
         return int(ok) == 1
 
     async def open_sockets(self, driver_id: str) -> int:
-        """How many sockets of this driver are open, across every api process."""
-        value = await self.redis.hget(self.keys.driver(driver_id), "conns")
-        return int(value) if value else 0
+        """How many sockets of this driver are open, across every api process whose
+        lease lasts."""
+        return await self._sockets.open_sockets(driver_id)
 
     async def offer_held_by(self, driver_id: str) -> str | None:
         value = await self.redis.get(self.keys.driver_offer(driver_id))

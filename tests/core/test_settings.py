@@ -134,3 +134,18 @@ def test_invalid_values_from_the_environment_are_refused(monkeypatch: pytest.Mon
     monkeypatch.setenv("COOP_ENVIRONMENT", "staging")
     with pytest.raises(ValidationError):
         Settings(_env_file=None)
+
+
+def test_trusted_proxies_are_none_by_default_and_normalised(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert make().trusted_proxies == ""
+    monkeypatch.setenv("COOP_TRUSTED_PROXIES", " 127.0.0.1, 10.0.0.0/8 ,::1,127.0.0.1,")
+    assert Settings(_env_file=None).trusted_proxies == "127.0.0.1,10.0.0.0/8,::1"
+
+
+@pytest.mark.parametrize("bad", ["*", "localhost", "10.0.0.1/8", "127.0.0.1, 1.2.3"])
+def test_trusted_proxies_must_be_addresses_or_networks(bad: str) -> None:
+    """A typo must not quietly trust nobody, and trusting every peer is refused."""
+    with pytest.raises(ValidationError, match="trusted_proxies"):
+        make(trusted_proxies=bad)

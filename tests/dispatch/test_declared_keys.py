@@ -171,7 +171,8 @@ async def rt(settings: Settings, own_redis: OwnRedis) -> AsyncIterator[Runtime]:
 
 async def every_script(rt: Runtime, second: Runtime) -> None:
     """Each script at least once, through its callers, down the branches that touch the
-    keys depending on stored data: cells left, traces, a moved driver, reaping."""
+    keys depending on stored data: cells left, traces, a moved driver, reaping, a
+    process whose lease ran out."""
     p, q = rt.presence, second.presence  # two api processes
     res = p.resolution
     t = now_ms()
@@ -252,6 +253,15 @@ async def every_script(rt: Runtime, second: Runtime) -> None:
     await frame(p, "drv_9", a, t - 60_000)
     assert await p.reap_stale(cutoff_ms=t - 30_000) == ["drv_9"]
 
+    # Leases: one renewed; the other process's runs out, and its sockets are reaped.
+    await p.sockets.renew()
+    await q.sockets.renew()  # takes its lease
+    assert await q.connected("drv_5") == 1
+    await p.set_status("drv_5", "available", now_ms=t)
+    await frame(p, "drv_5", a, t)
+    await rt.redis.zadd(rt.keys.processes(), {q.process_id: 1})  # ran out long ago
+    assert [g.driver_id for g in await p.reap_lapsed_processes()] == ["drv_5"]
+
     # Events and rate limits.
     await rt.bus.publish(
         [Event("driver", "drv_1", {"type": "x"}), Event("rider", "rdr_1", {"type": "y"}, False)]
@@ -286,6 +296,8 @@ async def test_every_key_a_script_touches_was_declared(
         "reserve": scripts.RESERVE,
         "release": scripts.RELEASE,
         "restore": scripts.RESTORE,
+        "lease": scripts.LEASE,
+        "lapsed": scripts.LAPSED,
         "leader renew": dispatcher._RENEW,
         "leader fence": dispatcher._NEXT_FENCE,
         "leader resign": dispatcher._RESIGN,

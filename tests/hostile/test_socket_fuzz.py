@@ -307,15 +307,16 @@ def _redis(stage: Stage) -> SyncRedis:
 
 
 def driver_state(stage: Stage) -> dict[str, str]:
-    """The driver's live index entry, without the socket count (fuzzing sockets come and
-    go) and the location rate limit's bucket (every location frame counts against it,
-    taken or refused: that is the limit working, not a change of the driver's state)."""
+    """The driver's live index entry, without the location rate limit's bucket (every
+    location frame counts against it, taken or refused: that is the limit working, not a
+    change of the driver's state). Its socket count is another key (fuzzing sockets come
+    and go)."""
     prefix = stage.server.settings.redis_prefix
     with _redis(stage) as r:
         state = r.hgetall(f"{prefix}drv:{stage.driver_id}")
         held = r.get(f"{prefix}offer:drv:{stage.driver_id}")
         in_cell = r.zscore(f"{prefix}seen", stage.driver_id)
-    for bookkeeping in ("conns", "rl_t", "rl_at"):
+    for bookkeeping in ("rl_t", "rl_at"):
         state.pop(bookkeeping, None)
     return {**state, "held": str(held), "seen_score": str(in_cell)}
 

@@ -24,8 +24,11 @@ def test_every_setting_reaches_the_subprocess_and_none_removes_its_variable(
     env = harness.service_env(settings)
     assert env["UNRELATED"] == "kept"
     assert "COOP_OPS_TILE_URL" not in env
-    named = {f"COOP_{name.upper()}" for name in Settings.model_fields} - {"COOP_OPS_TILE_URL"}
-    assert named <= env.keys()
+    unset = {name for name in Settings.model_fields if getattr(settings, name) is None}
+    assert unset >= {"ops_tile_url"}
+    named = {f"COOP_{name.upper()}" for name in Settings.model_fields}
+    assert named - {f"COOP_{name.upper()}" for name in unset} <= env.keys()
+    assert not {f"COOP_{name.upper()}" for name in unset} & env.keys()
     # What the subprocess reads back is what was given, field by field.
     monkeypatch.setattr("os.environ", env)
     assert Settings(_env_file=None) == settings

@@ -77,3 +77,13 @@ def test_trip_and_offer_outcomes_are_counted_and_logged_with_the_trip_id(
     assert trip_line["trip_id"] == "trp_9" and trip_line["status"] == "completed"
     assert trip_line["driver_id"] == "mbr_2"
     assert offer_line["offer_id"] == "off_1" and offer_line["outcome"] == "expired"
+
+
+def test_a_redacted_socket_path_leaves_the_line_json(lines: io.StringIO) -> None:
+    """uvicorn logs a socket as ``"WebSocket /path?token=…" [accepted]``: the quote after
+    the token is escaped in the JSON line, and redaction keeps it so."""
+    logging.getLogger("uvicorn.error").info(
+        '%s - "WebSocket %s" [accepted]', "127.0.0.31:0", "/v1/riders/ws?token=abc.def.ghi"
+    )
+    (line,) = logged(lines)
+    assert line["msg"] == '127.0.0.31:0 - "WebSocket /v1/riders/ws?token=[redacted]" [accepted]'

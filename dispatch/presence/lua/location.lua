@@ -57,12 +57,10 @@ if (leaving and left ~= ARGV[11]) or (tracing and trip ~= ARGV[12])
    or (trip and not forward and ARGV[21] == '1') then
   return {'moved', left or '', trip or '', h[5] or '', h[6] or '', h[7] or '', '', ''}
 end
+-- (The socket sending this frame is counted again by its process, which finds its lease
+-- gone too: dispatch.presence.sockets. Nothing here touches socket counts.)
 local restored = ''
-if not h[3] then
-  restored = '1'
-  -- The socket sending this frame is open, whatever count Redis forgot.
-  redis.call('HSETNX', KEYS[8], 'conns', 1)
-end
+if not h[3] then restored = '1' end
 redis.call('HSET', KEYS[8], 'lat', ARGV[2], 'lng', ARGV[3], 'ts', ARGV[4], 'acc', ARGV[5],
            'hdg', ARGV[6], 'spd', ARGV[7], 'cell', cell, 'seen', ARGV[9],
            'status', status, 'rl_t', tokens, 'rl_at', now)
