@@ -65,10 +65,11 @@ class Settings(BaseSettings):
     cancellation_grace_s: float = Field(default=120.0, ge=0)
 
     # How pickup ETAs and trip legs are estimated (geo/eta/, docs/eta.md): "learned"
-    # (durations learned from real observed trips, corrected live), "calibrated"
+    # (durations learned from real observed trips, corrected live; not yet the default:
+    # it cannot see one-way streets, so it misranks short pickups), "calibrated"
     # (detour and pace fitted per cell and hour), "road" (routes on the Midtown OSM
     # graph where it covers both ends), or "straight" (one detour factor and speed).
-    eta_model: Literal["learned", "calibrated", "road", "straight"] = "learned"
+    eta_model: Literal["learned", "calibrated", "road", "straight"] = "calibrated"
     # The folder of real data files (demand, road network, observed trips, the fitted ETA
     # model; core/data.py, data/README.md). Unset: the data the project ships.
     data_dir: Path | None = None

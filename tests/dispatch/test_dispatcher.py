@@ -37,9 +37,9 @@ async def test_one_assignment_for_the_window_beats_first_come_first_served(
     total pickup time smallest."""
     rt = world.rt
     rt.settings = with_policy(rt.settings, policy)
-    # The straight-line model, whose pickup times grow with distance at every hour: the
-    # learned model (real NYC traffic, the real clock) puts a 2 km crosstown pickup past
-    # the 15-minute limit at some hours, and this is about the assignment, not the ETA.
+    # The straight-line model, whose pickup times grow with distance at every hour: with
+    # a model of real traffic on the real clock (COOP_ETA_MODEL=learned) a 2 km crosstown
+    # pickup passes the 15-minute limit at some hours, and this is about the assignment.
     rt.eta = DEFAULT_MODEL
     t = now_ms()
     d1, d2 = await world.member(), await world.member()
