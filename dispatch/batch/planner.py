@@ -78,6 +78,7 @@ class Plan:
     fairness_weight: float
     stats: Mapping[str, DriverStats]
     unmatched_penalty_s: int
+    max_pickup_eta_s: float
     # Requests that would expire before an offer could be answered: not planned.
     skipped: tuple[str, ...] = ()
     wider: tuple[Request, ...] = ()
@@ -124,7 +125,8 @@ def plan(
 ) -> Plan:
     """The batch's first pass. Requests that ``will_expire`` before an offer could be
     answered are skipped (``Plan.skipped``), under either policy. The others' candidates
-    come nearest first; only the nearest ``CANDIDATES_PER_REQUEST`` are considered.
+    come nearest first; only the nearest ``CANDIDATES_PER_REQUEST`` within
+    ``max_pickup_eta_s`` are considered.
     ``greedy`` serves requests in order, each its nearest free candidate; ``batched``
     solves the batch as one assignment, with the co-op's fairness weight (``greedy``
     ignores it, as it always has). Raises ValueError for a fairness weight outside
@@ -139,9 +141,7 @@ def plan(
     )
     gone = set(skipped)
     planned = tuple(
-        r
-        if len(r.candidates) <= CANDIDATES_PER_REQUEST
-        else replace(r, candidates=nearest(r.candidates))
+        replace(r, candidates=nearest(_within(r.candidates, max_pickup_eta_s)))
         for r in requests
         if r.trip_id not in gone
     )
@@ -149,18 +149,34 @@ def plan(
     chosen = _match(
         planned, policy=policy, penalty=penalty, stats=stats, fairness_weight=fairness_weight
     )
-    return Plan(planned, chosen, policy, fairness_weight, stats, penalty, skipped)
+    return Plan(
+        planned,
+        chosen,
+        policy,
+        fairness_weight,
+        stats,
+        penalty,
+        max_pickup_eta_s=max_pickup_eta_s,
+        skipped=skipped,
+    )
+
+
+def _within(ranked: Sequence[Candidate], max_pickup_eta_s: float) -> tuple[Candidate, ...]:
+    """The search never returns a driver beyond the maximum pickup ETA; the planner does
+    not rely on it: the limit is the rider's guarantee, under either policy."""
+    return tuple(c for c in ranked if c.pickup_eta_s <= max_pickup_eta_s)
 
 
 def second_pass(first: Plan, wider: Sequence[Request], *, stats: Mapping[str, DriverStats]) -> Plan:
     """The batch's second pass: ``wider`` holds the requests of ``first.retry`` searched
     again, nearest first (any of them may be missing: not searched, or nothing found).
-    Each keeps its nearest ``SECOND_PASS_CANDIDATES`` candidates that the first pass did
-    not match (the caller's search should already leave those out, so that the count is
-    of drivers still free), and they are matched by the first pass's policy and weight,
-    with ``stats`` for the new candidates. Every assignment adds a rider at a pickup ETA
-    within the maximum, below the unmatched penalty: the second pass never makes the
-    batch's objective worse. Raises ValueError for a request not in ``first.retry``."""
+    Each keeps its nearest ``SECOND_PASS_CANDIDATES`` candidates within the maximum
+    pickup ETA that the first pass did not match (the caller's search should already
+    leave those out, so that the count is of drivers still free), and they are matched
+    by the first pass's policy and weight, with ``stats`` for the new candidates. Every
+    assignment adds a rider at a pickup ETA within the maximum, below the unmatched
+    penalty: the second pass never makes the batch's objective worse. Raises ValueError
+    for a request not in ``first.retry``."""
     retry = set(first.retry)
     if stray := [r.trip_id for r in wider if r.trip_id not in retry]:
         raise ValueError(f"not left for the second pass: {', '.join(stray)}")
@@ -168,7 +184,11 @@ def second_pass(first: Plan, wider: Sequence[Request], *, stats: Mapping[str, Dr
     again = tuple(
         replace(r, candidates=free[:SECOND_PASS_CANDIDATES])
         for r in wider
-        if (free := tuple(c for c in r.candidates if c.driver_id not in taken))
+        if (
+            free := tuple(
+                c for c in _within(r.candidates, first.max_pickup_eta_s) if c.driver_id not in taken
+            )
+        )
     )
     if not again:
         return first
