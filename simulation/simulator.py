@@ -87,6 +87,9 @@ class SimConfig:
             raise ValueError("decline_rate must be in [0, 1)")
         if self.max_pickup_eta_s <= 0 or self.request_timeout_s <= 0:
             raise ValueError("max_pickup_eta_s and request_timeout_s must be positive")
+        if self.request_timeout_s <= self.offer_accept_s + self.batch_s:
+            # As core.settings: no request could ever be offered (planner.will_expire).
+            raise ValueError("request_timeout_s must exceed offer_accept_s + batch_s")
 
     @property
     def unmatched_penalty_s(self) -> int:

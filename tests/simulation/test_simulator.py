@@ -122,6 +122,12 @@ def test_the_unmatched_penalty_is_the_dispatchers() -> None:
     assert SimConfig(max_pickup_eta_s=900).unmatched_penalty_s == 1800
 
 
+def test_a_request_timeout_no_offer_fits_in_is_refused() -> None:
+    with pytest.raises(ValueError, match="request_timeout_s"):
+        SimConfig(request_timeout_s=6.0, offer_accept_s=4.0, batch_s=2.0)
+    assert SimConfig(request_timeout_s=6.5, offer_accept_s=4.0, batch_s=2.0).batch_s == 2.0
+
+
 def test_same_seed_same_kpis(tmp_path: Path) -> None:
     demand_csv = random_demand_csv(tmp_path / "demand.csv", n=300, minutes=30, seed=1)
     config = SimConfig(policy="batched", fairness_weight=0.5, decline_rate=0.1, seed=7)
