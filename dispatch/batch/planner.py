@@ -1,5 +1,5 @@
-"""The batch planner: the one entry point that turns a batch of queued requests, each
-with its candidates, and the drivers' stats into assignments.
+"""The batch planner: what turns a batch of queued requests, each with its candidates,
+and the drivers' stats into assignments.
 
 Both the live dispatcher (``dispatch.dispatcher``) and the simulator
 (``simulation.simulator``) call ``plan`` and ``second_pass`` with the constants below, so
@@ -33,8 +33,8 @@ CANDIDATES_PER_REQUEST = 8
 # Candidates per request in the second pass. Only the riders whose 8 nearest all went to
 # others get there (~10% of a batch at 1:1 supply, almost none at 1:2), and the drivers
 # still free are few and mostly far away: 64 finds nearly all of those within reach
-# (benchmarks/bench_solver.py: 64 serve 1,947 riders where every free driver serves
-# 1,949 and 32 serve 1,930) for a search and a solve of a few tens of ms.
+# (benchmarks/bench_solver.py, 2,000 × 2,000: 64 serve 1,947 riders where every free
+# driver serves 1,949 and 32 serve 1,930) for a search and a solve of a few tens of ms.
 SECOND_PASS_CANDIDATES = 64
 
 
