@@ -353,9 +353,15 @@ def _init(environment: Environment, **_: Any) -> None:
         runner.register_message(PLAN_MESSAGE, Workers.on_plan, concurrent=True)
         return
     try:
-        City.use(City.resolve(environment))  # a setting that cannot work: exit now
-    except SettingError as exc:
-        _fatal(str(exc))
+        plan = City.resolve(environment)
+        if environment.web_ui is None:
+            # Headless: the server is the one the run will use; a token it refuses
+            # stops here, before seconds of reading the demand file.
+            preflight.check(environment.host, plan)
+        City.use(plan)
+    except SettingError as exc:  # a setting that cannot work: exit now
+        logger.error("stopped: %s", exc)
+        sys.exit(2)
     if isinstance(runner, MasterRunner):
         runner.register_message(ABORT_MESSAGE, _on_worker_stop)
         runner.register_message(LOADED_MESSAGE, Workers.on_loaded)
