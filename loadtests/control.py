@@ -7,8 +7,10 @@ listeners register on import.
   in the web UI's start form, with its environment variable as default; plus the KPI
   reader's ``--database-url``, ``--kpi-json``, ``--batch-s`` and the thresholds.
 - The plan: the master (or the one local process) resolves it when a run starts (the
-  form, the command line, the environment, ``-t`` for the length) and sends it to the
-  workers with the spawn message (``--coop-resolved``, hidden).
+  form, the command line, the environment, ``-t`` for the length) and checks it against
+  the server (``loadtests/preflight.py``; headless, already at start-up). Workers get it
+  before the first user starts and say when they have read its demand file
+  (``Workers``); the spawn messages carry it too (``--coop-resolved``, hidden).
 - ``Stop.now``: one line, then the test stops at once (headless: Locust quits, exit 2; a
   worker tells the master). Nothing retries the same failure.
 - ``Live``: the master reads the run's KPIs from the server every few seconds — trips and
@@ -34,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import gevent
-import gevent.event
 import httpx
 from locust import argument_parser, events
 from locust.env import Environment
