@@ -109,9 +109,8 @@ class DriverUser(FastHttpUser):
             name="/v1/drivers [admit]",
         )
         if r.status_code != 201:
-            line = preflight.admit_refused(r.status_code, r.text or "")
             if r.status_code in (401, 403):
-                Stop.now(self.environment, line)
+                Stop.now(self.environment, preflight.admit_refused(r.status_code))
             park()  # counted as a failure once (the admit itself)
         self.token = r.json()["token"]
         self.auth = {"Authorization": f"Bearer {self.token}"}

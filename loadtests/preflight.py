@@ -84,11 +84,9 @@ def signup_limited(phones: int) -> str:
     )
 
 
-def admit_refused(status: int, body: str) -> str:
-    """The line for a driver the operator API would not admit."""
-    if status in (401, 403):
-        return (
-            f"admitting a driver is refused ({status}): give the server's "
-            "COOP_OPERATOR_TOKEN as --operator-token or in COOP_OPERATOR_TOKEN"
-        )
-    return f"admitting a driver failed ({status}: {body[:200]})"
+def admit_refused(status: int) -> str:
+    """The line for a driver the operator API refused to admit (401 or 403)."""
+    return (
+        f"admitting a driver is refused ({status}): give the server's "
+        "COOP_OPERATOR_TOKEN as --operator-token or in COOP_OPERATOR_TOKEN"
+    )
