@@ -159,16 +159,20 @@ def exact_candidate_graph(
     the same equirectangular metres the Lua script uses."""
     from scipy.spatial import cKDTree
 
+    if not city.request_ids or not city.driver_ids:
+        return [Request(t, ()) for t in city.request_ids]
     lat0 = float(np.mean(city.request_lat))
     kx = METRES_PER_DEGREE_LAT * math.cos(math.radians(lat0))
     drivers = np.column_stack((city.driver_lng * kx, city.driver_lat * METRES_PER_DEGREE_LAT))
     riders = np.column_stack((city.request_lng * kx, city.request_lat * METRES_PER_DEGREE_LAT))
     tree = cKDTree(drivers)
-    _, idx = tree.query(riders, k=want, distance_upper_bound=eta.reach_m(max_pickup_eta_s))
+    _, idx = tree.query(
+        riders, k=[*range(1, want + 1)], distance_upper_bound=eta.reach_m(max_pickup_eta_s)
+    )
     ids = city.driver_ids
     n = len(ids)
     out = []
-    for i, row in enumerate(np.atleast_2d(idx)):
+    for i, row in enumerate(idx):
         found = row[row < n]
         if len(found) == 0:
             out.append(Request(city.request_ids[i], ()))
@@ -255,6 +259,16 @@ def only_requests(city: City, keep: list[int]) -> City:
         request_ids=[city.request_ids[i] for i in keep],
         request_lat=city.request_lat[keep],
         request_lng=city.request_lng[keep],
+    )
+
+
+def only_drivers(city: City, keep: list[int]) -> City:
+    """The same city with only the drivers at positions ``keep`` (ids unchanged)."""
+    return replace(
+        city,
+        driver_ids=[city.driver_ids[k] for k in keep],
+        driver_lat=city.driver_lat[keep],
+        driver_lng=city.driver_lng[keep],
     )
 
 

@@ -135,6 +135,18 @@ class Settings(BaseSettings):
                 raise ValueError("COOP_JWT_SECRET must be at least 32 characters")
         return self
 
+    @model_validator(mode="after")
+    def _requests_outlive_an_offer(self) -> Settings:
+        # The planner offers a request only while it has more than an offer's answer
+        # time and a batch left (dispatch.batch.planner.will_expire); a shorter request
+        # timeout would leave every request to expire unoffered.
+        if self.trip_request_timeout_s <= self.offer_timeout_s + self.dispatch_batch_s:
+            raise ValueError(
+                "COOP_TRIP_REQUEST_TIMEOUT_S must exceed COOP_OFFER_TIMEOUT_S + "
+                "COOP_DISPATCH_BATCH_S, or no request could ever be offered"
+            )
+        return self
+
 
 def trusted_proxies(value: str) -> tuple[str, ...]:
     """The addresses and networks of a comma-separated list, normalised; a ValueError

@@ -3,8 +3,10 @@
 Each tick: expire offers past their deadline, take the sockets of api processes whose
 lease ran out off their drivers, withdraw offers whose driver has had no socket for the
 grace, expire requests that waited too long, drop stale drivers from the index, then
-take the region's queue, find candidates for every request and match them
-(``dispatch.matching``), turning each match into an offer.
+take the region's queue, find candidates for every request and plan the batch
+(``dispatch.batch.planner``: a first pass over every request that can still be answered
+in time, a second, wider one for those it left unmatched), turning each match into an
+offer.
 
 Leadership is a Redis key set with NX and a TTL of a few batches, renewed every tick by
 its holder only (compare-and-extend); a standby process polls and takes over within one
@@ -27,10 +29,15 @@ from sqlalchemy.exc import SQLAlchemyError
 from core import metrics
 from core.clock import now_ms, utcnow
 from core.errors import CoopError
+from core.models import Trip
 from dispatch import candidates, offers, trips
 from dispatch.batch import planner
-from dispatch.batch.planner import BATCH_MAX_REQUESTS, CANDIDATES_PER_REQUEST
-from dispatch.batch.types import Request
+from dispatch.batch.planner import (
+    BATCH_MAX_REQUESTS,
+    CANDIDATES_PER_REQUEST,
+    SECOND_PASS_CANDIDATES,
+)
+from dispatch.batch.types import Candidate, Request
 from dispatch.runtime import Runtime
 from dispatch.views import latlng_of
 from fares import governance, rules
@@ -157,8 +164,12 @@ class Dispatcher:
         return await self.dispatch_batch()
 
     async def dispatch_batch(self) -> int:
-        """Plan the region's queue in one go (``dispatch.batch.planner``) and turn the
-        assignments into offers."""
+        """Plan the region's queue (``dispatch.batch.planner``) and turn the assignments
+        into offers. Two passes: the first plans every request that can still be
+        answered in time with its nearest candidates, and its offers are made at once;
+        then the requests it left unmatched are searched again, wider, and planned among
+        the drivers still free (the first pass's offers hold theirs in the live index,
+        so the search leaves them out)."""
         rt = self.rt
         started = time.perf_counter()
         queue_key = rt.keys.pending(self.region)
@@ -178,46 +189,46 @@ class Dispatcher:
         async with rt.redis.pipeline(transaction=False) as pipe:
             for t in open_trips:
                 pipe.smembers(rt.keys.trip_excluded(t.id))
-            excluded = await pipe.execute()
-        now = now_ms()
-        min_seen = now - int(rt.settings.driver_stale_s * 1000)
-        # Gathered, so all the batch's searches go to Redis in one round trip, and the
-        # batch's pickup legs are estimated in one call.
-        pickups = [latlng_of(trip.pickup) for trip in open_trips]
-        nearby = await asyncio.gather(
-            *(
-                candidates.near(
-                    rt.presence,
-                    rt.eta,
-                    pickup,
-                    want=CANDIDATES_PER_REQUEST,
-                    max_pickup_eta_s=rt.settings.max_pickup_eta_s,
-                    min_seen_ms=min_seen,
-                    exclude=excl,
-                )
-                for pickup, excl in zip(pickups, excluded, strict=True)
-            )
-        )
-        found = candidates.rank(
-            rt.eta, pickups, nearby, max_pickup_eta_s=rt.settings.max_pickup_eta_s
-        )
+            excluded = dict(zip([t.id for t in open_trips], await pipe.execute(), strict=True))
+        now, wall = now_ms(), utcnow()
+        timeout_s = rt.settings.trip_request_timeout_s
+        found = await self._search(open_trips, excluded, want=CANDIDATES_PER_REQUEST, now=now)
         searched = time.perf_counter()
         requests = [
-            Request(trip.id, planner.nearest(ranked))
+            Request(
+                trip.id,
+                planner.nearest(ranked),
+                # As ``trips.expire_unmatched`` will count it.
+                expires_in_s=timeout_s - (wall - trip.requested_at).total_seconds(),
+            )
             for trip, ranked in zip(open_trips, found, strict=True)
         ]
         weight = rule.fairness_weight
-        batch = planner.plan(
+        first = planner.plan(
             requests,
             policy=rt.settings.dispatch_policy,
             max_pickup_eta_s=rt.settings.max_pickup_eta_s,
             stats=planner.stats_of(requests, now_ms=now),
             fairness_weight=weight,
+            offer_timeout_s=rt.settings.offer_timeout_s,
+            batch_s=rt.settings.dispatch_batch_s,
         )
         solved = time.perf_counter()
         made = await offers.make_batch(
-            rt, batch.assignments, region=self.region, fence=self.lock.fence
+            rt, first.assignments, region=self.region, fence=self.lock.fence
         )
+
+        batch, second_ms = first, 0.0
+        if retry := set(first.retry):
+            second_started = time.perf_counter()
+            again = [t for t in open_trips if t.id in retry]
+            found = await self._search(again, excluded, want=SECOND_PASS_CANDIDATES, now=now)
+            wider = [Request(t.id, tuple(ranked)) for t, ranked in zip(again, found, strict=True)]
+            batch = planner.second_pass(first, wider, stats=planner.stats_of(wider, now_ms=now))
+            later = [a for a in batch.assignments if a.trip_id in retry]
+            second_ms = (time.perf_counter() - second_started) * 1000
+            made += await offers.make_batch(rt, later, region=self.region, fence=self.lock.fence)
+
         batch_id = f"{self.region}:{self.lock.fence}:{int(time.time() * 1000)}"
         await self._explain(batch_id, batch, {o.trip_id for o in made}, rule.version)
         metrics.DISPATCH_BATCH_SIZE.observe(len(requests))
@@ -233,15 +244,46 @@ class Dispatcher:
                 "fairness_weight": weight,
                 "fare_rule_version": rule.version,
                 "requests": len(requests),
+                "expiring": len(batch.skipped),
                 "candidate_edges": sum(len(r.candidates) for r in batch.requests),
                 "matched": len(batch.assignments),
+                "second_pass_requests": len(retry),
+                "second_pass_matched": len(batch.assignments) - len(first.assignments),
                 "offers": len(made),
                 "search_ms": round((searched - started) * 1000, 2),
                 "solve_ms": round((solved - searched) * 1000, 2),
+                "second_pass_ms": round(second_ms, 2),
                 "total_ms": round((time.perf_counter() - started) * 1000, 2),
             },
         )
         return len(made)
+
+    async def _search(
+        self, open_trips: list[Trip], excluded: dict[str, set[str]], *, want: int, now: int
+    ) -> list[list[Candidate]]:
+        """Each trip's ``want`` nearest available drivers within the maximum pickup ETA,
+        never one that declined it; gathered, so they go to Redis in one round trip, and
+        every pickup leg of the batch is estimated in one call (``candidates.rank``)."""
+        rt = self.rt
+        min_seen = now - int(rt.settings.driver_stale_s * 1000)
+        pickups = [latlng_of(trip.pickup) for trip in open_trips]
+        nearby = await asyncio.gather(
+            *(
+                candidates.near(
+                    rt.presence,
+                    rt.eta,
+                    pickup,
+                    want=want,
+                    max_pickup_eta_s=rt.settings.max_pickup_eta_s,
+                    min_seen_ms=min_seen,
+                    exclude=excluded[trip.id],
+                )
+                for trip, pickup in zip(open_trips, pickups, strict=True)
+            )
+        )
+        return candidates.rank(
+            rt.eta, pickups, nearby, max_pickup_eta_s=rt.settings.max_pickup_eta_s
+        )
 
     async def _explain(
         self, batch_id: str, batch: planner.Plan, offered: set[str], rule_version: int

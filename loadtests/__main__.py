@@ -8,12 +8,9 @@ A program of its own, so that the service (``server``) never imports the load te
 from __future__ import annotations
 
 import argparse
-import json
-import secrets
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,70 +19,116 @@ import asyncpg
 import httpx
 
 from core.settings import get_settings
+from loadtests import options
 from loadtests.capacity import find_capacity
+from loadtests.kpi import Thresholds
+from loadtests.options import OPTIONS, SettingError
 from loadtests.plan import LoadPlan
-from loadtests.run import ROOT, Target, Thresholds, local_only, one_run, started_server
+from loadtests.run import ROOT, Target, local_only, one_run, started_server
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """``coopride loadtest``'s options (``server/cli.py`` adds them to its subparser)."""
-    d = LoadPlan()
-    p.add_argument("--config", help="JSON file of plan settings (LoadPlan field names)")
-    p.add_argument("--host", help="target a running server (127.0.0.1 only)")
-    p.add_argument("--api-workers", type=int, default=1, help="api processes to start")
-    p.add_argument("--batch-s", type=float, help="the started server's dispatch window")
-    p.add_argument("--processes", type=int, default=1, help="Locust processes (-1: one per core)")
-    p.add_argument("--out", help="output directory (default artifacts/loadtest-<time>)")
-    p.add_argument("--ui", action="store_true", help="run Locust's web UI (on 127.0.0.1)")
-    p.add_argument("--duration", type=float, dest="duration_s", help=f"seconds ({d.duration_s:g})")
-    p.add_argument("--drivers", type=int, help=f"online drivers at the target ({d.drivers})")
-    p.add_argument(
-        "--requests-per-minute", type=float, help=f"base arrival rate ({d.requests_per_minute:g})"
+class Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Each option's help with its default; an option whose default is worked out at run
+    time (None here) says how in its help instead."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def add_arguments(p: argparse.ArgumentParser, *, given_only: bool = False) -> None:
+    """``coopride loadtest``'s options. ``given_only``: every default is left out, so
+    the parsed namespace holds only what the command line said."""
+
+    def add(*flags: str, **kwargs: Any) -> None:
+        if given_only:
+            kwargs["default"] = argparse.SUPPRESS
+        p.add_argument(*flags, **kwargs)
+
+    add("--config", help="JSON file of plan settings, LoadPlan field names (default: none)")
+    add("--host", help="target a running server, 127.0.0.1 only (default: start one)")
+    add("--api-workers", type=int, default=1, help="api processes of the started server")
+    add(
+        "--batch-s",
+        type=float,
+        help="the started server's dispatch window, s (default: COOP_DISPATCH_BATCH_S)",
     )
-    p.add_argument("--surge-factor", type=float, help=f"surge × base rate ({d.surge_factor:g})")
-    for phase in ("driver-ramp-s", "rider-ramp-s", "hold-s", "surge-s"):
-        p.add_argument(f"--{phase}", type=float, help="phase length (default: share of duration)")
-    p.add_argument("--trace", action="store_true", default=None, help="replay the demand's rate")
-    p.add_argument("--speedup", type=float, help="trace replay speed (× real)")
-    p.add_argument(
-        "--demand",
-        help="demand file (default: data/nyc_uber_pickups_2014-04.csv.gz; see data/README.md)",
+    add("--processes", type=int, default=1, help="Locust processes (-1: one per core)")
+    add("--out", help="output directory (default: artifacts/loadtest-<UTC time>)")
+    add("--ui", action="store_true", default=False, help="run Locust's web UI (on 127.0.0.1)")
+    for option in OPTIONS:
+        kwargs: dict[str, Any] = {
+            "dest": option.field,
+            "help": f"{option.help} [{option.variable}]",
+        }
+        if option.secret:
+            kwargs["help"] += " (default: the started server's own; with --host, the variable)"
+            kwargs["default"] = None
+        elif option.field == "run_id":
+            kwargs["default"] = None
+        else:
+            value = options.default(option)
+            kwargs["default"] = (
+                value
+                if isinstance(value, int | float | bool)
+                else (None if value is None else options.shown(value))
+            )
+        if option.is_bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif option.parse in (int, float):
+            kwargs["type"] = option.parse
+        if option.choices:
+            kwargs["choices"] = option.choices
+        add(option.flag, **kwargs)
+    add(
+        "--max-p99-offer-s",
+        type=float,
+        help="threshold: p99 request→offer, s (default: the dispatch window + 1 s)",
     )
-    p.add_argument("--trace-start", help="local time in the file where the replay starts")
-    p.add_argument("--area", choices=("manhattan", "all"))
-    p.add_argument("--rider-pool", type=int, help="rider phones (default: from the peak rate)")
-    p.add_argument("--decline-rate", type=float)
-    p.add_argument("--cancel-rate", type=float)
-    p.add_argument("--drive-speedup", type=float, help=f"× street speed ({d.drive_speedup:g})")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--operator-token", help="with --host (default: COOP_OPERATOR_TOKEN)")
-    p.add_argument("--max-p99-offer-s", type=float, help="threshold (default: batch + 1 s)")
-    p.add_argument("--max-error-rate", type=float, default=0.0, help="threshold (0)")
-    p.add_argument("--find-capacity", action="store_true", help="step the city up; headline table")
-    p.add_argument("--steps", help="capacity steps DRIVERS:RPM,... (default: geometric)")
-    p.add_argument("--start-rpm", type=float, default=20.0)
-    p.add_argument("--drivers-per-rpm", type=float, default=2.5)
-    p.add_argument("--max-steps", type=int, default=8)
+    add(
+        "--max-error-rate",
+        type=float,
+        default=0.0,
+        help="threshold: failed ÷ all Locust requests",
+    )
+    add(
+        "--find-capacity",
+        action="store_true",
+        default=False,
+        help="step the city up until a step misses a threshold; the headline table",
+    )
+    add("--steps", help="capacity steps DRIVERS:RPM,... (default: geometric from --start-rpm)")
+    add("--start-rpm", type=float, default=20.0, help="capacity: the first step's rate")
+    add("--drivers-per-rpm", type=float, default=2.5, help="capacity: drivers per request/min")
+    add("--max-steps", type=int, default=8, help="capacity: steps at most")
 
 
-def build_plan(args: argparse.Namespace) -> LoadPlan:
-    values: dict[str, Any] = {}
-    if args.config:
-        values.update(json.loads(Path(args.config).read_text()))
-    names = {f.name for f in fields(LoadPlan)}
-    for name in names:
-        given = getattr(args, name, None)
-        if given is not None:
-            values[name] = given
-    values.setdefault("run_id", f"lt-{secrets.token_hex(4)}")
-    return LoadPlan.from_mapping(values)
+def parser(*, given_only: bool = False) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="coopride loadtest",
+        description="a city rollout under Locust, bounded in time (docs/loadtesting.md)",
+        formatter_class=Help,
+        add_help=not given_only,
+    )
+    add_arguments(p, given_only=given_only)
+    return p
 
 
-def main(args: argparse.Namespace) -> int:
+def build_plan(given: dict[str, Any], config: str | None) -> LoadPlan:
+    """The plan: the command line, over the environment, over ``--config``, over the
+    plan's defaults (``loadtests/options.py``)."""
+    base = options.read_base(Path(config).read_text()) if config else {}
+    values = {o.field: options.from_environment(o) for o in OPTIONS if not o.secret}
+    values.update({o.field: given[o.field] for o in OPTIONS if o.field in given})
+    return options.build(values, base)
+
+
+def main(args: argparse.Namespace, given: dict[str, Any]) -> int:
     base = get_settings()
     try:
-        plan = build_plan(args)
-    except (ValueError, TypeError, OSError) as exc:
+        plan = build_plan(given, args.config)
+    except (SettingError, OSError) as exc:
         print(f"[loadtest] bad plan: {exc}", file=sys.stderr)
         return 2
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -123,18 +166,20 @@ def main(args: argparse.Namespace) -> int:
                 return find_capacity(t, plan, out, args, th)
             summary = one_run(t, plan, out, thresholds=th, ui=args.ui, processes=args.processes)
             return 0 if summary["passed"] else 1
+    except SettingError as exc:
+        # A setting that cannot work: one line, what to set.
+        print(f"[loadtest] stopped: {exc}", file=sys.stderr)
+        return 2
     except (RuntimeError, OSError, asyncpg.PostgresError, httpx.HTTPError) as exc:
         print(f"[loadtest] run failed: {exc}", file=sys.stderr)
         return 2
 
 
 def cli(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="coopride loadtest",
-        description="a city rollout under Locust, bounded in time (docs/loadtesting.md)",
-    )
-    add_arguments(parser)
-    return main(parser.parse_args(argv))
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser().parse_args(argv)
+    given = vars(parser(given_only=True).parse_args(argv))
+    return main(args, given)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,9 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from loadtests.kpi import Thresholds
 from loadtests.plan import LoadPlan
-from loadtests.run import NYC_PEAK_RPM, Target, Thresholds, one_run
+from loadtests.run import NYC_PEAK_RPM, Target, one_run
 
 # Capacity search: each step this many times the previous rate.
 CAPACITY_FACTOR = 1.5

@@ -9,6 +9,7 @@ failed HTTP call, failed socket event and exception, by type. Plain Python, no L
 from __future__ import annotations
 
 import csv
+import json
 import math
 from collections import Counter
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+
+from loadtests.plan import GENERATOR_KEPT_UP, LoadPlan
 
 # One row per trip of the run; durations in seconds (NULL when the step never happened).
 TRIPS_SQL = """
@@ -149,3 +152,100 @@ async def trip_kpis(database_url: str, *, run_id: str, ended_at: Any) -> dict[st
         "request_to_pickup_s": percentiles(to_pickup),
         "request_to_complete_s": percentiles(to_complete),
     }
+
+
+# -- the verdict and the summary (kpi.json) ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    max_p99_request_to_offer_s: float
+    max_error_rate: float
+
+
+def fewest_expected(planned: float) -> float:
+    """Fewer requests than this means the load generator fell behind: below
+    ``GENERATOR_KEPT_UP`` of the plan, and further below it than Poisson arrivals
+    stray (4 standard deviations), so a short run is not failed by chance."""
+    return min(GENERATOR_KEPT_UP * planned, planned - 4 * math.sqrt(planned))
+
+
+def verdict(
+    trips: dict[str, Any],
+    counts: LocustCounts,
+    thresholds: Thresholds,
+    *,
+    planned_requests: float | None = None,
+) -> list[str]:
+    """The thresholds a run missed (none: it passed)."""
+    p99 = trips["request_to_offer_s"]["p99"]
+    missed = []
+    if trips["requests"] == 0:
+        missed.append("no trip was requested")
+    elif planned_requests and trips["requests"] < fewest_expected(planned_requests):
+        missed.append(
+            f"the load generator fell behind: {trips['requests']} of "
+            f"{planned_requests:.0f} planned requests made"
+        )
+    if p99 is None or p99 > thresholds.max_p99_request_to_offer_s:
+        missed.append(f"p99 request→offer {p99} s > {thresholds.max_p99_request_to_offer_s:g} s")
+    if counts.error_rate > thresholds.max_error_rate:
+        missed.append(f"error rate {counts.error_rate:.4%} > {thresholds.max_error_rate:.4%}")
+    return missed
+
+
+def summary(
+    *,
+    plan: LoadPlan,
+    host: str,
+    dispatch_batch_s: float,
+    trips: dict[str, Any],
+    counts: LocustCounts,
+    locust_exit_code: int,
+    planned: float,
+    thresholds: Thresholds,
+    generator_cpu_saturated: bool,
+) -> dict[str, Any]:
+    """``kpi.json``: the same keys whether ``coopride loadtest`` or plain Locust wrote it."""
+    missed = verdict(trips, counts, thresholds, planned_requests=planned)
+    minutes = max(plan.total_s - plan.riders_start_s, 1e-9) / 60
+    return {
+        "run_id": plan.run_id,
+        # Locust warned that a process of its own passed 90 % CPU: the phones' own
+        # timings (Locust's statistics) may be late; the KPIs above are the server's.
+        "generator_cpu_saturated": generator_cpu_saturated,
+        "host": host,
+        "plan": json.loads(plan.to_json()) | {"operator_token": "(not shown)"},
+        "dispatch_batch_s": dispatch_batch_s,
+        "drivers": plan.drivers,
+        "requests_planned": round(planned, 1),
+        "requests_per_minute_mean": round(trips["requests"] / minutes, 1),
+        **trips,
+        "locust": {
+            "exit_code": locust_exit_code,
+            "requests": counts.requests,
+            "failures": counts.failures,
+            "error_rate": counts.error_rate,
+        },
+        "errors": counts.errors,
+        "thresholds": {
+            "max_p99_request_to_offer_s": thresholds.max_p99_request_to_offer_s,
+            "max_error_rate": thresholds.max_error_rate,
+        },
+        "missed": missed,
+        "passed": not missed,
+    }
+
+
+def headline(summary: dict[str, Any]) -> str:
+    o, a, p = (
+        summary[k] for k in ("request_to_offer_s", "offer_to_accept_s", "request_to_pickup_s")
+    )
+    return (
+        f"drivers {summary['drivers']} | requests {summary['requests']} "
+        f"({summary['requests_per_minute_mean']}/min) | matched {summary['matched']} | "
+        f"completed {summary['completed']} | expired {summary['expired']} | "
+        f"request→offer p50/p95/p99 {o['p50']}/{o['p95']}/{o['p99']} s | "
+        f"offer→accept p50 {a['p50']} s | request→pickup p50 {p['p50']} s | "
+        f"errors {summary['locust']['failures']}/{summary['locust']['requests']}"
+    )

@@ -1,10 +1,11 @@
 """Locust scenarios of a city rollout: member drivers and riders over real HTTP and sockets.
 
-Run by ``coopride loadtest`` in a subprocess (``python -m locust -f
-loadtests/locustfile.py --headless --coop-plan JSON ...``); the only module of the
-project that imports Locust, and imported by nothing (it patches the process with
-gevent). ``docs/loadtesting.md`` says what each scenario does and how to read the
-statistics.
+Run as any locustfile is (``locust -f loadtests/locustfile.py --headless --host URL``,
+with the web UI, or as master and workers; ``docs/loadtesting.md``), and by ``coopride
+loadtest`` in a subprocess. With ``loadtests/control.py`` (the options, the plan, the
+stop, the live KPIs) and ``loadtests/phone.py``, the only modules of the project that
+import Locust, and imported by nothing else (Locust patches the process with gevent).
+``docs/loadtesting.md`` says what each scenario does and how to read the statistics.
 
 - ``DriverUser``: admitted as a member through the operator API, opens the driver
   socket, goes online where riders are, sends ``location`` every ``location_every_s``
@@ -24,19 +25,19 @@ with the human delay), ``accept round trip`` (accept sent → ``ok``), ``request
 named by code.
 
 One module of about 500 lines on purpose: it is the file Locust reads, with both users
-and the shape of the rollout; the phone's socket client is ``loadtests/phone.py``.
+and the shape of the rollout; the phone's socket client is ``loadtests/phone.py``, the
+run's control ``loadtests/control.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import os
 import random
 import time
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import gevent
 import httpx
@@ -47,9 +48,9 @@ from locust.runners import WorkerRunner
 
 from geo.eta import DEFAULT_MODEL
 from geo.point import LatLng, toward
-from loadtests import trace
+from loadtests import preflight
+from loadtests.control import City, Stop
 from loadtests.phone import FrameError, Socket, fire, phone, point, ws_url
-from loadtests.plan import LoadPlan
 from simulation.demand import RideRequest
 
 # Frames that end a rider's trip.
@@ -63,60 +64,12 @@ TEARDOWN_TIMEOUT_S = 5.0
 LOST_RACE_CODES = frozenset({"offer-withdrawn", "offer-expired"})
 
 
-@events.init_command_line_parser.add_listener
-def _arguments(parser: Any) -> None:
-    parser.add_argument(
-        "--coop-plan",
-        type=str,
-        default=os.environ.get("COOPRIDE_LOAD_PLAN", ""),
-        help="the load plan as JSON (coopride loadtest writes it; see loadtests/plan.py)",
-        include_in_web_ui=False,
-    )
-
-
-class City:
-    """What every user of this process shares: the plan, the demand, the test's clock."""
-
-    plan: LoadPlan | None = None
-    demand: trace.Demand | None = None
-    pool: int = 0
-    started: float | None = None
-
-    text: str | None = None
-
-    @classmethod
-    def load(cls, environment: Environment) -> tuple[LoadPlan, trace.Demand]:
-        """The plan in the options; a worker gets the master's with its first spawn
-        message (before ``test_start``), so a changed plan is read again."""
-        options = environment.parsed_options
-        text = getattr(options, "coop_plan", "") if options is not None else ""
-        if cls.plan is None or cls.demand is None or text != cls.text:
-            cls.text = text
-            cls.plan = LoadPlan.from_json(text) if text else LoadPlan()
-            # Reading the file takes seconds of CPU: in a thread of gevent's pool, so
-            # the hub keeps answering (a worker that misses its heartbeats to the
-            # master is dropped from the test).
-            cls.demand = gevent.get_hub().threadpool.apply(trace.load, (cls.plan,))
-            cls.pool = cls.plan.pool(trace.peak_rpm(cls.plan, cls.demand))
-            DriverUser.fixed_count = cls.plan.drivers
-        return cls.plan, cls.demand
-
-    @classmethod
-    def elapsed_s(cls) -> float:
-        if cls.started is None:
-            cls.started = time.monotonic()
-        return time.monotonic() - cls.started
-
-
-@events.init.add_listener
-def _init(environment: Environment, **_: Any) -> None:
-    City.load(environment)
-
-
-@events.test_start.add_listener
-def _start(environment: Environment, **_: Any) -> None:
-    City.load(environment)
-    City.started = time.monotonic()
+def park() -> NoReturn:
+    """A phone that cannot go on waits, idle, for the test to stop it: a failure is
+    counted once and never retried in a loop (a user whose ``on_start`` raised would be
+    started again by Locust, and fail again)."""
+    while True:
+        gevent.sleep(3600)
 
 
 class DriverUser(FastHttpUser):
@@ -126,7 +79,8 @@ class DriverUser(FastHttpUser):
     weight = 1
 
     def on_start(self) -> None:
-        self.plan, demand = City.load(self.environment)
+        assert City.plan is not None and City.demand is not None
+        self.plan, demand = City.plan, City.demand
         self.rng = random.Random()
         self.trip: dict[str, Any] | None = None
         self.leg: str | None = None  # "pickup", "boarding", "dropoff"
@@ -155,12 +109,17 @@ class DriverUser(FastHttpUser):
             name="/v1/drivers [admit]",
         )
         if r.status_code != 201:
-            raise RuntimeError(f"admitting a driver failed: {r.status_code}")
+            if r.status_code in (401, 403):
+                Stop.now(self.environment, preflight.admit_refused(r.status_code))
+            park()  # counted as a failure once (the admit itself)
         self.token = r.json()["token"]
         self.auth = {"Authorization": f"Bearer {self.token}"}
-        self.socket = Socket(
-            self.environment, f"{ws_url(self.host)}/v1/drivers/ws", self.token, "driver connect"
-        )
+        try:
+            self.socket = Socket(
+                self.environment, f"{ws_url(self.host)}/v1/drivers/ws", self.token, "driver connect"
+            )
+        except Exception:
+            park()  # counted as a failed "driver connect"
         self.socket.send({"type": "status", "status": "online"})
         self.report()
         self.last_move = time.monotonic()
@@ -201,7 +160,7 @@ class DriverUser(FastHttpUser):
         now = time.monotonic()
         if kind == "_closed":
             fire(self.environment, "driver socket", 0.0, exception=ConnectionError("closed"))
-            raise RuntimeError("the driver socket closed")
+            park()
         if "event_id" in frame:
             self.socket.send({"type": "ack", "event_id": frame["event_id"]})
         if kind == "offer":
@@ -341,7 +300,8 @@ class Arrivals:
 
     @classmethod
     def _schedule(cls, environment: Environment) -> None:
-        plan, demand = City.load(environment)
+        plan, demand = City.plan, City.demand
+        assert plan is not None and demand is not None
         rng = random.Random()
 
         def rate(t: float) -> float:
@@ -373,7 +333,8 @@ class RiderUser(FastHttpUser):
     weight = 1
 
     def on_start(self) -> None:
-        self.plan, self.demand = City.load(self.environment)
+        assert City.plan is not None and City.demand is not None
+        self.plan, self.demand = City.plan, City.demand
         self.rng = random.Random()
         self.trip_id: str | None = None
         self.socket: Socket | None = None
@@ -381,14 +342,20 @@ class RiderUser(FastHttpUser):
             "/v1/riders", json={"name": self.plan.run_id, "phone": phone(self.rng)}
         )
         if r.status_code != 201:
-            raise RuntimeError(f"rider sign-up failed: {r.status_code}")
+            if r.status_code == 429:
+                # The per-address limit: every phone here signs up from one address.
+                Stop.now(self.environment, preflight.signup_limited(City.pool))
+            park()  # counted as a failure once (the sign-up itself)
         self.auth = {"Authorization": f"Bearer {r.json()['token']}"}
-        self.socket = Socket(
-            self.environment,
-            f"{ws_url(self.host)}/v1/riders/ws",
-            r.json()["token"],
-            "rider connect",
-        )
+        try:
+            self.socket = Socket(
+                self.environment,
+                f"{ws_url(self.host)}/v1/riders/ws",
+                r.json()["token"],
+                "rider connect",
+            )
+        except Exception:
+            park()  # counted as a failed "rider connect"
         Arrivals.phone_started(self.environment)
         self.counted = True
 
@@ -447,7 +414,7 @@ class RiderUser(FastHttpUser):
                 continue
             if frame.get("type") == "_closed":
                 fire(self.environment, "rider socket", 0.0, exception=ConnectionError("closed"))
-                raise RuntimeError("the rider socket closed")
+                park()
             if "event_id" in frame:
                 self.socket.send({"type": "ack", "event_id": frame["event_id"]})
             if frame.get("type") == "error":
@@ -505,10 +472,24 @@ class RiderUser(FastHttpUser):
 
 
 class CityRollout(LoadTestShape):
-    """Drivers ramp first, then riders to the rate, hold, surge; then the test stops."""
+    """Drivers ramp first, then riders to the rate, hold, surge; then the test stops.
+
+    Its length is ``--duration``, else Locust's ``-t``/``--run-time`` (read here, hence
+    ``use_common_options``); ``-u`` and ``-r`` are not used: the plan sets the users."""
+
+    use_common_options = True
 
     def tick(self) -> tuple[int, float] | None:
-        plan, _ = City.load(self.runner.environment)  # type: ignore[union-attr]
+        environment = self.runner.environment  # type: ignore[union-attr]
+        if not City.prepared:
+            # A run starts (headless, or the web UI's start button): the plan from the
+            # options, checked against the server; a setting that cannot work ends here.
+            if not City.prepare(environment):
+                return None
+            DriverUser.fixed_count = City.plan.drivers  # type: ignore[union-attr]
+            self.reset_time()
+        plan = City.plan
+        assert plan is not None
         t = self.get_run_time()
         if t >= plan.total_s:
             return None

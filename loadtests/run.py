@@ -4,8 +4,9 @@ By default it starts the server for the purpose: a database of its own
 (``coopride_loadtest_<run>``, created, migrated and dropped afterwards), a Redis prefix
 of its own (deleted afterwards), ``--api-workers`` api processes on a free port plus one
 ``coopride dispatcher`` process. ``--host`` targets a running server instead (127.0.0.1
-only). Locust runs in a subprocess (``loadtests/locustfile.py``; nothing here imports
-Locust) and the run writes, into its output directory:
+only). Locust runs in a subprocess (``locust -f loadtests/locustfile.py`` with the plan
+as Locust options, as a Locust user gives them; nothing here imports Locust) and the run
+writes, into its output directory:
 
 - ``locust_stats.csv``, ``locust_failures.csv``, ``locust_exceptions.csv``,
   ``locust_stats_history.csv`` and ``report.html`` (Locust's own);
@@ -21,10 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
+import os
 import secrets
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -33,12 +35,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
 from redis import Redis
 
 from core.settings import Settings
-from loadtests import kpi
-from loadtests.plan import GENERATOR_KEPT_UP, LoadPlan
+from loadtests import kpi, options, preflight, progress
+from loadtests.kpi import Thresholds, headline
+from loadtests.options import SettingError
+from loadtests.plan import LoadPlan
 from server import harness
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,12 +57,8 @@ LOADTEST_SIGNUP_RATE_PER_MIN = 1_000_000
 LOCUST_CPU_WARNING = "CPU usage above 90%"
 # The real NYC yellow-cab peak, requests a minute (the issue's yardstick).
 NYC_PEAK_RPM = 440
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    max_p99_request_to_offer_s: float
-    max_error_rate: float
+# How often the rollout's progress bars are redrawn from the Locust master's file.
+PROGRESS_EVERY_S = 0.5
 
 
 @dataclass
@@ -91,19 +90,32 @@ def started_server(
             **({"dispatch_batch_s": batch_s} if batch_s is not None else {}),
         }
     )
-    harness.create_database(settings.database_url)
     processes: list[harness.Process] = []
-    try:
-        harness.migrate(settings.database_url)
-        port = harness.free_port()
-        processes.append(
-            harness.start_serve(
-                settings, out / "api.log", port=port, dispatcher=False, workers=api_workers
+    with progress.steps("starting the server", 4) as step:
+        step.now(f"database {name}")
+        harness.create_database(settings.database_url)
+        step.done()
+        try:
+            step.now("migrations")
+            harness.migrate(settings.database_url)
+            step.done()
+            step.now(f"{api_workers} api process(es) and the dispatcher")
+            port = harness.free_port()
+            processes.append(
+                harness.start_serve(
+                    settings, out / "api.log", port=port, dispatcher=False, workers=api_workers
+                )
             )
-        )
-        processes.append(harness.start_dispatcher(settings, out / "dispatcher.log"))
-        target = Target(f"http://127.0.0.1:{port}", settings, processes, own_database=name)
-        harness.wait_ready(target.base_url, processes, timeout_s=READY_WAIT_S)
+            processes.append(harness.start_dispatcher(settings, out / "dispatcher.log"))
+            target = Target(f"http://127.0.0.1:{port}", settings, processes, own_database=name)
+            step.done()
+            step.now("waiting for /readyz")
+            harness.wait_ready(target.base_url, processes, timeout_s=READY_WAIT_S)
+            step.done()
+        except BaseException:
+            _stop_and_remove(settings, processes)
+            raise
+    try:
         print(
             f"[loadtest] server on {target.base_url}: {api_workers} api process(es) + "
             f"dispatcher, database {name}, batch {settings.dispatch_batch_s:g} s",
@@ -111,11 +123,15 @@ def started_server(
         )
         yield target
     finally:
-        for process in processes:
-            process.stop()
-        with suppress(Exception):
-            _forget_redis(settings)
-        harness.drop_database(settings.database_url)
+        _stop_and_remove(settings, processes)
+
+
+def _stop_and_remove(settings: Settings, processes: list[harness.Process]) -> None:
+    for process in processes:
+        process.stop()
+    with suppress(Exception):
+        _forget_redis(settings)
+    harness.drop_database(settings.database_url)
 
 
 def _forget_redis(settings: Settings) -> None:
@@ -135,31 +151,10 @@ def local_only(url: str) -> str:
     return url.rstrip("/")
 
 
-def ensure_service_area(target: Target, plan: LoadPlan) -> None:
-    """The demo's Manhattan area when the plan keeps riders there and none exists."""
-    if plan.area != "manhattan":
-        return
-    from simulation.city import MANHATTAN
-
-    auth = {"Authorization": f"Bearer {target.settings.operator_token}"}
-    r = httpx.get(f"{target.base_url}/v1/operator/service-areas", headers=auth, timeout=10)
-    r.raise_for_status()
-    if not r.json():
-        r = httpx.post(
-            f"{target.base_url}/v1/operator/service-areas",
-            headers=auth,
-            json={"name": "Manhattan (load test)", "polygon": MANHATTAN},
-            timeout=10,
-        )
-        r.raise_for_status()
-
-
-def run_locust(
-    target: Target, plan: LoadPlan, out: Path, *, ui: bool, processes: int
-) -> tuple[int, datetime, datetime]:
-    """Locust in a subprocess, bounded by the plan's length; its exit status."""
-    csv_prefix = out / "locust"
-    cmd = [
+def locust_command(target: Target, plan: LoadPlan, out: Path) -> list[str]:
+    """``locust -f loadtests/locustfile.py`` with the plan as Locust options: the command a
+    Locust user would type (the operator token goes in the environment)."""
+    return [
         sys.executable,
         "-m",
         "locust",
@@ -167,8 +162,11 @@ def run_locust(
         str(LOCUSTFILE),
         "--host",
         target.base_url,
+        *options.locust_arguments(plan),
+        "--batch-s",
+        f"{target.settings.dispatch_batch_s:g}",
         "--csv",
-        str(csv_prefix),
+        str(out / "locust"),
         "--csv-full-history",
         "--html",
         str(out / "report.html"),
@@ -176,9 +174,32 @@ def run_locust(
         str(out / "locust.log"),
         "--loglevel",
         "WARNING",
-        "--coop-plan",
-        plan.to_json(),
     ]
+
+
+def locust_environment(target: Target) -> dict[str, str]:
+    """The server's settings the locustfile reads (``COOP_*``), and no ``COOPRIDE_*``
+    plan variable: the plan on the command line is already what they said."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COOPRIDE_")}
+    env.update(
+        {
+            "COOP_OPERATOR_TOKEN": target.settings.operator_token,
+            "COOP_DATABASE_URL": target.settings.database_url,
+            "COOP_DISPATCH_BATCH_S": str(target.settings.dispatch_batch_s),
+            "COOP_OFFER_TIMEOUT_S": str(target.settings.offer_timeout_s),
+        }
+    )
+    return env
+
+
+def run_locust(
+    target: Target, plan: LoadPlan, out: Path, *, ui: bool, processes: int
+) -> tuple[int, datetime, datetime]:
+    """Locust in a subprocess, bounded by the plan's length; its exit status. A setting
+    the locustfile stopped the test for is raised as ``SettingError``."""
+    state = out / "progress.json"
+    state.unlink(missing_ok=True)
+    cmd = [*locust_command(target, plan, out), "--coop-progress", str(state)]
     if processes != 1:
         cmd += ["--processes", str(processes)]
     if ui:
@@ -189,47 +210,37 @@ def run_locust(
     else:
         cmd += ["--headless", "--only-summary"]
     started = datetime.now(UTC)
-    with (out / "locust.out").open("wb") as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + plan.total_s + LOCUST_GRACE_S + (60 if ui else 0)
+    with (out / "locust.out").open("wb") as log, progress.bars() as bars:
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=locust_environment(target)
+        )
+        rollout = progress.Rollout(bars, total_s=plan.total_s, drivers=plan.drivers)
+        rc: int | None = None
         try:
-            rc = proc.wait(plan.total_s + LOCUST_GRACE_S + (60 if ui else 0))
-        except subprocess.TimeoutExpired:
-            rc = -1
+            while (rc := proc.poll()) is None:
+                if time.monotonic() > deadline:
+                    rc = -1
+                    break
+                rollout.update(state)
+                # Redrawing while the child runs; bounded by the deadline above.
+                time.sleep(PROGRESS_EVERY_S)
         finally:
             harness.stop(proc)  # timed out, or this command was interrupted
+    stopped = _stopped(state)
+    if stopped:
+        raise SettingError(stopped)
     ended = datetime.fromtimestamp(started.timestamp() + plan.total_s, UTC)
     return rc, started, ended
 
 
-def fewest_expected(planned: float) -> float:
-    """Fewer requests than this means the load generator fell behind: below
-    ``GENERATOR_KEPT_UP`` of the plan, and further below it than Poisson arrivals
-    stray (4 standard deviations), so a short run is not failed by chance."""
-    return min(GENERATOR_KEPT_UP * planned, planned - 4 * math.sqrt(planned))
-
-
-def verdict(
-    trips: dict[str, Any],
-    counts: kpi.LocustCounts,
-    thresholds: Thresholds,
-    *,
-    planned_requests: float | None = None,
-) -> list[str]:
-    """The thresholds a run missed (none: it passed)."""
-    p99 = trips["request_to_offer_s"]["p99"]
-    missed = []
-    if trips["requests"] == 0:
-        missed.append("no trip was requested")
-    elif planned_requests and trips["requests"] < fewest_expected(planned_requests):
-        missed.append(
-            f"the load generator fell behind: {trips['requests']} of "
-            f"{planned_requests:.0f} planned requests made"
-        )
-    if p99 is None or p99 > thresholds.max_p99_request_to_offer_s:
-        missed.append(f"p99 request→offer {p99} s > {thresholds.max_p99_request_to_offer_s:g} s")
-    if counts.error_rate > thresholds.max_error_rate:
-        missed.append(f"error rate {counts.error_rate:.4%} > {thresholds.max_error_rate:.4%}")
-    return missed
+def _stopped(state: Path) -> str | None:
+    """The line the locustfile stopped the test with, if it did."""
+    try:
+        line = json.loads(state.read_text()).get("stopped")
+    except (OSError, ValueError):
+        return None
+    return str(line) if line else None
 
 
 def planned_requests(plan: LoadPlan) -> float:
@@ -249,54 +260,20 @@ def summarise(
     ended: datetime,
     thresholds: Thresholds,
 ) -> dict[str, Any]:
-    counts = kpi.locust_counts(out / "locust")
-    trips = asyncio.run(
-        kpi.trip_kpis(target.settings.database_url, run_id=plan.run_id, ended_at=ended)
-    )
-    planned = planned_requests(plan)
-    missed = verdict(trips, counts, thresholds, planned_requests=planned)
-    minutes = max(plan.total_s - plan.riders_start_s, 1e-9) / 60
     log = out / "locust.log"
-    saturated = log.exists() and LOCUST_CPU_WARNING in log.read_text(errors="replace")
-    return {
-        "run_id": plan.run_id,
-        # Locust warned that a process of its own passed 90 % CPU: the phones' own
-        # timings (Locust's statistics) may be late; the KPIs above are the server's.
-        "generator_cpu_saturated": saturated,
-        "host": target.base_url,
-        "plan": json.loads(plan.to_json()),
-        "dispatch_batch_s": target.settings.dispatch_batch_s,
-        "drivers": plan.drivers,
-        "requests_planned": round(planned, 1),
-        "requests_per_minute_mean": round(trips["requests"] / minutes, 1),
-        **trips,
-        "locust": {
-            "exit_code": locust_rc,
-            "requests": counts.requests,
-            "failures": counts.failures,
-            "error_rate": counts.error_rate,
-        },
-        "errors": counts.errors,
-        "thresholds": {
-            "max_p99_request_to_offer_s": thresholds.max_p99_request_to_offer_s,
-            "max_error_rate": thresholds.max_error_rate,
-        },
-        "missed": missed,
-        "passed": not missed,
-    }
-
-
-def headline(summary: dict[str, Any]) -> str:
-    o, a, p = (
-        summary[k] for k in ("request_to_offer_s", "offer_to_accept_s", "request_to_pickup_s")
-    )
-    return (
-        f"drivers {summary['drivers']} | requests {summary['requests']} "
-        f"({summary['requests_per_minute_mean']}/min) | matched {summary['matched']} | "
-        f"completed {summary['completed']} | expired {summary['expired']} | "
-        f"request→offer p50/p95/p99 {o['p50']}/{o['p95']}/{o['p99']} s | "
-        f"offer→accept p50 {a['p50']} s | request→pickup p50 {p['p50']} s | "
-        f"errors {summary['locust']['failures']}/{summary['locust']['requests']}"
+    return kpi.summary(
+        plan=plan,
+        host=target.base_url,
+        dispatch_batch_s=target.settings.dispatch_batch_s,
+        trips=asyncio.run(
+            kpi.trip_kpis(target.settings.database_url, run_id=plan.run_id, ended_at=ended)
+        ),
+        counts=kpi.locust_counts(out / "locust"),
+        locust_exit_code=locust_rc,
+        planned=planned_requests(plan),
+        thresholds=thresholds,
+        generator_cpu_saturated=log.exists()
+        and LOCUST_CPU_WARNING in log.read_text(errors="replace"),
     )
 
 
@@ -310,7 +287,9 @@ def one_run(
     processes: int,
 ) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
-    ensure_service_area(target, plan)
+    # A setting that cannot work stops here, in one line, before Locust starts (the
+    # locustfile checks again: a plain `locust` run has no command before it).
+    preflight.check(target.base_url, plan)
     print(
         f"[loadtest] {plan.drivers} drivers, "
         + (

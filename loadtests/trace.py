@@ -9,7 +9,10 @@ gives the file's arrival rate minute by minute. Plain Python, no Locust.
 from __future__ import annotations
 
 import bisect
+import pickle
 import random
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,3 +94,32 @@ def peak_rpm(plan: LoadPlan, demand: Demand) -> float:
     """The highest arrival rate the plan asks for, in requests a minute of real time."""
     base = demand.peak_rpm * plan.speedup if plan.trace else plan.requests_per_minute
     return base * max(1.0, plan.surge_factor)
+
+
+def load_in_child(plan: LoadPlan) -> Demand:
+    """``load`` in a child process (``python -m loadtests.trace PLAN``). Reading the file
+    is seconds of CPU: in a Locust process, a thread doing it would starve gevent's hub
+    of the GIL, and a worker that misses its heartbeats is dropped by the master.
+    Raises ``ValueError`` with the child's last line when it cannot."""
+    done = subprocess.run(
+        [sys.executable, "-m", "loadtests.trace", plan.to_json()],
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        said = done.stderr.decode(errors="replace").strip().splitlines()
+        raise ValueError(said[-1] if said else f"exit {done.returncode}")
+    demand = pickle.loads(done.stdout)  # our own child's answer
+    assert isinstance(demand, Demand)
+    return demand
+
+
+if __name__ == "__main__":
+    # By its module's name, so the answer unpickles as loadtests.trace.Demand.
+    from loadtests import trace as this
+
+    try:
+        answer = this.load(LoadPlan.from_json(sys.argv[1]))
+    except (OSError, ValueError) as exc:
+        sys.exit(f"{type(exc).__name__}: {exc}")
+    sys.stdout.buffer.write(pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL))

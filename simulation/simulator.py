@@ -7,7 +7,9 @@ search candidates for every queued request with the live index's rule (H3 cells 
 ring, one ring past ``want``, ranked by ``geo.eta``, nearest ``CANDIDATES_PER_REQUEST``
 within the maximum pickup ETA), and plan the batch with the dispatcher's own planner
 (``dispatch.batch.planner``: greedy, or batched with the fairness weight), with its
-constants. Each assignment is an offer; after ``offer_accept_s`` the driver accepts (or
+constants: requests about to expire are skipped, and those the first pass leaves
+unmatched are searched again for ``SECOND_PASS_CANDIDATES`` among the drivers still
+free. Each assignment is an offer; after ``offer_accept_s`` the driver accepts (or
 declines, at ``decline_rate``), drives to the pickup and then to the drop-off in
 straight lines at the ETA model's effective speed, is paid the fare
 (``fares.pricing.price``) at the drop-off and waits there for the next offer.
@@ -29,8 +31,12 @@ from enum import IntEnum
 from core.fare_terms import FareRuleTerms
 from dispatch import candidates
 from dispatch.batch import fairness, planner
-from dispatch.batch.planner import BATCH_MAX_REQUESTS, CANDIDATES_PER_REQUEST
-from dispatch.batch.types import Candidate, DriverStats, Policy, Request
+from dispatch.batch.planner import (
+    BATCH_MAX_REQUESTS,
+    CANDIDATES_PER_REQUEST,
+    SECOND_PASS_CANDIDATES,
+)
+from dispatch.batch.types import Assignment, Candidate, DriverStats, Policy, Request
 from fares.pricing import price
 from geo import cells
 from geo.eta import DEFAULT_MODEL, EtaModel
@@ -81,6 +87,9 @@ class SimConfig:
             raise ValueError("decline_rate must be in [0, 1)")
         if self.max_pickup_eta_s <= 0 or self.request_timeout_s <= 0:
             raise ValueError("max_pickup_eta_s and request_timeout_s must be positive")
+        if self.request_timeout_s <= self.offer_accept_s + self.batch_s:
+            # As core.settings: no request could ever be offered (planner.will_expire).
+            raise ValueError("request_timeout_s must exceed offer_accept_s + batch_s")
 
     @property
     def unmatched_penalty_s(self) -> int:
@@ -273,12 +282,13 @@ class _Simulation:
                 break
         return found
 
-    def _search(self, i: int, cache: dict[tuple[str, int], list[int]]) -> tuple[Candidate, ...]:
+    def _search(
+        self, i: int, cache: dict[tuple[str, int], list[int]], want: int
+    ) -> tuple[Candidate, ...]:
         """``candidates.search`` then the dispatcher's cut: nearest first by (ETA, driver
-        id), none beyond the maximum pickup ETA, at most ``CANDIDATES_PER_REQUEST``."""
+        id), none beyond the maximum pickup ETA, at most ``want``."""
         excluded = self.excluded.get(i, set())
-        want = CANDIDATES_PER_REQUEST + len(excluded)
-        key = (self.pickup_cell[i], want)
+        key = (self.pickup_cell[i], want + len(excluded))
         found = cache.get(key)
         if found is None:
             found = cache[key] = self._found(*key)
@@ -302,20 +312,13 @@ class _Simulation:
             if s <= limit:
                 ranked.append((s, driver_id))
         ranked.sort()
-        return tuple(Candidate(d, s) for s, d in ranked[:CANDIDATES_PER_REQUEST])
+        return tuple(Candidate(d, s) for s, d in ranked[:want])
 
-    def _tick(self, now: float) -> None:
-        self._expire(now)
-        batch = [i for i, queued in self.open.items() if queued][:BATCH_MAX_REQUESTS]
-        if not batch:
-            return
-        self.batches += 1
-        cache: dict[tuple[str, int], list[int]] = {}
-        requests = [Request(self.requests[i].trip_id, self._search(i, cache)) for i in batch]
+    def _stats(self, requests: Sequence[Request], now: float) -> dict[str, DriverStats]:
+        """As the live index stores them: idle since the last drop-off (or the shift's
+        start), and what the driver has been paid this shift. Only fairness reads them."""
         stats: dict[str, DriverStats] = {}
         if self.cfg.policy == "batched" and self.cfg.fairness_weight > 0:
-            # As the live index stores them: idle since the last drop-off (or the
-            # shift's start), and what the driver has been paid this shift.
             for r in requests:
                 for c in r.candidates:
                     k = self.driver_index[c.driver_id]
@@ -323,14 +326,10 @@ class _Simulation:
                         idle_s=max(0, int(now - self.idle_since_s[k])),
                         shift_earnings_cents=self.drivers[k].earnings_cents,
                     )
-        chosen = planner.plan(
-            requests,
-            policy=self.cfg.policy,
-            max_pickup_eta_s=self.cfg.max_pickup_eta_s,
-            stats=stats,
-            fairness_weight=self.cfg.fairness_weight,
-        ).assignments
-        for a in chosen:
+        return stats
+
+    def _offer(self, now: float, assignments: Sequence[Assignment]) -> None:
+        for a in assignments:
             i, k = self.trip_index[a.trip_id], self.driver_index[a.driver_id]
             self.offers += 1
             self.trips[i].offers += 1
@@ -338,6 +337,48 @@ class _Simulation:
             self.offer_of_trip[i] = (self.offers, k, a.pickup_eta_s)
             self._reserve(k)
             self._push(now + self.cfg.offer_accept_s, _Event.RESPONSE, i, self.offers)
+
+    def _tick(self, now: float) -> None:
+        """As ``Dispatcher.dispatch_batch``: the first pass's offers go out (so its
+        drivers leave the index), then the requests it left unmatched are searched
+        again, wider, for a second pass. A request's time to answer is the simulated
+        driver's ``offer_accept_s``."""
+        self._expire(now)
+        batch = [i for i, queued in self.open.items() if queued][:BATCH_MAX_REQUESTS]
+        if not batch:
+            return
+        self.batches += 1
+        cache: dict[tuple[str, int], list[int]] = {}
+        timeout_s = self.cfg.request_timeout_s
+        requests = [
+            Request(
+                self.requests[i].trip_id,
+                self._search(i, cache, CANDIDATES_PER_REQUEST),
+                expires_in_s=timeout_s - (now - self.requests[i].requested_s),
+            )
+            for i in batch
+        ]
+        first = planner.plan(
+            requests,
+            policy=self.cfg.policy,
+            max_pickup_eta_s=self.cfg.max_pickup_eta_s,
+            stats=self._stats(requests, now),
+            fairness_weight=self.cfg.fairness_weight,
+            offer_timeout_s=self.cfg.offer_accept_s,
+            batch_s=self.cfg.batch_s,
+        )
+        self._offer(now, first.assignments)
+        retry = first.retry
+        if not retry:
+            return
+        cache.clear()  # the first pass's drivers have left the index
+        wider = [
+            Request(t, self._search(self.trip_index[t], cache, SECOND_PASS_CANDIDATES))
+            for t in retry
+        ]
+        both = planner.second_pass(first, wider, stats=self._stats(wider, now))
+        again = set(retry)
+        self._offer(now, [a for a in both.assignments if a.trip_id in again])
 
     def run(
         self,

@@ -33,10 +33,12 @@ class Candidate:
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """A queued trip and its candidates, nearest (by pickup ETA) first."""
+    """A queued trip and its candidates, nearest (by pickup ETA) first, and how long it
+    has left before it expires unmatched (seconds; None: no limit)."""
 
     trip_id: str
     candidates: tuple[Candidate, ...]
+    expires_in_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

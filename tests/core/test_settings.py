@@ -149,3 +149,13 @@ def test_trusted_proxies_must_be_addresses_or_networks(bad: str) -> None:
     """A typo must not quietly trust nobody, and trusting every peer is refused."""
     with pytest.raises(ValidationError, match="trusted_proxies"):
         make(trusted_proxies=bad)
+
+
+def test_a_request_timeout_no_offer_fits_in_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COOP_OFFER_TIMEOUT_S", "15")
+    monkeypatch.setenv("COOP_DISPATCH_BATCH_S", "2")
+    monkeypatch.setenv("COOP_TRIP_REQUEST_TIMEOUT_S", "17")
+    with pytest.raises(ValidationError, match="COOP_TRIP_REQUEST_TIMEOUT_S"):
+        Settings(_env_file=None)
+    monkeypatch.setenv("COOP_TRIP_REQUEST_TIMEOUT_S", "17.5")
+    assert Settings(_env_file=None).trip_request_timeout_s == 17.5

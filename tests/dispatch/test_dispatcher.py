@@ -4,12 +4,17 @@ who were candidates."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import orjson
 import pytest
+from sqlalchemy import update
 
 from core.clock import now_ms
+from core.models import Trip
 from core.settings import Settings
 from dispatch import offers, trips
+from dispatch.batch.planner import CANDIDATES_PER_REQUEST
 from dispatch.batch.types import Assignment
 from dispatch.dispatcher import Dispatcher
 from dispatch.runtime import Runtime
@@ -54,6 +59,62 @@ async def test_one_assignment_for_the_window_beats_first_come_first_served(
         assert got == {r1: d2, r2: d1}
     else:
         assert got == {r1: d1, r2: d2}
+
+
+@pytest.mark.parametrize("policy", ["batched", "greedy"])
+async def test_a_request_about_to_expire_gets_no_offer_and_a_fresh_one_does(
+    world: World, policy: str
+) -> None:
+    """Two riders want the one driver nearby. The first asked long ago: less time is left
+    before it expires than the driver has to answer an offer plus a batch, so the offer
+    goes to the fresh one, under either policy, and the old one is left to expire."""
+    rt = world.rt
+    rt.settings = with_policy(rt.settings, policy)
+    s = rt.settings
+    driver = await world.member(at=east(100))
+    old = (await world.request(east(0))).id
+    fresh = (await world.request(east(400))).id
+    left_s = s.offer_timeout_s + s.dispatch_batch_s - 1.0
+    async with rt.unit_of_work() as db:
+        await db.execute(
+            update(Trip)
+            .where(Trip.id == old)
+            .values(
+                requested_at=Trip.requested_at
+                - timedelta(seconds=s.trip_request_timeout_s - left_s)
+            )
+        )
+    dispatcher = await lead(rt)
+    assert await dispatcher.dispatch_batch() == 1
+    assert await world.pending_offers([old, fresh]) == {fresh: driver}
+    assert (await world.trip(old)).status == "requested"
+
+
+async def test_a_rider_whose_nearest_drivers_all_went_to_others_is_served_in_the_same_batch(
+    world: World,
+) -> None:
+    """One rider more than the drivers near a corner: each rider's nearest
+    ``CANDIDATES_PER_REQUEST`` are the same drivers, so the first pass serves all but one;
+    the second pass searches wider for that one, among drivers without an offer, and
+    finds the driver farther away. Every rider gets an offer from the one batch."""
+    rt = world.rt
+    near = [await world.member(at=east(50 + 10 * k)) for k in range(CANDIDATES_PER_REQUEST)]
+    far = await world.member(at=east(1500))
+    riders = [(await world.request(east(0))).id for _ in range(CANDIDATES_PER_REQUEST + 1)]
+    dispatcher = await lead(rt)
+    assert await dispatcher.dispatch_batch() == len(riders)
+    got = await world.pending_offers(riders)
+    assert set(got) == set(riders)
+    assert sorted(got.values()) == sorted([*near, far])
+
+    [entry] = [orjson.loads(x) for x in await rt.presence.dispatch_log(far, limit=10)]
+    assert entry["outcome"] == "offered" and entry["candidates"] == 1
+    second = entry["trip_id"]
+    # The near drivers were told the rider they were nearest to went to another trip.
+    for driver in near:
+        decisions = [orjson.loads(x) for x in await rt.presence.dispatch_log(driver, limit=20)]
+        about = [d for d in decisions if d["trip_id"] == second]
+        assert [d["outcome"] for d in about] == ["matched-to-another-trip"]
 
 
 async def test_a_deposed_leader_makes_no_offer(world: World) -> None:

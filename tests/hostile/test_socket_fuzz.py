@@ -95,6 +95,9 @@ def stage(test_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> 
         update={
             "redis_prefix": f"{test_settings.redis_prefix}sockfuzz:",
             "offer_timeout_s": 900,
+            # A request is offered only while it outlives an offer (the planner's expiry
+            # skip), so it must live longer than one.
+            "trip_request_timeout_s": 1800.0,
             # Hundreds of location frames in seconds: the rate limit (tested with the
             # security tests) would answer some of them before their content is read.
             "location_rate_per_s": 100_000.0,

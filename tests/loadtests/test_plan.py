@@ -12,8 +12,8 @@ import pytest
 
 from geo.point import LatLng
 from loadtests import kpi, trace
+from loadtests.kpi import Thresholds, verdict
 from loadtests.plan import LoadPlan
-from loadtests.run import Thresholds, verdict
 from tests.fixtures.demand import write_csv
 
 # Inside the demo's Manhattan polygon, and outside it (Brooklyn).

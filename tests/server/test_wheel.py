@@ -63,6 +63,8 @@ def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         check=True,
         capture_output=True,
         timeout=BUILD_TIMEOUT_S,
+        # A checkout on PYTHONPATH would make pip think coopride is installed already.
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
     )
     return venv / "bin"
 
