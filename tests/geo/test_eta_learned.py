@@ -140,7 +140,7 @@ def test_replay_uses_only_trips_finished_before_each_prediction(
 
 
 async def test_finished_trips_correct_every_process_through_redis(runtime: Runtime) -> None:
-    model = runtime.eta
+    model = runtime.eta = load_eta_model("learned")  # COOP_ETA_MODEL=learned
     assert isinstance(model, LearnedEtaModel)
     before = model.seconds(TIMES_SQUARE, UNION_SQUARE)
     now = datetime.now(UTC)
