@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from core.settings import get_settings
+from server.preflight import ConfigError, check, load_settings
 
 # The real demand the demo replays, beside the project (see ../shared/data/README.md).
 DEMO_DEMAND = (
@@ -35,6 +36,7 @@ def _alembic_config() -> object:
 def migrate(revision: str = "head") -> None:
     from alembic import command
 
+    check(load_settings(), redis=False, migrating=True)
     print(f"[migrate] upgrading database to {revision}", flush=True)
     command.upgrade(_alembic_config(), revision)  # type: ignore[arg-type]
     print("[migrate] done", flush=True)
@@ -56,11 +58,13 @@ def tune_gc() -> None:
 
 
 def serve(host: str, port: int, *, dispatcher: bool, workers: int, log_level: str) -> None:
+    settings = load_settings()
+    check(settings)
+
     import uvicorn
 
     from server.logs import configure
 
-    settings = get_settings()
     configure(log_level.upper(), secrets=(settings.operator_token, settings.jwt_secret))
     if workers > 1:
         # Each worker builds its own app; only one holds the dispatcher lock at a time.
@@ -124,11 +128,13 @@ def app_api_only() -> object:
 
 
 def run_dispatcher(log_level: str) -> None:
+    settings = load_settings()
+    check(settings)
+
     from dispatch.dispatcher import Dispatcher
     from dispatch.runtime import Runtime
     from server.logs import configure
 
-    settings = get_settings()
     configure(log_level.upper(), secrets=(settings.operator_token, settings.jwt_secret))
 
     async def main() -> None:
@@ -151,7 +157,9 @@ def audit_verify() -> int:
     """Recompute the audit log's hash chain from the database; 1 at the first break."""
     from fares.audit import ChainBreak, verify_database
 
-    result = asyncio.run(verify_database(get_settings().database_url))
+    settings = load_settings()
+    check(settings, redis=False)
+    result = asyncio.run(verify_database(settings.database_url))
     if isinstance(result, ChainBreak):
         print(f"[audit] chain broken at seq {result.seq}: {result.reason}", flush=True)
         return 1
@@ -228,7 +236,15 @@ def main(argv: list[str] | None = None) -> int:
         "`coopride loadtest --help` for its options",
     )
     args = parser.parse_args(argv)
+    try:
+        return _run(args)
+    except ConfigError as exc:
+        # One line naming the setting and the fix (server/preflight.py); no traceback.
+        print(f"coopride {args.command}: {exc}", file=sys.stderr, flush=True)
+        return 2
 
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "migrate":
         migrate(args.revision)
     elif args.command == "serve":
@@ -248,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_cli(args)
     elif args.command == "demo":
+        check(load_settings())
+
         from server.demo import main as demo_main
         from server.logs import configure
 
