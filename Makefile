@@ -1,8 +1,12 @@
 # Thin wrappers; the real work is in scripts/setup.sh and the `coopride` CLI.
 SHELL := /bin/bash
 
+# `make test-fast VENV=.venv-lowest` runs the suite on another venv (scripts/ci_lowest.sh);
+# setup always installs .venv, from uv.lock.
 VENV := .venv
 BIN := $(VENV)/bin
+# The project's pinned uv (installed into .venv-tools on first use).
+UV := bash scripts/uv.sh
 
 HOST ?= 127.0.0.1
 PORT ?= 8000
@@ -12,11 +16,26 @@ LOADTEST_ARGS ?=
 # make itself only ever exits 0 or 2).
 PYTEST_STATUS_FILE ?=
 
-.PHONY: setup run test test-fast lint bench loadtest clean venv-check
+.PHONY: setup run test test-fast test-lowest lock upgrade lint bench loadtest clean venv-check
 
-# System packages, PostgreSQL/PostGIS, Redis, role/db, .venv, migrations.
+# System packages, PostgreSQL/PostGIS, Redis, role/db, .venv (from uv.lock), migrations.
 setup:
 	bash scripts/setup.sh
+
+# uv.lock again after a dependency was added or changed in pyproject.toml; every other
+# pin stays as it is. Commit uv.lock with the pyproject.toml change.
+lock:
+	$(UV) lock
+
+# Take new releases deliberately: every pin moves to the newest that pyproject.toml
+# allows, then setup syncs .venv. Run the suite, then commit uv.lock.
+upgrade:
+	$(UV) lock --upgrade
+	bash scripts/setup.sh
+
+# test-fast on the lowest versions pyproject.toml allows, in .venv-lowest (CI runs it).
+test-lowest:
+	bash scripts/ci_lowest.sh
 
 # The backend with a living demo city (Ctrl-C stops it). `coopride serve` for an empty one.
 run: setup
@@ -49,9 +68,9 @@ bench: setup
 loadtest: setup
 	$(BIN)/coopride loadtest $(LOADTEST_ARGS)
 
-# Removes the venv and caches only; databases and services are left alone.
+# Removes the venvs and caches only; databases and services are left alone.
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info .ci/junit.xml
+	rm -rf .venv .venv-tools .venv-lowest .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info .ci/junit.xml
 	find . -path ./.git -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
 
 venv-check:

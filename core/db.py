@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from core.errors import Unavailable
+from core.settings import asyncpg_url
 
 OUTBOX = "coop_outbox"
 
@@ -34,7 +35,9 @@ def make_engine(database_url: str, **kwargs: Any) -> AsyncEngine:
         "connect_args": {"statement_cache_size": 256, "timeout": 5},
     }
     options.update(kwargs)
-    return create_async_engine(database_url, **options)
+    # Settings already give the asyncpg form; a URL from elsewhere (a copied Settings, a
+    # test) may still be a plain postgresql:// one.
+    return create_async_engine(asyncpg_url(database_url), **options)
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -11,6 +11,7 @@ import ipaddress
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -22,6 +23,37 @@ DEV_OPERATOR_TOKEN = "change-me"
 PLACEHOLDER_SECRETS = frozenset(
     {"change-me", "changethis", "secret", "", DEV_JWT_SECRET, DEV_OPERATOR_TOKEN}
 )
+
+# The database driver: the async engine, the migrations and the harness all use asyncpg.
+ASYNC_SCHEME = "postgresql+asyncpg"
+# What COOP_DATABASE_URL may start with: a plain libpq URL gets the driver chosen here.
+POSTGRES_SCHEMES = frozenset({"postgresql", "postgres", ASYNC_SCHEME})
+
+
+def asyncpg_url(url: str) -> str:
+    """``url`` for SQLAlchemy's asyncpg dialect: ``postgresql://`` and ``postgres://``
+    (libpq's spellings, what a hosting provider hands out) get the asyncpg driver, and
+    libpq's ``sslmode`` becomes asyncpg's ``ssl``. Any other scheme is refused with a
+    message that names the setting and the fix."""
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    if "://" in url and scheme.startswith(("postgresql+", "postgres+")) and scheme != ASYNC_SCHEME:
+        raise ValueError(
+            f"COOP_DATABASE_URL names the driver '{scheme.partition('+')[2]}', but coopride "
+            "uses asyncpg: start it with postgresql:// (or postgresql+asyncpg://)"
+        )
+    if "://" not in url or scheme not in POSTGRES_SCHEMES:
+        given = f"the scheme '{parts.scheme}://'" if parts.scheme else "no scheme"
+        raise ValueError(
+            f"COOP_DATABASE_URL has {given}, but coopride needs PostgreSQL: set it to "
+            "postgresql://USER:PASSWORD@HOST:PORT/DATABASE (the asyncpg driver is chosen "
+            "for you)"
+        )
+    query = parts.query
+    if "sslmode=" in query:
+        pairs = [("ssl" if k == "sslmode" else k, v) for k, v in parse_qsl(query, True)]
+        query = urlencode(pairs, quote_via=quote)
+    return urlunsplit(parts._replace(scheme=ASYNC_SCHEME, query=query))
 
 
 class Settings(BaseSettings):
@@ -121,6 +153,11 @@ class Settings(BaseSettings):
     @classmethod
     def _proxies_are_addresses(cls, value: str) -> str:
         return ",".join(trusted_proxies(value))
+
+    @field_validator("database_url")
+    @classmethod
+    def _asyncpg_driver(cls, url: str) -> str:
+        return asyncpg_url(url)
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Settings:

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 import core.models  # noqa: F401  (registers every table)
 from core.models.base import Base
-from core.settings import get_settings
+from core.settings import asyncpg_url, get_settings
 
 config = context.config
 target_metadata = Base.metadata
@@ -48,7 +48,7 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_async() -> None:
-    engine = create_async_engine(_url())
+    engine = create_async_engine(asyncpg_url(_url()))
     async with engine.connect() as connection:
         await connection.run_sync(_run)
     await engine.dispose()

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Make a fresh Debian/Ubuntu machine (Python 3.11+) ready to run and test
 # coopride: system packages, PostgreSQL + PostGIS, Redis, nginx (for a test), the
-# app's role and database, the .venv with the project installed, and the migrations.
+# app's role and database, the .venv installed from uv.lock, and the migrations.
 # Idempotent: safe to run again; it only does what is missing.
 #
 # Usage: bash scripts/setup.sh [--services-only]
@@ -16,6 +16,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=scripts/services.sh
 source "$ROOT/scripts/services.sh"
+# shellcheck source=scripts/python.sh
+source "$ROOT/scripts/python.sh"
 
 SERVICES_ONLY=0
 for arg in "$@"; do
@@ -30,43 +32,6 @@ for arg in "$@"; do
 done
 
 # ---------------------------------------------------------------- Python
-
-MIN_PY=(3 11)
-
-py_ok() { # py_ok INTERPRETER: true when it runs and is >= 3.11
-    "$1" -c "import sys; sys.exit(sys.version_info < (${MIN_PY[0]}, ${MIN_PY[1]}))" >/dev/null 2>&1
-}
-
-find_python() {
-    local c
-    if [[ -n ${PYTHON:-} ]]; then
-        py_ok "$PYTHON" || die "PYTHON=$PYTHON is not a Python >= ${MIN_PY[0]}.${MIN_PY[1]}"
-        printf '%s' "$PYTHON"
-        return 0
-    fi
-    for c in python3 python3.13 python3.12 python3.11; do
-        if have "$c" && py_ok "$c"; then
-            printf '%s' "$c"
-            return 0
-        fi
-    done
-    die "Python >= ${MIN_PY[0]}.${MIN_PY[1]} is required (found: $(python3 --version 2>&1 || echo 'no python3')); install it or set PYTHON=/path/to/python3.11"
-}
-
-# `python -m venv` needs ensurepip, which Debian/Ubuntu ship separately.
-ensure_venv_module() {
-    local py=$1 ver
-    "$py" -c 'import venv, ensurepip' >/dev/null 2>&1 && return 0
-    ver=$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
-    if ! pkg_installed python3-venv; then
-        apt_install python3-venv
-    fi
-    if ! "$py" -c 'import venv, ensurepip' >/dev/null 2>&1; then
-        apt_install "python$ver-venv"
-    fi
-    "$py" -c 'import venv, ensurepip' >/dev/null 2>&1 ||
-        die "$py -m venv does not work (ensurepip missing) even after installing python3-venv"
-}
 
 ensure_venv() {
     local venv=$ROOT/.venv py
@@ -87,25 +52,21 @@ ensure_venv() {
     fi
 }
 
-# pip install -e '.[dev]', skipped while pyproject.toml is unchanged since the
-# last successful install (stamp file .venv/.installed-<sha256>).
-ensure_project_installed() {
-    local venv=$ROOT/.venv sum stamp
-    [[ -f $ROOT/pyproject.toml ]] || die "pyproject.toml not found in $ROOT"
-    sum=$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)
-    stamp=$venv/.installed-$sum
-    if [[ -f $stamp ]]; then
-        log "project already installed in .venv (pyproject.toml unchanged)"
-        return 0
+# The project and every dependency, exactly as uv.lock pins them (hashes checked), with
+# the dev and loadtest extras; the project itself editable. `uv sync` changes only what
+# differs, so a second run takes a moment. A pyproject.toml edited without `make lock`
+# stops here: the lock no longer says what to install.
+sync_venv() {
+    local venv=$ROOT/.venv
+    [[ -f $ROOT/uv.lock ]] || die "uv.lock not found in $ROOT (run 'make lock' and commit it)"
+    ensure_uv
+    log "uv sync --locked --all-extras (.venv from uv.lock)"
+    rm -f "$venv"/.installed-* # pip-era stamp files
+    if ! (cd "$ROOT" && UV_PROJECT_ENVIRONMENT=$venv "$UV" sync --locked --all-extras \
+        --python "$venv/bin/python" --quiet); then
+        die "uv sync --locked failed; if it says the lockfile needs to be updated, pyproject.toml changed: run 'make lock' and commit uv.lock"
     fi
-    log "upgrading pip"
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-    log "pip install -e '.[dev]' (this can take a few minutes the first time)"
-    (cd "$ROOT" && "$venv/bin/pip" install --quiet --disable-pip-version-check -e '.[dev]') ||
-        die "pip install -e '.[dev]' failed"
-    rm -f "$venv"/.installed-*
-    touch "$stamp"
-    log "project installed"
+    log "project installed in .venv from uv.lock"
 }
 
 # ---------------------------------------------------------------- dashboard
@@ -200,7 +161,7 @@ if [[ $SERVICES_ONLY -eq 1 ]]; then
 fi
 
 ensure_venv
-ensure_project_installed
+sync_venv
 ensure_frontend_packages
 ensure_proxy_packages
 build_dashboard

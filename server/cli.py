@@ -15,6 +15,7 @@ from typing import Any, TypedDict
 
 from core.data import DataFile, MissingDataError, data_path, given_file
 from core.settings import Settings, get_settings, trusted_proxies
+from server.preflight import ConfigError, check, load_settings
 
 
 def _alembic_config() -> object:
@@ -30,6 +31,7 @@ def _alembic_config() -> object:
 def migrate(revision: str = "head") -> None:
     from alembic import command
 
+    check(load_settings(), redis=False, migrating=True)
     print(f"[migrate] upgrading database to {revision}", flush=True)
     command.upgrade(_alembic_config(), revision)  # type: ignore[arg-type]
     print("[migrate] done", flush=True)
@@ -75,12 +77,13 @@ def serve(
 ) -> None:
     """``forwarded_allow_ips`` (``--forwarded-allow-ips``), when given, replaces
     ``COOP_TRUSTED_PROXIES``."""
+    settings = load_settings()
+    check_data(settings)
+    check(settings)
     import uvicorn
 
     from server.logs import configure
 
-    settings = get_settings()
-    check_data(settings)
     configure(log_level.upper(), secrets=(settings.operator_token, settings.jwt_secret))
     trusted = trusted_proxies(
         settings.trusted_proxies if forwarded_allow_ips is None else forwarded_allow_ips
@@ -161,12 +164,14 @@ def app_api_only() -> object:
 
 
 def run_dispatcher(log_level: str) -> None:
+    settings = load_settings()
+    check_data(settings)
+    check(settings)
+
     from dispatch.dispatcher import Dispatcher
     from dispatch.runtime import Runtime
     from server.logs import configure
 
-    settings = get_settings()
-    check_data(settings)
     configure(log_level.upper(), secrets=(settings.operator_token, settings.jwt_secret))
 
     async def main() -> None:
@@ -189,7 +194,9 @@ def audit_verify() -> int:
     """Recompute the audit log's hash chain from the database; 1 at the first break."""
     from fares.audit import ChainBreak, verify_database
 
-    result = asyncio.run(verify_database(get_settings().database_url))
+    settings = load_settings()
+    check(settings, redis=False)
+    result = asyncio.run(verify_database(settings.database_url))
     if isinstance(result, ChainBreak):
         print(f"[audit] chain broken at seq {result.seq}: {result.reason}", flush=True)
         return 1
@@ -493,8 +500,10 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--forwarded-allow-ips: {e}")
     try:
         return _run(args)
-    except MissingDataError as exc:
-        print(f"coopride: {exc}", file=sys.stderr, flush=True)
+    except (MissingDataError, ConfigError) as exc:
+        # One line naming the file or setting and the fix (core/data.py,
+        # server/preflight.py); no traceback.
+        print(f"coopride {args.command}: {exc}", file=sys.stderr, flush=True)
         return 2
 
 
@@ -528,6 +537,8 @@ def _run(args: argparse.Namespace) -> int:
         given_file(Path(args.demand), option="--demand")
         return run_cli(args)
     elif args.command == "demo":
+        check(load_settings())
+
         from server.demo import main as demo_main
         from server.logs import configure
 

@@ -20,6 +20,8 @@ def uvicorn_runs(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     monkeypatch.setattr("uvicorn.run", lambda app, **options: calls.append(options))
     monkeypatch.setattr("server.logs.configure", lambda *a, **k: None)
     monkeypatch.setattr(cli, "tune_gc", lambda: None)
+    # The start-up checks have tests of their own (tests/server/test_config_errors.py).
+    monkeypatch.setattr(cli, "check", lambda *a, **k: None)
     # Set for the workers by ``serve --workers N``; removed again after the test.
     monkeypatch.setenv(cli._WORKER_LOG_LEVEL, "INFO")
     return calls
@@ -28,6 +30,7 @@ def uvicorn_runs(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
 def with_trusted(monkeypatch: pytest.MonkeyPatch, trusted: str) -> None:
     settings = Settings(_env_file=None, trusted_proxies=trusted)
     monkeypatch.setattr(cli, "get_settings", lambda: settings)
+    monkeypatch.setattr(cli, "load_settings", lambda: settings)
 
 
 def test_by_default_no_forwarded_header_is_read(
