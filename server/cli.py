@@ -527,10 +527,14 @@ def _run(args: argparse.Namespace) -> int:
         from geo.eta import commands
 
         trips = given_file(args.trips, option="--trips")
-        if args.eta_command == "fit":
-            months = tuple(int(m) for m in args.months.split(","))
-            return commands.fit(trips, out=args.out, months=months, seed=args.seed, quiet=False)
-        return commands.evaluate(trips, model_path=args.model, as_json=args.json)
+        try:
+            if args.eta_command == "fit":
+                months = tuple(int(m) for m in args.months.split(","))
+                return commands.fit(trips, out=args.out, months=months, seed=args.seed, quiet=False)
+            return commands.evaluate(trips, model_path=args.model, as_json=args.json)
+        except ValueError as exc:  # a file or an option that cannot be read: one line
+            print(f"coopride eta {args.eta_command}: {exc}", file=sys.stderr, flush=True)
+            return 2
     elif args.command == "simulate":
         from simulation.cli import run_cli
 

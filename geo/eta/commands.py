@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from core import progress
 from core.data import DataFile, data_dir
 from geo.eta import learned
 
@@ -25,25 +26,16 @@ def _iso(seconds: float) -> str:
 def fit(
     trips_path: Path, *, out: Path | None, months: tuple[int, ...], seed: int, quiet: bool
 ) -> int:
-    trips = learned.read_observed_trips(trips_path)
+    with progress.bar(f"[eta] reading {trips_path.name}", total=None, enabled=not quiet):
+        trips = learned.read_observed_trips(trips_path)
     train = trips.take(np.isin(trips.month, months))
     held_out = trips.take(~np.isin(trips.month, months))
     if len(train) == 0:
         print(f"coopride: {trips_path} has no trips in months {list(months)}", file=sys.stderr)
         return 2
     baseline = learned.baseline_speed_mps(train)
-    model = learned.fit(
-        train,
-        seed=seed,
-        meta={
-            "source": trips_path.name,
-            "months": list(months),
-            "train_from": _iso(float(train.pickup_s[0])),
-            "train_until": _iso(float(train.pickup_s[-1])),
-            "baseline_speed_mps": baseline,
-            "fitted_at": datetime.now(UTC).isoformat(),
-        },
-    )
+    with progress.bar(f"[eta] fitting on {len(train):,} trips", total=None, enabled=not quiet):
+        model = _fit(train, trips_path, months=months, seed=seed, baseline=baseline)
     if len(held_out):
         # What a street model needs to be as wrong as the real world (docs/eta.md).
         residual = np.log(held_out.duration_s / model.predict_s(held_out.features()))
@@ -64,6 +56,28 @@ def fit(
             flush=True,
         )
     return 0
+
+
+def _fit(
+    train: learned.ObservedTrips,
+    trips_path: Path,
+    *,
+    months: tuple[int, ...],
+    seed: int,
+    baseline: float,
+) -> learned.LearnedEta:
+    return learned.fit(
+        train,
+        seed=seed,
+        meta={
+            "source": trips_path.name,
+            "months": list(months),
+            "train_from": _iso(float(train.pickup_s[0])),
+            "train_until": _iso(float(train.pickup_s[-1])),
+            "baseline_speed_mps": baseline,
+            "fitted_at": datetime.now(UTC).isoformat(),
+        },
+    )
 
 
 def evaluate(trips_path: Path, *, model_path: Path | None, as_json: bool) -> int:
