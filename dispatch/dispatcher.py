@@ -29,6 +29,7 @@ from dispatch import candidates, offers, trips
 from dispatch.batch import planner
 from dispatch.batch.planner import BATCH_MAX_REQUESTS, CANDIDATES_PER_REQUEST
 from dispatch.batch.types import Request
+from dispatch.guidance import GuidanceLoop
 from dispatch.runtime import Runtime
 from dispatch.views import latlng_of
 from fares import governance, rules
@@ -104,6 +105,7 @@ class Dispatcher:
         self.lock = LeaderLock(rt, region, max(MIN_LEADER_TTL_S, LEADER_TTL_BATCHES * batch_s))
         self._last_requeue = -float("inf")
         self._stopping = asyncio.Event()
+        self.guidance = GuidanceLoop(rt)
 
     async def run(self) -> None:
         batch_s = self.rt.settings.dispatch_batch_s
@@ -149,7 +151,10 @@ class Dispatcher:
         await trips.expire_unmatched(rt)
         await rt.presence.reap_stale(cutoff_ms=now_ms() - int(rt.settings.driver_stale_s * 1000))
         await governance.close_due_proposals(rt.sessions, publish=rt.flush)
-        return await self.dispatch_batch()
+        made = await self.dispatch_batch()
+        # After the batch: advice to idle drivers (when due) never delays an offer.
+        await self.guidance.tick()
+        return made
 
     async def dispatch_batch(self) -> int:
         """Plan the region's queue in one go (``dispatch.batch.planner``) and turn the
