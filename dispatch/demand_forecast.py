@@ -46,6 +46,9 @@ FORECAST_WEEKS = 4
 REACH_RINGS = 1
 # Cells within this drive (seconds) are considered: "a few minutes" away.
 MAX_DRIVE_S = 420
+# A driver with no demand forecast within that (stranded after a long trip out of town)
+# is shown the cells within this drive instead.
+FAR_DRIVE_S = 1200
 # The advice a frame or the route lists by default, and at most.
 DEFAULT_LIMIT = 5
 MAX_LIMIT = 20
@@ -174,13 +177,35 @@ def advise(
     exclude_self_from: str | None = None,
     limit: int = DEFAULT_LIMIT,
     max_drive_s: float = MAX_DRIVE_S,
+    far_drive_s: float = FAR_DRIVE_S,
     resolution: int = RESOLUTION,
 ) -> list[CellAdvice]:
     """:func:`rank` over the cells within ``max_drive_s`` of ``origin``, given the hour's
-    forecast ``rates`` (cell → requests per hour) and ``idle`` drivers per cell.
+    forecast ``rates`` (cell → requests per hour) and ``idle`` drivers per cell; if
+    none of them has demand in reach, over those within ``far_drive_s``.
     ``exclude_self_from``: the cell the advised driver is idle in, counted in ``idle``
     but not competition for itself."""
     origin_cell = cells.cell_of(origin, resolution)
+    for drive_limit in (max_drive_s, max(max_drive_s, far_drive_s)):
+        found = _advise_within(
+            origin, origin_cell, eta, rates, idle, exclude_self_from, limit, drive_limit, resolution
+        )
+        if found or far_drive_s <= max_drive_s:
+            return found
+    return []
+
+
+def _advise_within(
+    origin: LatLng,
+    origin_cell: str,
+    eta: EtaModel,
+    rates: Mapping[str, float],
+    idle: Mapping[str, int],
+    exclude_self_from: str | None,
+    limit: int,
+    max_drive_s: float,
+    resolution: int,
+) -> list[CellAdvice]:
     candidates, _ = neighbourhood(
         origin_cell, search_rings(eta, max_drive_s=max_drive_s, resolution=resolution)
     )

@@ -167,9 +167,11 @@ async def demand_map(
     hour = demand_forecast.hour_of_week(at)
     res = rt.presence.resolution
     origin_cell = cells.cell_of(origin, res)
-    _, reach = demand_forecast.neighbourhood(
-        origin_cell, demand_forecast.search_rings(rt.eta, resolution=res)
+    # The far reach too: a driver with no demand nearby is shown cells further out.
+    rings = demand_forecast.search_rings(
+        rt.eta, max_drive_s=demand_forecast.FAR_DRIVE_S, resolution=res
     )
+    _, reach = demand_forecast.neighbourhood(origin_cell, rings)
     rates, idle, built = await _snapshot(rt, hour, reach)
     advice = demand_forecast.advise(
         origin,

@@ -117,3 +117,18 @@ def test_the_wire_shape() -> None:
     }
     assert wire["cell"] == HERE and wire["requests_per_hour"] == 60.0
     assert wire["expected_wait_s"] == 60
+
+
+def test_a_stranded_driver_is_shown_cells_further_out() -> None:
+    out_there = cells.ring(HERE, 5)[0]  # ~4 km: beyond a few minutes, within 20
+    far = df.advise(MIDTOWN, eta=DEFAULT_MODEL, rates={out_there: 10.0}, idle={}, limit=20)
+    assert far and all(df.MAX_DRIVE_S < a.drive_s <= df.FAR_DRIVE_S for a in far)
+    # With demand nearby too, only the nearby cells are listed.
+    near = cells_at_ring(1)[0]
+    both = df.advise(
+        MIDTOWN, eta=DEFAULT_MODEL, rates={out_there: 10.0, near: 1.0}, idle={}, limit=20
+    )
+    assert both and all(a.drive_s <= df.MAX_DRIVE_S for a in both)
+    assert (
+        df.advise(MIDTOWN, eta=DEFAULT_MODEL, rates={out_there: 10.0}, idle={}, far_drive_s=0) == []
+    )
