@@ -31,6 +31,7 @@ from simulation.demand import (
     parse_local_time,
     read_demand,
 )
+from simulation.guidance import Guidance, history_rates
 from simulation.kpis import SimResult
 from simulation.simulator import SimConfig, simulate
 
@@ -83,6 +84,16 @@ def run_cli(args: argparse.Namespace) -> int:
         if int(args.drivers) < 1:
             raise ValueError("--drivers must be at least 1")
         starts = driver_starts(requests, int(args.drivers), seed=seed)
+        compliance = float(_arg(args, "guidance_compliance", 1.0))
+        if getattr(args, "guidance", False):
+            # Only the weeks before the window: the replay never sees its own future.
+            rates, weeks = history_rates(
+                Path(args.demand), before=rows.start, resolution=config.resolution
+            )
+            guidance = Guidance(rates, rows.start, compliance=compliance, weeks=weeks)
+            config = replace(config, guidance=guidance)
+        elif not 0.0 <= compliance <= 1.0:
+            raise ValueError("--guidance-compliance must be in [0, 1]")
     except (ValueError, OSError) as exc:
         print(f"coopride simulate: {exc}", file=sys.stderr)
         return 2
@@ -97,6 +108,14 @@ def run_cli(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
+    if config.guidance is not None:
+        print(
+            f"[simulate] guidance: forecast from the {config.guidance.weeks} week(s) before "
+            f"the window ({sum(len(c) for c in config.guidance.rates.values())} cell-hours), "
+            f"compliance {config.guidance.compliance}",
+            file=sys.stderr,
+            flush=True,
+        )
 
     # No bar under --json: its reader is a program.
     result = _replay(requests, starts, config, window_s, bar=not getattr(args, "json", False))
@@ -121,6 +140,8 @@ def run_cli(args: argparse.Namespace) -> int:
             config.fare.minimum_cents,
         ],
         "speedup": speedup,
+        "guidance": config.guidance is not None,
+        "guidance_compliance": None if config.guidance is None else config.guidance.compliance,
         "clock": "simulated",
     }
     if getattr(args, "json", False):

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from core.fare_terms import FareRuleTerms
-from dispatch import candidates
+from dispatch import candidates, demand_forecast
 from dispatch.batch import fairness, planner
 from dispatch.batch.planner import (
     BATCH_MAX_REQUESTS,
@@ -51,6 +51,7 @@ from simulation.defaults import (
     SEEDED_FARE_RULE,
 )
 from simulation.demand import RideRequest, random_streams
+from simulation.guidance import MIN_GAIN_S, MOVE_STEP_S, Guidance
 from simulation.kpis import DriverRecord, SimResult, TripRecord, kpis
 
 # How often, in simulated seconds, ``simulate`` tells its ``clock`` the time at most.
@@ -74,6 +75,9 @@ class SimConfig:
     # Drivers are online from 0 to here (or to their last drop-off, if later); the
     # replay window's length. None: the last request's time.
     shift_end_s: float | None = None
+    # Idle drivers (a share of them) move to where demand will be
+    # (``simulation.guidance``); None: they wait where they dropped their last rider.
+    guidance: Guidance | None = None
 
     def __post_init__(self) -> None:
         if self.policy not in ("greedy", "batched"):
@@ -103,6 +107,9 @@ class _Event(IntEnum):
     ARRIVAL = 0
     RESPONSE = 1
     DROPOFF = 2
+    # Guidance: an idle driver looks at the map; a repositioning driver moves on.
+    GUIDE = 3
+    MOVE = 4
 
 
 class _DriverState(IntEnum):
@@ -152,6 +159,19 @@ class _Simulation:
         self.declined = 0
         self.batches = 0
         self.decline_rng = random_streams(config.seed)["declines"]
+        # Guidance: who follows it; per driver, where it is idle or heading (None while
+        # offered or on a trip), a generation that cancels its pending GUIDE/MOVE events
+        # when it changes, and the move under way (from, to, departed, seconds).
+        self.followers: frozenset[int] = frozenset()
+        self.waiting: dict[str, int] = {}  # idle drivers by the cell they are (going) in
+        self.effective: list[str | None] = list(self.cell)
+        self.guide_gen = [0] * len(starts)
+        self.route: dict[int, tuple[LatLng, LatLng, float, int]] = {}
+        self.last_arrival_s = max((r.requested_s for r in self.requests), default=0.0)
+        for c in self.cell:
+            self.waiting[c] = self.waiting.get(c, 0) + 1
+        if config.guidance is not None:
+            self.followers = config.guidance.followers(len(starts), config.seed)
 
     # -- events --------------------------------------------------------------------
 
@@ -159,21 +179,110 @@ class _Simulation:
         self.seq += 1
         heapq.heappush(self.events, (at, int(kind), self.seq, a, b))
 
-    def _make_available(self, k: int, now: float | None = None) -> None:
+    def _make_available(self, k: int, now: float, *, idle_from_now: bool = False) -> None:
         self.state[k] = _DriverState.AVAILABLE
         self.index.setdefault(self.cell[k], set()).add(k)
-        if now is not None:
+        if idle_from_now:
             self.idle_since_s[k] = now
+        self._count_waiting(k, self.cell[k])
+        if k in self.followers:
+            self._push(now, _Event.GUIDE, k, self.guide_gen[k])
 
     def _reserve(self, k: int) -> None:
         # The matcher never gives a driver two trips, and the index holds only
         # available drivers: an offer to a busy driver is a bug here.
         assert self.state[k] is _DriverState.AVAILABLE, self.driver_ids[k]
         self.state[k] = _DriverState.OFFERED
+        self._leave_cell(k)
+        self._count_waiting(k, None)
+        # An offer ends any move (the driver stops where it is) and pending re-looks.
+        self.guide_gen[k] += 1
+        self.route.pop(k, None)
+
+    def _leave_cell(self, k: int) -> None:
         members = self.index[self.cell[k]]
         members.discard(k)
         if not members:  # the index holds occupied cells only
             del self.index[self.cell[k]]
+
+    def _count_waiting(self, k: int, cell: str | None) -> None:
+        """Count driver ``k`` as idle in ``cell`` (where it is or is heading; None:
+        not idle), for the guidance's competition."""
+        old = self.effective[k]
+        if old is not None:
+            n = self.waiting[old] - 1
+            if n:
+                self.waiting[old] = n
+            else:
+                del self.waiting[old]
+        self.effective[k] = cell
+        if cell is not None:
+            self.waiting[cell] = self.waiting.get(cell, 0) + 1
+
+    # -- guidance ------------------------------------------------------------------
+
+    def _on_guide(self, now: float, k: int, gen: int) -> None:
+        """An idle follower reads the map: drive to the best cell if it beats staying
+        put by ``MIN_GAIN_S``, else wait here and look again later."""
+        guidance = self.cfg.guidance
+        if gen != self.guide_gen[k] or self.state[k] is not _DriverState.AVAILABLE:
+            return
+        assert guidance is not None
+        self.guide_gen[k] += 1
+        here = self.cell[k]
+        self._count_waiting(k, None)  # not competition for itself
+        advice = demand_forecast.advise(
+            self.position[k],
+            eta=self.cfg.eta,
+            rates=guidance.rates_at(now),
+            idle=self.waiting,
+            limit=demand_forecast.MAX_LIMIT,
+            max_drive_s=guidance.max_drive_s,
+            resolution=self.cfg.resolution,
+        )
+        stay = next((a.score_s for a in advice if a.cell == here), None)
+        best = advice[0] if advice else None
+        if (
+            best is None
+            or best.cell == here
+            or (stay is not None and best.score_s + MIN_GAIN_S > stay)
+        ):
+            self._count_waiting(k, here)
+            if now + guidance.reevaluate_s <= self.last_arrival_s:
+                self._push(now + guidance.reevaluate_s, _Event.GUIDE, k, self.guide_gen[k])
+            return
+        self._count_waiting(k, best.cell)
+        origin = self.position[k]
+        seconds = max(1, self.cfg.eta.seconds(origin, best.centre))
+        self.route[k] = (origin, best.centre, now, seconds)
+        self._push(now + min(MOVE_STEP_S, seconds), _Event.MOVE, k, self.guide_gen[k])
+
+    def _on_move(self, now: float, k: int, gen: int) -> None:
+        """A repositioning driver's position, one step further along its route (a
+        straight line at the ETA model's pace); on arrival it waits there."""
+        if gen != self.guide_gen[k] or k not in self.route:
+            return
+        origin, target, departed, seconds = self.route[k]
+        share = min(1.0, (now - departed) / seconds)
+        self.position[k] = LatLng(
+            origin.lat + (target.lat - origin.lat) * share,
+            origin.lng + (target.lng - origin.lng) * share,
+        )
+        self.moves[k] += 1
+        cell = cells.cell_of(self.position[k], self.cfg.resolution)
+        if cell != self.cell[k]:
+            self._leave_cell(k)
+            self.cell[k] = cell
+            self.index.setdefault(cell, set()).add(k)
+        guidance = self.cfg.guidance
+        assert guidance is not None
+        if share < 1.0:
+            self._push(min(now + MOVE_STEP_S, departed + seconds), _Event.MOVE, k, gen)
+            return
+        del self.route[k]
+        self._count_waiting(k, cell)
+        if now + guidance.reevaluate_s <= self.last_arrival_s:
+            self._push(now + guidance.reevaluate_s, _Event.GUIDE, k, gen)
 
     def _on_arrival(self, i: int) -> None:
         self.open[i] = True
@@ -190,7 +299,7 @@ class _Simulation:
             self.declined += 1
             self.excluded.setdefault(i, set()).add(self.driver_ids[k])
             self.open[i] = True
-            self._make_available(k)
+            self._make_available(k, now)
             return
         request, trip = self.requests[i], self.trips[i]
         del self.open[i]
@@ -220,7 +329,7 @@ class _Simulation:
         self.position[k] = self.requests[i].dropoff
         self.moves[k] += 1
         self.cell[k] = cells.cell_of(self.position[k], self.cfg.resolution)
-        self._make_available(k, now)
+        self._make_available(k, now, idle_from_now=True)
 
     # -- dispatch ------------------------------------------------------------------
 
@@ -242,7 +351,7 @@ class _Simulation:
             self.trips[i].expired_s = now
             held = self.offer_of_trip.pop(i, None)
             if held is not None:
-                self._make_available(held[1])
+                self._make_available(held[1], now)
 
     def _rings(self, centre: str) -> tuple[tuple[str, ...], ...]:
         rings = self.rings.get(centre)
@@ -387,6 +496,8 @@ class _Simulation:
     ) -> SimResult:
         for i, r in enumerate(self.requests):
             self._push(r.requested_s, _Event.ARRIVAL, i)
+        for k in sorted(self.followers):  # the shift starts with a look at the map
+            self._push(0.0, _Event.GUIDE, k, self.guide_gen[k])
         batch_s = self.cfg.batch_s
         tick = 0  # dispatch ticks at tick × batch_s, from 0
         now = 0.0
@@ -414,8 +525,12 @@ class _Simulation:
                         next_report = arrived + max(1, total // 10)
                 elif kind == _Event.RESPONSE:
                     self._on_response(at, a, b)
-                else:
+                elif kind == _Event.DROPOFF:
                     self._on_dropoff(at, a, b)
+                elif kind == _Event.GUIDE:
+                    self._on_guide(at, a, b)
+                else:
+                    self._on_move(at, a, b)
             self._tick(now)
             tick += 1
         return self._result(now)
