@@ -414,15 +414,13 @@ class _Simulation:
         stats: dict[str, DriverStats] = {}
         if self.cfg.policy == "batched" and self.cfg.fairness_weight > 0:
             # As the live index stores them: idle since the last drop-off (or going
-            # online), what the driver has been paid this shift and how long it has
-            # been online.
+            # online), and what the driver has been paid this shift.
             for r in requests:
                 for c in r.candidates:
                     k = self.driver_index[c.driver_id]
                     stats[c.driver_id] = DriverStats(
                         idle_s=max(0, int(now - self.idle_since_s[k])),
                         shift_earnings_cents=self.drivers[k].earnings_cents,
-                        online_s=max(0, int(now - self.online_from[k])),
                     )
         chosen = planner.plan(
             requests,

@@ -172,3 +172,11 @@ def bind_clock(model: EtaModel, clock: SimulatedClock) -> EtaModel:
     if isinstance(model, LearnedEtaModel):
         return replace(model, clock=clock, correction=LiveCorrection(), wall=lambda: 0.0)
     return model
+
+
+def expected_online_share(window_s: float) -> float:
+    """The share of a fleet with drawn shifts (``Shifts.draw``) online at any instant
+    of a ``window_s`` window: E[L / (L + window_s)] for L uniform in ``SHIFT_HOURS``."""
+    lo, hi = (h * 3600 for h in SHIFT_HOURS)
+    # ∫ L / (L + W) dL / (hi − lo) = 1 − W ln((hi + W) / (lo + W)) / (hi − lo)
+    return 1 - window_s * math.log((hi + window_s) / (lo + window_s)) / (hi - lo)

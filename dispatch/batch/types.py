@@ -44,9 +44,6 @@ class DriverStats:
     # Seconds since the driver's last trip ended, or since going online if later.
     idle_s: int
     shift_earnings_cents: int
-    # Seconds online this shift; None where not known (fairness then ranks earnings
-    # alone, not earnings per online hour).
-    online_s: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
