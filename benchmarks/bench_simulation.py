@@ -20,8 +20,9 @@ of idle drivers (``simulation/guidance.py``), which lands separately: until it i
 filled, the column shows "n/a".
 
 Run with ``.venv/bin/python benchmarks/bench_simulation.py`` (``--help`` for the
-options); it prints figures and asserts nothing. About 15 minutes of CPU for the
-default 5 seeds × 3 levels × 4 policies on a 2-core machine.
+options); it prints figures and asserts nothing. About 7 minutes of CPU for the
+default 5 seeds × 3 levels × 4 policies (15 minutes of wall time on a shared 2-core
+machine); ``--seeds 1`` for a quick look.
 """
 
 from __future__ import annotations

@@ -94,6 +94,8 @@ def test_pickups_are_driven_on_the_street_not_the_estimate(
     driven = np.array([t.pickup_street_s for t in matched])
     assert (driven != est).mean() > 0.9
     for t in matched:
+        assert t.pickup_s is not None and t.accepted_s is not None
+        assert t.pickup_street_s is not None and t.duration_s is not None
         assert t.pickup_s == t.accepted_s + t.pickup_street_s
         assert t.dropoff_s == pytest.approx(t.pickup_s + t.duration_s)
     # Pickups in the first band (short legs) have that band's log error: its median
