@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 
 from core import progress
 from core.fare_terms import FareRuleTerms
+from core.settings import Settings
 from geo.point import LatLng
 from simulation.defaults import (
     DEFAULT_BATCH_S,
@@ -34,6 +36,25 @@ from simulation.demand import (
 from simulation.guidance import Guidance, history_rates
 from simulation.kpis import SimResult
 from simulation.simulator import SimConfig, simulate
+
+
+def street_config(start_epoch_s: float) -> dict[str, Any]:
+    """What ``coopride simulate`` replays on (``SimConfig`` fields): the service's ETA
+    model (``COOP_ETA_MODEL``, the calibrated one by default) reading the simulated
+    clock, a street as wrong as real trips (the learned model's held-out residuals,
+    whichever model decides), and drivers with shifts. Loads the model and the trips
+    file: a few seconds."""
+    from geo.eta import load_eta_model
+    from simulation.street import Street
+
+    mode = Settings.model_fields["eta_model"].default
+    mode = os.environ.get("COOP_ETA_MODEL", mode)
+    return {
+        "eta": load_eta_model(mode),
+        "street": Street.learned(),
+        "shifts": True,
+        "start_epoch_s": start_epoch_s,
+    }
 
 
 def _parse_fare(text: str | None) -> FareRuleTerms:
@@ -80,6 +101,7 @@ def run_cli(args: argparse.Namespace) -> int:
         if not speedup > 0:
             raise ValueError("--speedup must be positive")
         rows = read_demand(Path(args.demand), start=start, end=end)
+        config = replace(config, **street_config(rows.start.timestamp()))
         requests = build_requests(rows, seed=seed, eta=config.eta)
         if int(args.drivers) < 1:
             raise ValueError("--drivers must be at least 1")
@@ -94,7 +116,7 @@ def run_cli(args: argparse.Namespace) -> int:
             config = replace(config, guidance=guidance)
         elif not 0.0 <= compliance <= 1.0:
             raise ValueError("--guidance-compliance must be in [0, 1]")
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError) as exc:  # MissingDataError is an OSError
         print(f"coopride simulate: {exc}", file=sys.stderr)
         return 2
     if config.policy == "greedy" and config.fairness_weight > 0:
@@ -143,6 +165,9 @@ def run_cli(args: argparse.Namespace) -> int:
         "guidance": config.guidance is not None,
         "guidance_compliance": None if config.guidance is None else config.guidance.compliance,
         "clock": "simulated",
+        "eta_model": type(config.eta).__name__,
+        "street": "held-out residuals of the learned model; real durations where known",
+        "shifts": config.shifts,
     }
     if getattr(args, "json", False):
         print(json.dumps(out, allow_nan=False))

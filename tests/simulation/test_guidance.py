@@ -9,20 +9,25 @@ import json
 import math
 import subprocess
 import sys
+from collections import Counter
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
 from dispatch import demand_forecast
 from geo import cells
 from geo.eta import DEFAULT_MODEL
 from geo.point import LatLng
+from simulation import simulator
 from simulation.demand import DEMAND_TZ, METRES_PER_DEGREE_LAT, build_requests, read_demand
 from simulation.guidance import Guidance, history_rates
 from simulation.simulator import SimConfig, simulate
-from tests.fixtures.demand import write_csv
+from simulation.street import Street
+from tests.fixtures.demand import check_conservation, write_csv
 
 ROOT = Path(__file__).resolve().parents[2]
 # The replay: Wednesday 2014-04-30 18:00-19:00, New York time.
@@ -205,3 +210,89 @@ def test_the_cli_refuses_a_compliance_outside_0_1(demand_file: Path, share: str)
     bad = cli(demand_file, "--guidance", "--guidance-compliance", share)
     assert bad.returncode == 2 and "--guidance-compliance must be in [0, 1]" in bad.stderr
     assert bad.stdout == ""
+
+
+class _Checked(simulator._Simulation):
+    """The replay, checking before every dispatch tick the bookkeeping that shifts and
+    guidance share, and counting what makes the check worth something."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.checks = 0
+        self.off_while_moving = 0
+        self.off_while_idle = 0
+        self.routes: dict[int, tuple[LatLng, LatLng, float, float]] = {}
+
+    def _on_logoff(self, now: float, k: int) -> None:
+        if self.state[k] is simulator._DriverState.AVAILABLE:
+            self.off_while_idle += 1
+            self.off_while_moving += k in self.route
+        super()._on_logoff(now, k)
+
+    def _tick(self, now: float) -> None:
+        available = {k for k, s in enumerate(self.state) if s is simulator._DriverState.AVAILABLE}
+        # The index holds the available drivers, each in the cell it is in now.
+        assert {k for ks in self.index.values() for k in ks} == available
+        for c, ks in self.index.items():
+            assert ks and all(self.cell[k] == c for k in ks)
+        # Only available drivers count as waiting (where they are or are heading),
+        # move, or have a look at the map or a move step pending.
+        assert {k for k, c in enumerate(self.effective) if c is not None} == available
+        assert self.waiting == Counter(c for c in self.effective if c is not None)
+        assert set(self.route) <= available
+        guidance_kinds = (simulator._Event.GUIDE, simulator._Event.MOVE)
+        pending = {
+            a
+            for _, kind, _, a, b in self.events
+            if kind in guidance_kinds and b == self.guide_gen[a]
+        }
+        assert pending <= available
+        self.routes.update(self.route)
+        self.checks += 1
+        super()._tick(now)
+
+
+def test_shifts_and_guidance_keep_one_bookkeeping(tmp_path: Path) -> None:
+    """Drivers with shifts, all following the advice, on a street that makes every leg
+    exp(0.5) times its estimate: before every tick the live index, the guidance's
+    counts and its pending looks hold the available drivers only (a driver logged off,
+    even mid-move, is advised no more), and each move lasts its estimate on the street."""
+    rng = np.random.default_rng(3)
+    n_window, n_drivers = 60, 60
+
+    def scattered(first: datetime, n: int) -> list[tuple[str, LatLng, LatLng | None]]:
+        """``n`` short trips around the west spot over two hours from ``first``."""
+        seconds = np.sort(rng.uniform(0, 7200, size=n))
+        pickups = [east(WEST_SPOT, m) for m in rng.uniform(-300, 300, size=n).tolist()]
+        return [
+            (stamp(first + timedelta(seconds=float(s))), p, east(p, 400))
+            for s, p in zip(seconds, pickups, strict=True)
+        ]
+
+    rows = [r for weeks in (4, 3, 2, 1) for r in scattered(START - timedelta(weeks=weeks), 60)]
+    path = write_csv(tmp_path / "demand.csv", rows + scattered(START, n_window))
+    window = read_demand(path, start=START, end=START + timedelta(hours=2))
+    requests = build_requests(window, seed=5)
+    starts = [east(HOME, 100 * k) for k in range(n_drivers)]
+    rates, weeks = history_rates(path, before=START, resolution=RES)
+    factor = math.exp(0.5)
+    cfg = config(
+        shift_end_s=7200.0,
+        max_pickup_eta_s=600,
+        shifts=True,
+        street=Street.from_residuals(np.array([100.0]), np.array([0.5])),
+        guidance=Guidance(rates, START, weeks=weeks),
+        seed=5,
+    )
+    sim = _Checked(requests, starts, cfg)
+    result = sim.run()
+    check_conservation(result, cfg)
+    assert sim.checks > 100 and sim.off_while_idle > 0 and sim.off_while_moving > 0
+    assert result.kpis.matched > 50
+    assert len(sim.routes) > 5
+    for origin, target, _, seconds in sim.routes.values():
+        estimate = max(1, DEFAULT_MODEL.seconds(origin, target))
+        assert seconds == max(1, math.ceil(estimate * factor))
+    # Logged off for good: not idle anywhere, not moving, no look at the map pending.
+    off = [k for k in range(n_drivers) if sim.offline_at[k] is not None]
+    assert off and all(sim.effective[k] is None and k not in sim.route for k in off)
