@@ -22,9 +22,9 @@ cell last what the street makes of them. ``--guidance-seeds`` replays it on fewe
 than the rest (0: not at all).
 
 Run with ``.venv/bin/python benchmarks/bench_simulation.py`` (``--help`` for the
-options); it prints figures and asserts nothing. About 7 minutes of CPU for the
-default 5 seeds × 3 levels × 4 policies, GUIDANCE_CPU more for the guidance column
-(WALL minutes of wall time on a shared 2-core machine); ``--seeds 1`` for a quick look.
+options); it prints figures and asserts nothing. About 6 minutes of CPU for the
+default 5 seeds × 3 levels × 5 columns, 72 s of it for the guidance column (8 minutes of
+wall time on a shared 2-core machine); ``--seeds 1`` for a quick look.
 """
 
 from __future__ import annotations

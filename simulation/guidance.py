@@ -8,8 +8,10 @@ replay cannot be guided by the riders it is about to serve.
 
 The ranking is ``dispatch.demand_forecast``'s, the one the live route and frame use; the
 simulator (``simulation.simulator``) drives a following driver toward the chosen cell's
-centre at the ETA model's speed, keeps it available for offers on the way (a member
-driving to a better spot still takes a ride), and lets it wait there. A share of the
+centre in the time the street gives the ETA model's estimate (exactly the estimate
+without a street), keeps it available for offers on the way (a member driving to a
+better spot still takes a ride), and lets it wait there; a driver off shift is not
+advised. A share of the
 fleet, ``compliance``, follows the advice; the others wait where they are, as without
 guidance.
 """
