@@ -1,33 +1,39 @@
-"""Greedy against batched dispatch, and fairness on against off, on a real evening rush.
+"""Greedy against batched dispatch, seeds × supply levels, scored on the street.
 
 Replays the busiest two hours of April 2014 in NYC (Wednesday 2014-04-30, 18:00–20:00
-local, found by ``dispatch.demand.read_demand``; every Uber pickup from
-``data/nyc_uber_pickups_2014-04.csv.gz``, NYC TLC records released to
-FiveThirtyEight) through ``simulation.simulator``: the dispatcher's own candidate rule
-and matching code, simulated drivers, a simulated clock.
+local, every Uber pickup from ``data/nyc_uber_pickups_2014-04.csv.gz``, NYC TLC records
+released to FiveThirtyEight) through ``simulation.simulator`` as ``coopride simulate``
+does: the service's ETA model (``COOP_ETA_MODEL``) reading the simulated clock for the
+dispatcher, a street that is as wrong as real trips (``simulation.street.Street``),
+drivers with shifts.
 
-1. Sizes the fleet so supply is tight: greedy replays at shrinking fleet sizes until
-   greedy keeps drivers busy more than ``TIGHT_UTILISATION`` of their online time (and
-   so leaves riders waiting and expiring); the first such size is used.
-2. Replays greedy, batched (fairness 0) and batched with fairness 0.5 and 1.0 at that
-   size, same seed, same requests, same driver starts.
-3. Measures the noise: a replay is chaotic (one different assignment changes every
-   later batch), so it replays fairness 1.0 against 0 on three other seeds, and fairness
-   0 with the offer delay nudged by 1 ms.
-4. Prints a table, the ratios, and which targets are met: batched's mean pickup ETA at
-   least 15% below greedy's; batched's match rate no lower; with fairness on, a lower
-   earnings Gini at under 5% more mean pickup ETA than fairness off (and whether that
-   difference stands out from the noise).
+For each seed and supply level (drivers online on average per request per minute: 1:1,
+2:1, 4:1) it replays greedy, batched at fairness 0 and batched at each fairness weight
+of ``--weights`` (the seeded rule's default among them), same requests, starts, shifts
+and street luck. Per cell it checks the targets of issue 16 for batched at the default
+weight against greedy: mean pickup time on the street ≥ 15% lower, match rate no lower,
+earnings Gini lower. Then the trade-off curve: each weight's mean pickup time and Gini
+against fairness 0 and greedy, over all cells.
 
-Run with ``.venv/bin/python benchmarks/bench_simulation.py``; it prints figures and
-asserts nothing. About two minutes on a 2-core machine.
+"batched + guidance" is batched at the default weight with every idle driver following
+the demand map (``simulation/guidance.py``, as ``coopride simulate --guidance``): the
+forecast is built once from the four weeks before the window, drives to the advised
+cell last what the street makes of them. ``--guidance-seeds`` replays it on fewer seeds
+than the rest (0: not at all).
+
+Run with ``.venv/bin/python benchmarks/bench_simulation.py`` (``--help`` for the
+options); it prints figures and asserts nothing. About 6 minutes of CPU for the
+default 5 seeds × 3 levels × 5 columns, 72 s of it for the guidance column (8 minutes of
+wall time on a shared 2-core machine); ``--seeds 1`` for a quick look.
 """
 
 from __future__ import annotations
 
+import argparse
+import resource
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,48 +43,47 @@ if str(ROOT) not in sys.path:  # run as a script: make the packages importable
     sys.path.insert(0, str(ROOT))
 
 from core.data import DataFile  # noqa: E402
-from geo.eta import DEFAULT_MODEL  # noqa: E402
-from simulation import defaults, demand, simulator  # noqa: E402
+from simulation import defaults, demand, simulator, street  # noqa: E402
+from simulation.cli import street_config  # noqa: E402
+from simulation.guidance import Guidance, history_rates  # noqa: E402
 from simulation.kpis import Kpis  # noqa: E402
 from simulation.simulator import SimConfig  # noqa: E402
 
 DEMAND = ROOT / "data" / DataFile.PICKUPS.value
-SEED = defaults.DEFAULT_SEED
-# Tried largest first; the first whose greedy utilisation exceeds the threshold is used.
-FLEET_SIZES = (1200, 1000, 900, 800, 700, 600, 500)
-TIGHT_UTILISATION = 0.80
-FAIRNESS_WEIGHTS = (0.5, 1.0)
-# Targets (issue 4).
+SEEDS = (defaults.DEFAULT_SEED, 1, 2, 3, 4)
+# Drivers online on average per request per minute of the window.
+RATIOS = (1.0, 2.0, 4.0)
+DEFAULT_WEIGHT = defaults.SEEDED_FARE_RULE.fairness_weight
+WEIGHTS = tuple(sorted({0.5, 1.0, DEFAULT_WEIGHT} - {0.0}))
 ETA_REDUCTION_TARGET = 0.15
-FAIRNESS_ETA_COST_LIMIT = 0.05
-# The noise check: other seeds for fairness on against off, and a nudge to the offer
-# delay that should change nothing systematic.
-NOISE_SEEDS = (1, 2, 3)
-NOISE_WEIGHT = 1.0
-NUDGE_S = 0.001
+
+
+def guidance_config(config: SimConfig, guidance: Guidance | None) -> SimConfig | None:
+    """Batched with idle drivers guided toward forecast demand (``guidance``, built once
+    per benchmark). None: guidance is not replayed for this cell."""
+    if guidance is None:
+        return None
+    return replace(config, guidance=guidance)
 
 
 @dataclass(frozen=True, slots=True)
 class Run:
     name: str
     kpis: Kpis
-    seconds: float
+    cpu_s: float
 
 
-def replay(
-    requests: list[demand.RideRequest],
-    drivers: int,
-    window_s: float,
-    name: str,
-    *,
-    seed: int = SEED,
-    **config: object,
-) -> Run:
-    starts = demand.driver_starts(requests, drivers, seed=seed)
-    cfg = SimConfig(seed=seed, shift_end_s=window_s, **config)  # type: ignore[arg-type]
-    started = time.perf_counter()
-    result = simulator.simulate(requests, starts, cfg)
-    return Run(name, result.kpis, time.perf_counter() - started)
+def fleet_size(ratio: float, requests_per_minute: float, window_s: float) -> int:
+    """Headcount whose mean number online over the window is ``ratio`` × the requests
+    per minute (shifts put ``expected_online_share`` of the fleet online at a time)."""
+    return round(ratio * requests_per_minute / street.expected_online_share(window_s))
+
+
+def replay(requests: list[demand.RideRequest], drivers: int, base: SimConfig, name: str) -> Run:
+    starts = demand.driver_starts(requests, drivers, seed=base.seed)
+    started = time.process_time()
+    result = simulator.simulate(requests, starts, base)
+    return Run(name, result.kpis, time.process_time() - started)
 
 
 def fmt(x: float | None, digits: int = 1) -> str:
@@ -88,20 +93,19 @@ def fmt(x: float | None, digits: int = 1) -> str:
 def row(run: Run) -> str:
     k = run.kpis
     return (
-        f"  {run.name:<20} {k.matched:>5}/{k.requests:<5} {k.match_rate:6.1%} {k.expired:>6} "
-        f"{fmt(k.pickup_eta_mean_s):>7} {fmt(k.pickup_eta_p50_s, 0):>5} "
-        f"{fmt(k.pickup_eta_p95_s, 0):>5} {fmt(k.rider_wait_mean_s):>7} "
-        f"{k.driver_utilisation:6.1%} {k.earnings_gini:6.3f} "
-        f"{k.earnings_per_online_hour_p10_cents / 100:>7.2f} "
-        f"{k.earnings_per_online_hour_p90_cents / 100:>7.2f} {run.seconds:6.1f}"
+        f"    {run.name:<22} {k.matched:>5}/{k.requests:<5} {k.match_rate:6.1%} "
+        f"{fmt(k.pickup_eta_mean_s):>7} {fmt(k.pickup_estimate_mean_s):>7} "
+        f"{fmt(k.eta_error, 3):>6} {fmt(k.rider_wait_mean_s):>7} {k.driver_utilisation:6.1%} "
+        f"{k.earnings_gini:6.4f} {k.earnings_per_online_hour_p10_cents / 100:>7.2f} "
+        f"{k.earnings_per_online_hour_p90_cents / 100:>7.2f} {run.cpu_s:6.1f}"
     )
 
 
 HEADER = (
-    f"  {'policy':<20} {'matched':>11} {'rate':>6} {'expired':>6} {'ETA':>7} {'p50':>5} "
-    f"{'p95':>5} {'wait':>7} {'util':>6} {'gini':>6} {'$/h p10':>7} {'$/h p90':>7} "
-    f"{'run s':>6}\n"
-    f"  {'':<20} {'':>11} {'':>6} {'':>6} {'mean s':>7} {'s':>5} {'s':>5} {'mean s':>7}"
+    f"    {'policy':<22} {'matched':>11} {'rate':>6} {'pickup':>7} {'est.':>7} "
+    f"{'error':>6} {'wait':>7} {'util':>6} {'gini':>6} {'$/h p10':>7} {'$/h p90':>7} "
+    f"{'cpu s':>6}\n"
+    f"    {'':<22} {'':>11} {'':>6} {'mean s':>7} {'mean s':>7} {'':>6} {'mean s':>7}"
 )
 
 
@@ -110,160 +114,158 @@ def met(ok: bool) -> str:
 
 
 def main() -> None:
-    started = time.perf_counter()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, default=len(SEEDS), help="how many of the seeds")
+    parser.add_argument(
+        "--ratios", default=",".join(str(r) for r in RATIOS), help="supply levels, comma-separated"
+    )
+    parser.add_argument(
+        "--guidance-seeds",
+        type=int,
+        default=len(SEEDS),
+        help="how many of the seeds also replay batched + guidance (0: none)",
+    )
+    parser.add_argument(
+        "--weights",
+        default=",".join(str(w) for w in WEIGHTS),
+        help="fairness weights beside 0, comma-separated",
+    )
+    args = parser.parse_args()
+    seeds = SEEDS[: args.seeds]
+    ratios = [float(r) for r in args.ratios.split(",")]
+    weights = [float(w) for w in args.weights.split(",") if w.strip()]
+    default_weight = DEFAULT_WEIGHT if DEFAULT_WEIGHT in weights or DEFAULT_WEIGHT == 0 else None
+
+    wall0, cpu0 = time.perf_counter(), time.process_time()
     rows = demand.read_demand(DEMAND)
-    requests = demand.build_requests(rows, seed=SEED)
     window_s = (rows.end - rows.start).total_seconds()
-    trip_m = [DEFAULT_MODEL.leg(r.pickup, r.dropoff).distance_m for r in requests]
+    per_minute = len(rows) / (window_s / 60)
+    base = SimConfig(shift_end_s=window_s, **street_config(rows.start.timestamp()))
+    guidance: Guidance | None = None
+    if args.guidance_seeds > 0:
+        # As ``coopride simulate --guidance``: only the weeks before the window.
+        rates, weeks = history_rates(DEMAND, before=rows.start, resolution=base.resolution)
+        guidance = Guidance(rates, rows.start, weeks=weeks)
     print(
-        f"Demand: {len(requests):,} pickups, {rows.start:%a %Y-%m-%d %H:%M}–{rows.end:%H:%M} "
-        f"{rows.start.tzname()} (the file's busiest two hours); drop-offs drawn: road "
-        f"distance median {np.median(trip_m) / 1000:.1f} km, p90 "
-        f"{np.percentile(trip_m, 90) / 1000:.1f} km. Seed {SEED}."
-    )
-    print(
-        "Drivers start at jittered pickups of the window, online the whole window, "
-        "idle where they drop off; batch 2 s, offers accepted after "
-        f"{defaults.DEFAULT_OFFER_ACCEPT_S:.0f} s, max pickup ETA "
-        f"{defaults.DEFAULT_MAX_PICKUP_ETA_S} s, requests expire after "
-        f"{defaults.DEFAULT_REQUEST_TIMEOUT_S:.0f} s."
+        f"Demand: {len(rows):,} pickups, {rows.start:%a %Y-%m-%d %H:%M}–{rows.end:%H:%M} "
+        f"{rows.start.tzname()} ({per_minute:.1f} a minute; drop-offs drawn). Dispatcher: "
+        f"{type(base.eta).__name__} on the simulated clock; street: its held-out residuals; "
+        f"shifts {street.SHIFT_HOURS[0]:.0f}-{street.SHIFT_HOURS[1]:.0f} h "
+        f"({street.expected_online_share(window_s):.0%} of the fleet online at a time). "
+        f"The co-op's default fairness weight: {DEFAULT_WEIGHT}."
     )
 
-    print(f"\nFleet size: greedy, largest fleet first, until utilisation > {TIGHT_UTILISATION:.0%}")
-    print(HEADER)
-    greedy: Run | None = None
-    for n in FLEET_SIZES:
-        run = replay(requests, n, window_s, f"greedy, {n} drivers", policy="greedy")
-        print(row(run), flush=True)
-        greedy = run
-        if run.kpis.driver_utilisation > TIGHT_UTILISATION:
-            break
-    assert greedy is not None
-    fleet = greedy.kpis.drivers
-    tight = greedy.kpis.driver_utilisation > TIGHT_UTILISATION
-    print(
-        f"  → {fleet} drivers: greedy keeps them {greedy.kpis.driver_utilisation:.1%} busy and "
-        f"lets {greedy.kpis.expired:,} of {greedy.kpis.requests:,} riders "
-        f"({greedy.kpis.expired / greedy.kpis.requests:.1%}) wait until their request "
-        "expires"
-        + ("" if tight else f" (no size tried exceeds {TIGHT_UTILISATION:.0%}; smallest used)")
-        + "."
-    )
-
-    print(f"\nPolicies at {fleet} drivers (same requests, starts and seed)")
-    print(HEADER)
-    greedy = Run("greedy", greedy.kpis, greedy.seconds)
-    print(row(greedy), flush=True)
-    batched = replay(requests, fleet, window_s, "batched, fairness 0", policy="batched")
-    print(row(batched), flush=True)
-    fair = []
-    for w in FAIRNESS_WEIGHTS:
-        run = replay(
-            requests, fleet, window_s, f"batched, fairness {w}", policy="batched", fairness_weight=w
-        )
-        fair.append((w, run))
-        print(row(run), flush=True)
-
-    g, b = greedy.kpis, batched.kpis
-    assert g.pickup_eta_mean_s is not None and b.pickup_eta_mean_s is not None
-    eta_reduction = 1 - b.pickup_eta_mean_s / g.pickup_eta_mean_s
-    print("\nRatios")
-    print(
-        f"  mean pickup ETA, batched / greedy: {b.pickup_eta_mean_s:.1f} / "
-        f"{g.pickup_eta_mean_s:.1f} s = {b.pickup_eta_mean_s / g.pickup_eta_mean_s:.3f} "
-        f"({eta_reduction:.1%} lower)"
-    )
-    print(
-        f"  match rate, batched vs greedy: {b.match_rate:.1%} vs {g.match_rate:.1%} "
-        f"({(b.match_rate - g.match_rate) * 100:+.1f} points; {b.matched - g.matched:+,} riders)"
-    )
-    if g.rider_wait_mean_s is not None and b.rider_wait_mean_s is not None:
-        print(
-            f"  mean rider wait (request → pickup), batched / greedy: "
-            f"{b.rider_wait_mean_s / g.rider_wait_mean_s:.3f}"
-        )
-    fair_results = []
-    for w, run in fair:
-        f = run.kpis
-        assert f.pickup_eta_mean_s is not None
-        eta_cost = f.pickup_eta_mean_s / b.pickup_eta_mean_s - 1
-        gini_change = f.earnings_gini / b.earnings_gini - 1 if b.earnings_gini else 0.0
-        fair_results.append((w, f.earnings_gini - b.earnings_gini, eta_cost))
-        print(
-            f"  fairness {w}: earnings Gini {f.earnings_gini:.4f} vs {b.earnings_gini:.4f} off "
-            f"({gini_change:+.1%}); mean pickup ETA {eta_cost:+.1%}; p10 $/h "
-            f"{f.earnings_per_online_hour_p10_cents / 100:.2f} vs "
-            f"{b.earnings_per_online_hour_p10_cents / 100:.2f}; match rate {f.match_rate:.1%}"
-        )
-
-    # The replay is chaotic: one different assignment early on changes every later
-    # batch, so a small KPI difference between two policies can be noise. Measure it.
-    print(
-        f"\nNoise check (batched at {fleet} drivers): fairness {NOISE_WEIGHT} against 0 on "
-        f"{len(NOISE_SEEDS)} other seeds, and fairness 0 with the offer delay changed by "
-        f"{NUDGE_S * 1000:.0f} ms on the main seed"
-    )
-    nudged = replay(
-        requests,
-        fleet,
-        window_s,
-        "nudged",
-        policy="batched",
-        offer_accept_s=defaults.DEFAULT_OFFER_ACCEPT_S + NUDGE_S,
-    )
-    noise = abs(nudged.kpis.earnings_gini - b.earnings_gini)
-    print(
-        f"  main seed, offer delay +{NUDGE_S * 1000:.0f} ms, fairness 0: Gini "
-        f"{nudged.kpis.earnings_gini:.4f} vs {b.earnings_gini:.4f} ({noise:.4f} apart); mean "
-        f"pickup ETA {nudged.kpis.pickup_eta_mean_s:.1f} s"
-    )
-    lower_on = 0
-    for seed in NOISE_SEEDS:
-        seed_requests = demand.build_requests(rows, seed=seed)
-        off = replay(seed_requests, fleet, window_s, "off", policy="batched", seed=seed)
-        on = replay(
-            seed_requests,
-            fleet,
-            window_s,
-            "on",
-            policy="batched",
-            fairness_weight=NOISE_WEIGHT,
-            seed=seed,
-        )
-        lower_on += on.kpis.earnings_gini < off.kpis.earnings_gini
-        assert on.kpis.pickup_eta_mean_s is not None and off.kpis.pickup_eta_mean_s is not None
-        print(
-            f"  seed {seed}: Gini {on.kpis.earnings_gini:.4f} on vs {off.kpis.earnings_gini:.4f} "
-            f"off ({on.kpis.earnings_gini - off.kpis.earnings_gini:+.4f}); mean pickup ETA "
-            f"{on.kpis.pickup_eta_mean_s / off.kpis.pickup_eta_mean_s - 1:+.1%}",
-            flush=True,
-        )
-
-    print("\nTargets")
-    print(
-        f"  batched mean pickup ETA ≥ {ETA_REDUCTION_TARGET:.0%} lower than greedy: "
-        f"{met(eta_reduction >= ETA_REDUCTION_TARGET)} ({eta_reduction:.1%} lower)"
-    )
-    print(
-        f"  batched match rate no lower than greedy: {met(b.match_rate >= g.match_rate)} "
-        f"({b.match_rate:.1%} vs {g.match_rate:.1%})"
-    )
-    for w, gini_delta, eta_cost in fair_results:
-        ok = gini_delta < 0 and eta_cost < FAIRNESS_ETA_COST_LIMIT
-        print(
-            f"  fairness {w}: lower Gini at < {FAIRNESS_ETA_COST_LIMIT:.0%} ETA cost: "
-            f"{met(ok)} on the main seed (Gini {gini_delta:+.4f}, ETA {eta_cost:+.1%})"
-            + (
-                ""
-                if not ok or abs(gini_delta) > noise
-                else f", but within noise (a {NUDGE_S * 1000:.0f} ms nudge moves it {noise:.4f})"
+    # cells[(ratio, seed)][name] = Run
+    cells: dict[tuple[float, int], dict[str, Run]] = {}
+    for ratio in ratios:
+        n = fleet_size(ratio, per_minute, window_s)
+        for seed in seeds:
+            requests = demand.build_requests(rows, seed=seed)
+            cfg = replace(base, seed=seed)
+            runs: dict[str, Run] = {}
+            runs["greedy"] = replay(requests, n, replace(cfg, policy="greedy"), "greedy")
+            runs["0"] = replay(requests, n, replace(cfg, policy="batched"), "batched, fairness 0")
+            for w in weights:
+                runs[str(w)] = replay(
+                    requests,
+                    n,
+                    replace(cfg, policy="batched", fairness_weight=w),
+                    f"batched, fairness {w}",
+                )
+            guided = guidance_config(
+                replace(cfg, policy="batched", fairness_weight=DEFAULT_WEIGHT),
+                guidance if seed in seeds[: args.guidance_seeds] else None,
             )
+            if guided is not None:
+                runs["guidance"] = replay(requests, n, guided, "batched + guidance")
+            cells[(ratio, seed)] = runs
+            online = runs["greedy"].kpis.drivers_online_mean
+            print(f"\n  {ratio:g}:1, seed {seed}: {n} drivers, {online:.0f} online on average")
+            print(HEADER)
+            for run in runs.values():
+                print(row(run), flush=True)
+            if "guidance" not in runs:
+                print("    batched + guidance      not replayed (--guidance-seeds)")
+
+    print("\nTargets per cell: batched at the default weight against greedy")
+    key = "0" if not DEFAULT_WEIGHT else str(DEFAULT_WEIGHT)
+    if default_weight is None:
+        print(f"  (the default weight {DEFAULT_WEIGHT} was not replayed: pass it in --weights)")
+        key = "0"
+    print(f"  {'cell':<14} {'pickup':>18} {'match rate':>22} {'gini':>22}")
+    totals = [0, 0, 0]
+    for (ratio, seed), runs in cells.items():
+        g, b = runs["greedy"].kpis, runs[key].kpis
+        assert g.pickup_eta_mean_s is not None and b.pickup_eta_mean_s is not None
+        cut = 1 - b.pickup_eta_mean_s / g.pickup_eta_mean_s
+        checks = (
+            cut >= ETA_REDUCTION_TARGET,
+            b.match_rate >= g.match_rate,
+            b.earnings_gini < g.earnings_gini,
         )
+        totals = [t + ok for t, ok in zip(totals, checks, strict=True)]
+        print(
+            f"  {ratio:g}:1 seed {seed:<8} {cut:>7.1%} lower {met(checks[0]):>7} "
+            f"{b.match_rate:6.1%} vs {g.match_rate:6.1%} {met(checks[1]):>7} "
+            f"{b.earnings_gini:.4f} vs {g.earnings_gini:.4f} {met(checks[2]):>7}"
+        )
+    n_cells = len(cells)
     print(
-        f"  fairness {NOISE_WEIGHT} lowers the Gini on {lower_on} of {len(NOISE_SEEDS)} other "
-        "seeds: " + ("robust" if lower_on == len(NOISE_SEEDS) else "NOT robust")
+        f"  met in {totals[0]}/{n_cells} (pickup ≥ {ETA_REDUCTION_TARGET:.0%} lower), "
+        f"{totals[1]}/{n_cells} (match rate), {totals[2]}/{n_cells} (Gini lower)"
     )
-    print(f"\nTotal {time.perf_counter() - started:.0f} s")
+
+    print("\nTrade-off: each weight over all cells (means; pickup and Gini vs fairness 0)")
+    print(
+        f"  {'weight':<8} {'pickup s':>9} {'vs w=0':>8} {'gini':>7} {'vs w=0':>8} "
+        f"{'vs greedy':>10} {'Gini < greedy':>14}"
+    )
+    for name in ["greedy", "0", *(str(w) for w in weights)]:
+        eta = np.mean([c[name].kpis.pickup_eta_mean_s or 0 for c in cells.values()])
+        eta0 = np.mean([c["0"].kpis.pickup_eta_mean_s or 0 for c in cells.values()])
+        gini = np.mean([c[name].kpis.earnings_gini for c in cells.values()])
+        gini0 = np.mean([c["0"].kpis.earnings_gini for c in cells.values()])
+        ginig = np.mean([c["greedy"].kpis.earnings_gini for c in cells.values()])
+        below = sum(
+            c[name].kpis.earnings_gini < c["greedy"].kpis.earnings_gini for c in cells.values()
+        )
+        print(
+            f"  {name:<8} {eta:9.1f} {eta / eta0 - 1:+8.1%} {gini:7.4f} {gini - gini0:+8.4f} "
+            f"{gini - ginig:+10.4f} {below:>8}/{n_cells}"
+        )
+    guided_cells = {c: runs for c, runs in cells.items() if "guidance" in runs}
+    if guided_cells:
+        print(
+            f"\nGuidance: batched + guidance against batched at the default weight and greedy, "
+            f"{len(guided_cells)} cell(s)"
+        )
+        print(
+            f"  {'cell':<14} {'match rate':>24} {'pickup mean s':>22} {'gini':>22} {'$/h p10':>18}"
+        )
+        for (ratio, seed), runs in guided_cells.items():
+            g, b, gd = runs["greedy"].kpis, runs[key].kpis, runs["guidance"].kpis
+            print(
+                f"  {ratio:g}:1 seed {seed:<8} {gd.match_rate:6.1%} vs {b.match_rate:6.1%} "
+                f"/ {g.match_rate:6.1%} {fmt(gd.pickup_eta_mean_s):>6} vs "
+                f"{fmt(b.pickup_eta_mean_s):>6} / {fmt(g.pickup_eta_mean_s):>6} "
+                f"{gd.earnings_gini:.4f} vs {b.earnings_gini:.4f} / {g.earnings_gini:.4f} "
+                f"{gd.earnings_per_online_hour_p10_cents / 100:6.2f} vs "
+                f"{b.earnings_per_online_hour_p10_cents / 100:6.2f}"
+            )
+        n_guided = len(guided_cells)
+        trios = [(r["guidance"].kpis, r[key].kpis, r["greedy"].kpis) for r in guided_cells.values()]
+        above = sum(gd.match_rate > b.match_rate for gd, b, _ in trios)
+        fairer = sum(gd.earnings_gini < b.earnings_gini for gd, b, _ in trios)
+        fairer_than_greedy = sum(gd.earnings_gini < g.earnings_gini for gd, _, g in trios)
+        print(
+            f"  match rate above batched in {above}/{n_guided}; Gini below batched in "
+            f"{fairer}/{n_guided}, below greedy in {fairer_than_greedy}/{n_guided}"
+        )
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    print(
+        f"\nTotal: {time.perf_counter() - wall0:.0f} s wall, "
+        f"{time.process_time() - cpu0:.0f} s CPU (user {usage.ru_utime:.0f} s)"
+    )
 
 
 if __name__ == "__main__":

@@ -185,6 +185,11 @@ class NotOnline(Conflict):
     title = "Go online before sending this"
 
 
+class PositionUnknown(Conflict):
+    slug = "position-unknown"
+    title = "Send a location first: the live index has no position for this driver"
+
+
 class TokenRevoked(NotAuthenticated):
     slug = "token-revoked"
     title = "This token has been revoked"

@@ -159,5 +159,16 @@ class Keys:
         first, capped): the learned ETA model's live correction (dispatch/eta_feedback.py)."""
         return f"{self.prefix}eta:finished"
 
+    # -- where to wait (dispatch.guidance) --
+    def demand_forecast(self, resolution: int, hour_of_week: int) -> str:
+        """Hash: H3 cell -> forecast requests per hour at that hour of the week (0 =
+        Monday 00:00, New York time), from the last weeks' trips; rebuilt by the
+        dispatcher, read by every api process."""
+        return f"{self.prefix}demand:{resolution}:{hour_of_week}"
+
+    def demand_forecast_meta(self) -> str:
+        """Hash: built_ms (when the forecast was rebuilt), weeks, trips."""
+        return f"{self.prefix}demand:meta"
+
     def all_keys_pattern(self) -> str:
         return f"{self.prefix}*"

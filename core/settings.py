@@ -107,6 +107,11 @@ class Settings(BaseSettings):
     data_dir: Path | None = None
 
     h3_resolution: int = Field(default=8, ge=0, le=15)
+    # Where to wait (dispatch/guidance.py): the dispatcher rebuilds the demand forecast
+    # from the last four weeks of trips this often, and pushes `demand.map` frames to
+    # idle drivers this often.
+    guidance_forecast_refresh_s: float = Field(default=600.0, gt=0)
+    guidance_push_s: float = Field(default=60.0, gt=0)
     # A fix worse than this is too vague to dispatch on (a phone indoors can report
     # kilometres); the frame is refused rather than silently moving the driver.
     max_location_accuracy_m: float = Field(default=200.0, gt=0)

@@ -38,6 +38,7 @@ from dispatch.batch.planner import (
     SECOND_PASS_CANDIDATES,
 )
 from dispatch.batch.types import Candidate, Request
+from dispatch.guidance import GuidanceLoop
 from dispatch.runtime import Runtime
 from dispatch.views import latlng_of
 from fares import governance, rules
@@ -113,6 +114,7 @@ class Dispatcher:
         self.lock = LeaderLock(rt, region, max(MIN_LEADER_TTL_S, LEADER_TTL_BATCHES * batch_s))
         self._last_requeue = -float("inf")
         self._stopping = asyncio.Event()
+        self.guidance = GuidanceLoop(rt)
 
     async def run(self) -> None:
         batch_s = self.rt.settings.dispatch_batch_s
@@ -161,7 +163,10 @@ class Dispatcher:
         await trips.expire_unmatched(rt)
         await rt.presence.reap_stale(cutoff_ms=now_ms() - int(rt.settings.driver_stale_s * 1000))
         await governance.close_due_proposals(rt.sessions, publish=rt.flush)
-        return await self.dispatch_batch()
+        made = await self.dispatch_batch()
+        # After the batch: advice to idle drivers (when due) never delays an offer.
+        await self.guidance.tick()
+        return made
 
     async def dispatch_batch(self) -> int:
         """Plan the region's queue (``dispatch.batch.planner``) and turn the assignments

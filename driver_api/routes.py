@@ -6,10 +6,12 @@ from fastapi import APIRouter, Query, status
 
 from core import identity
 from core.clock import utcnow
-from dispatch import trips
+from core.errors import PositionUnknown
+from dispatch import demand_forecast, guidance, trips
 from dispatch.views import trip_view
 from driver_api.schemas import (
     Credentials,
+    DemandMapOut,
     DispatchDecision,
     DispatchLog,
     DriverOut,
@@ -20,6 +22,7 @@ from driver_api.schemas import (
     VehicleOut,
 )
 from fares import accounts, rules, statements
+from geo.point import LatLng
 from web.deps import CurrentDriver, CurrentOperator, RuntimeDep, Session
 from web.schemas import TripOut
 
@@ -78,7 +81,10 @@ async def start(trip_id: str, who: CurrentDriver, db: Session, rt: RuntimeDep) -
 
 @router.post("/v1/trips/{trip_id}/complete")
 async def complete(trip_id: str, who: CurrentDriver, db: Session, rt: RuntimeDep) -> TripOut:
-    return await _advance(trip_id, who, db, rt, "completed")
+    done = await _advance(trip_id, who, db, rt, "completed")
+    # The driver is idle at the drop-off: where to wait next (best effort, advice only).
+    await guidance.push_to(rt, who.subject_id, LatLng(done.dropoff.lat, done.dropoff.lng))
+    return done
 
 
 def _period(text: str | None) -> accounts.Period:
@@ -146,3 +152,28 @@ async def dispatch_log(
     outcome, and the winner's ETA and bonus when someone else got the trip."""
     items = await rt.presence.dispatch_log(who.subject_id, limit=limit)
     return DispatchLog(items=[DispatchDecision.model_validate_json(i) for i in items])
+
+
+@router.get("/v1/drivers/me/demand-map")
+async def demand_map(
+    who: CurrentDriver,
+    rt: RuntimeDep,
+    limit: int = Query(
+        demand_forecast.DEFAULT_LIMIT,
+        ge=1,
+        le=demand_forecast.MAX_LIMIT,
+        description="how many cells to list, best first",
+    ),
+) -> DemandMapOut:
+    """Where to wait: the cells within a few minutes' drive of your last position,
+    ranked by drive time plus the expected wait for a rider there (forecast demand from
+    the co-op's last four weeks at this hour of the week, against the idle drivers
+    already there). Advice only: dispatch never depends on it. 409 ``position-unknown``
+    until you have sent a location."""
+    live = await rt.presence.state(who.subject_id)
+    if live.lat is None or live.lng is None:
+        raise PositionUnknown("send a location frame on the driver socket first")
+    origin = LatLng(live.lat, live.lng)
+    idle_in = live.cell if live.status == "available" else None
+    found = await guidance.demand_map(rt, origin, idle_in=idle_in, limit=limit)
+    return DemandMapOut.model_validate(found.body())

@@ -104,3 +104,37 @@ class DispatchDecision(BaseModel):
 
 class DispatchLog(BaseModel):
     items: list[DispatchDecision]
+
+
+class DemandOrigin(BaseModel):
+    cell: str = Field(description="H3 cell (the live index's resolution) of the position")
+    lat: float
+    lng: float
+
+
+class DemandCell(BaseModel):
+    cell: str = Field(description="H3 cell id")
+    lat: float = Field(description="the cell's centre")
+    lng: float
+    drive_s: int = Field(description="estimated drive from your position (0 for your cell)")
+    expected_wait_s: int = Field(
+        description="expected wait for a rider on arrival: (idle drivers in reach + 1) / "
+        "forecast requests per second in reach"
+    )
+    score_s: int = Field(description="drive_s + expected_wait_s; cells are ranked by it")
+    requests_per_hour: float = Field(
+        description="forecast requests per hour in the cell and its six neighbours"
+    )
+    idle_drivers: int = Field(description="idle drivers in the cell and its neighbours now")
+
+
+class DemandMapOut(BaseModel):
+    """Where to wait: advice only, nothing in dispatch depends on following it."""
+
+    at: str = Field(description="when the advice was computed (ISO 8601)")
+    hour_of_week: int = Field(description="0 = Monday 00:00 … 167 = Sunday 23:00, NY time")
+    origin: DemandOrigin
+    forecast_built_at: str | None = Field(
+        description="when the dispatcher last rebuilt the forecast; null: never (no advice)"
+    )
+    cells: list[DemandCell] = Field(description="best first; empty when no demand is forecast")

@@ -27,7 +27,7 @@ from core.errors import (
     StaleLocation,
 )
 from core.events import CLOSE_FORBIDDEN, encode
-from dispatch import offers, trips
+from dispatch import guidance, offers, trips
 from dispatch.presence import RiderForward, TripLeg
 from dispatch.runtime import Runtime
 from geo import cells
@@ -153,6 +153,8 @@ class DriverSession:
         self.driver_id = driver_id
         # What this socket last asked for; restores the driver if Redis forgets it.
         self.wanted_status = "offline"
+        # Gone online without a known position: the first position gets a demand.map.
+        self.advice_due = False
 
     def frames(self) -> Frames:
         return Frames(
@@ -166,6 +168,18 @@ class DriverSession:
 
     async def location(self, frame: dict[str, Any]) -> None:
         await handle_location(self.rt, self.driver_id, frame, assumed_status=self.wanted_status)
+        if self.advice_due:
+            self.advice_due = False
+            await self._advise_if_idle()
+
+    async def _advise_if_idle(self) -> bool:
+        """A ``demand.map`` now, if the driver is idle at a known position (it just
+        became so); False when it is not."""
+        live = await self.rt.presence.state(self.driver_id)
+        if live.status != "available" or live.lat is None or live.lng is None:
+            return False
+        await guidance.push_to(self.rt, self.driver_id, LatLng(live.lat, live.lng))
+        return True
 
     async def status(self, frame: dict[str, Any]) -> None:
         rt, driver_id = self.rt, self.driver_id
@@ -174,6 +188,10 @@ class DriverSession:
             raise InvalidFrame("status must be 'online' or 'offline'")
         self.wanted_status = "available" if wanted == "online" else "offline"
         await rt.presence.set_status(driver_id, self.wanted_status, now_ms=now_ms())
+        if wanted == "online":
+            self.advice_due = not await self._advise_if_idle()
+        else:
+            self.advice_due = False
         if wanted == "offline":
             held = await rt.presence.offer_held_by(driver_id)
             if held is not None:

@@ -391,6 +391,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="base, per km, per minute and minimum, in cents (the seeded rule)",
     )
     p_sim.add_argument(
+        "--guidance",
+        action="store_true",
+        help="idle drivers move to where demand will be (a forecast from the file's "
+        "earlier weeks; docs/simulation.md)",
+    )
+    p_sim.add_argument(
+        "--guidance-compliance",
+        metavar="SHARE",
+        type=float,
+        default=1.0,
+        help="share of drivers in [0, 1] who follow the guidance",
+    )
+    p_sim.add_argument(
         "--json",
         action="store_true",
         help="one JSON object on stdout (and no progress bar on stderr)",

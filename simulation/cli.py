@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 
 from core import progress
 from core.fare_terms import FareRuleTerms
+from core.settings import Settings
 from geo.point import LatLng
 from simulation.defaults import (
     DEFAULT_BATCH_S,
@@ -31,8 +33,28 @@ from simulation.demand import (
     parse_local_time,
     read_demand,
 )
+from simulation.guidance import Guidance, history_rates
 from simulation.kpis import SimResult
 from simulation.simulator import SimConfig, simulate
+
+
+def street_config(start_epoch_s: float) -> dict[str, Any]:
+    """What ``coopride simulate`` replays on (``SimConfig`` fields): the service's ETA
+    model (``COOP_ETA_MODEL``, the calibrated one by default) reading the simulated
+    clock, a street as wrong as real trips (the learned model's held-out residuals,
+    whichever model decides), and drivers with shifts. Loads the model and the trips
+    file: a few seconds."""
+    from geo.eta import load_eta_model
+    from simulation.street import Street
+
+    mode = Settings.model_fields["eta_model"].default
+    mode = os.environ.get("COOP_ETA_MODEL", mode)
+    return {
+        "eta": load_eta_model(mode),
+        "street": Street.learned(),
+        "shifts": True,
+        "start_epoch_s": start_epoch_s,
+    }
 
 
 def _parse_fare(text: str | None) -> FareRuleTerms:
@@ -79,11 +101,22 @@ def run_cli(args: argparse.Namespace) -> int:
         if not speedup > 0:
             raise ValueError("--speedup must be positive")
         rows = read_demand(Path(args.demand), start=start, end=end)
+        config = replace(config, **street_config(rows.start.timestamp()))
         requests = build_requests(rows, seed=seed, eta=config.eta)
         if int(args.drivers) < 1:
             raise ValueError("--drivers must be at least 1")
         starts = driver_starts(requests, int(args.drivers), seed=seed)
-    except (ValueError, OSError) as exc:
+        compliance = float(_arg(args, "guidance_compliance", 1.0))
+        if getattr(args, "guidance", False):
+            # Only the weeks before the window: the replay never sees its own future.
+            rates, weeks = history_rates(
+                Path(args.demand), before=rows.start, resolution=config.resolution
+            )
+            guidance = Guidance(rates, rows.start, compliance=compliance, weeks=weeks)
+            config = replace(config, guidance=guidance)
+        elif not 0.0 <= compliance <= 1.0:
+            raise ValueError("--guidance-compliance must be in [0, 1]")
+    except (ValueError, OSError) as exc:  # MissingDataError is an OSError
         print(f"coopride simulate: {exc}", file=sys.stderr)
         return 2
     if config.policy == "greedy" and config.fairness_weight > 0:
@@ -97,6 +130,14 @@ def run_cli(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
+    if config.guidance is not None:
+        print(
+            f"[simulate] guidance: forecast from the {config.guidance.weeks} week(s) before "
+            f"the window ({sum(len(c) for c in config.guidance.rates.values())} cell-hours), "
+            f"compliance {config.guidance.compliance}",
+            file=sys.stderr,
+            flush=True,
+        )
 
     # No bar under --json: its reader is a program.
     result = _replay(requests, starts, config, window_s, bar=not getattr(args, "json", False))
@@ -121,7 +162,12 @@ def run_cli(args: argparse.Namespace) -> int:
             config.fare.minimum_cents,
         ],
         "speedup": speedup,
+        "guidance": config.guidance is not None,
+        "guidance_compliance": None if config.guidance is None else config.guidance.compliance,
         "clock": "simulated",
+        "eta_model": type(config.eta).__name__,
+        "street": "held-out residuals of the learned model; real durations where known",
+        "shifts": config.shifts,
     }
     if getattr(args, "json", False):
         print(json.dumps(out, allow_nan=False))

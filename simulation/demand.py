@@ -64,6 +64,8 @@ class DemandRows:
     # NaN where the file gives no drop-off.
     dropoff_lat: Floats
     dropoff_lng: Floats
+    # The trip's real duration in seconds (pickup to drop-off); NaN where not known.
+    duration_s: Floats
     # True when every timestamp is on the whole minute: arrivals are spread in it.
     minute_resolution: bool
     # The 99% lat/lng box of every pickup in the file: (lat_lo, lat_hi, lng_lo, lng_hi).
@@ -79,6 +81,8 @@ class RideRequest:
     requested_s: float  # on the simulated clock: seconds since the replay's start
     pickup: LatLng
     dropoff: LatLng
+    # The real trip's duration, when the file has one: the simulated trip lasts that.
+    duration_s: float | None = None
 
 
 def _open_text(path: Path) -> IO[str]:
@@ -109,6 +113,11 @@ def busiest_window(hour_counts: Counter[datetime], hours: int) -> tuple[datetime
     return best[1], best[1] + timedelta(hours=hours)
 
 
+# Either layout: the demand format (``lat, lon``, the April 2014 pickups) or the trips
+# format (``pickup_lat, pickup_lon``, the 2016 trips with durations).
+PICKUP_LAYOUTS = (("lat", "lon"), ("pickup_lat", "pickup_lon"))
+
+
 def read_demand(
     path: Path,
     *,
@@ -119,27 +128,35 @@ def read_demand(
 ) -> DemandRows:
     """The rows of a demand CSV (gzip or plain) with ``start <= pickup_datetime < end``.
 
-    Columns by name: ``pickup_datetime``, ``lat``, ``lon`` and optionally
-    ``dropoff_lat``, ``dropoff_lon``; others (``base``) are ignored. Without ``start``
-    and ``end`` the window is the busiest ``window_hours`` clock hours of the file; with
-    one of them, the window is ``window_hours`` long from (or up to) it.
+    Columns by name: ``pickup_datetime``, the pickup as ``lat``, ``lon`` (the demand
+    format) or ``pickup_lat``, ``pickup_lon`` (the trips format), and optionally
+    ``dropoff_lat``, ``dropoff_lon`` and ``duration_s`` (the real trip's seconds); others
+    (``base``) are ignored. Without ``start`` and ``end`` the window is the busiest
+    ``window_hours`` clock hours of the file; with one of them, the window is
+    ``window_hours`` long from (or up to) it.
     """
     times: list[datetime] = []
     lat: list[float] = []
     lng: list[float] = []
     drop_lat: list[float] = []
     drop_lng: list[float] = []
+    durations: list[float] = []
     parsed: dict[str, datetime] = {}
     with _open_text(path) as f:
         reader = csv.reader(f)
         header = [h.strip().lower() for h in next(reader, [])]
-        missing = {"pickup_datetime", "lat", "lon"} - set(header)
-        if missing:
-            raise ValueError(f"{path}: missing column(s) {sorted(missing)} in {header}")
-        i_t, i_lat, i_lng = (header.index(c) for c in ("pickup_datetime", "lat", "lon"))
+        layout = next((lay for lay in PICKUP_LAYOUTS if set(lay) <= set(header)), None)
+        if "pickup_datetime" not in header or layout is None:
+            raise ValueError(
+                f"{path}: needs pickup_datetime and the pickup as lat, lon or "
+                f"pickup_lat, pickup_lon; it has {header}"
+            )
+        i_t = header.index("pickup_datetime")
+        i_lat, i_lng = (header.index(c) for c in layout)
         has_drop = "dropoff_lat" in header and "dropoff_lon" in header
         i_dlat = header.index("dropoff_lat") if has_drop else -1
         i_dlng = header.index("dropoff_lon") if has_drop else -1
+        i_dur = header.index("duration_s") if "duration_s" in header else -1
         for row in reader:
             if not row:
                 continue
@@ -156,6 +173,8 @@ def read_demand(
             else:
                 drop_lat.append(math.nan)
                 drop_lng.append(math.nan)
+            duration = row[i_dur].strip() if i_dur >= 0 else ""
+            durations.append(_duration(duration, path) if duration else math.nan)
     if not times:
         raise ValueError(f"{path}: no rows")
     window = timedelta(hours=window_hours)
@@ -184,9 +203,17 @@ def read_demand(
         pickup_lng=all_lng[keep],
         dropoff_lat=np.asarray(drop_lat)[keep],
         dropoff_lng=np.asarray(drop_lng)[keep],
+        duration_s=np.asarray(durations)[keep],
         minute_resolution=minute,
         bounds=(float(lat_lo), float(lat_hi), float(lng_lo), float(lng_hi)),
     )
+
+
+def _duration(text: str, path: Path) -> float:
+    seconds = float(text)
+    if not (seconds > 0 and math.isfinite(seconds)):
+        raise ValueError(f"{path}: duration_s must be a positive number of seconds, got {text!r}")
+    return seconds
 
 
 def destination(
@@ -237,7 +264,8 @@ def draw_dropoffs(
 def random_streams(seed: int) -> dict[str, np.random.Generator]:
     """Independent random streams, so changing one input (the decline rate, the fleet)
     leaves the others' draws unchanged."""
-    names = ("arrivals", "dropoffs", "drivers", "declines")
+    # New streams go at the end: a child's seed depends on its position only.
+    names = ("arrivals", "dropoffs", "drivers", "declines", "street", "shifts", "moves")
     children = np.random.SeedSequence(seed).spawn(len(names))
     return {n: np.random.default_rng(s) for n, s in zip(names, children, strict=True)}
 
@@ -246,7 +274,8 @@ def build_requests(
     rows: DemandRows, *, seed: int = DEFAULT_SEED, eta: EtaModel = DEFAULT_MODEL
 ) -> list[RideRequest]:
     """The replay's requests in arrival order (ids ``trp_000000``, …): minute-resolution
-    timestamps spread uniformly within their minute, missing drop-offs drawn."""
+    timestamps spread uniformly within their minute, missing drop-offs drawn, real
+    durations kept."""
     rng = random_streams(seed)
     offsets = rows.offset_s.copy()
     if rows.minute_resolution:
@@ -270,6 +299,7 @@ def build_requests(
             float(offsets[i]),
             LatLng(float(rows.pickup_lat[i]), float(rows.pickup_lng[i])),
             LatLng(float(d_lat[i]), float(d_lng[i])),
+            None if math.isnan(rows.duration_s[i]) else float(rows.duration_s[i]),
         )
         for k, i in enumerate(order.tolist())
     ]

@@ -513,3 +513,32 @@ class Presence:
                 pipe.zcount(self.keys.cell(self.resolution, c), min_seen_ms, "+inf")
             counts = await pipe.execute()
         return {c: int(n) for c, n in zip(cells, counts, strict=True) if n}
+
+    async def available_counts(self, cells: list[str]) -> dict[str, int]:
+        """Available drivers (with or without an offer) in each of ``cells``: the
+        competition a waiting driver has there (``dispatch.guidance``)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for c in cells:
+                pipe.zcard(self.keys.cell_geo(self.resolution, c))
+            counts = await pipe.execute()
+        return {c: int(n) for c, n in zip(cells, counts, strict=True) if n}
+
+    async def idle_by_cell(self, *, now_ms: int) -> dict[str, list[str]]:
+        """Every available driver without a live offer, by cell: who a ``demand.map``
+        frame goes to. Two round trips however many cells are occupied."""
+        k = self.keys
+        occupied = sorted(
+            str(c) for c in await self.redis.smembers(k.available_cells(self.resolution))
+        )
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zrangebyscore(k.held_offers(), now_ms, "+inf")
+            for c in occupied:
+                pipe.zrange(k.cell_geo(self.resolution, c), 0, -1)
+            held, *members = await pipe.execute()
+        busy = {str(d) for d in held}
+        out: dict[str, list[str]] = {}
+        for c, drivers in zip(occupied, members, strict=True):
+            idle = sorted(str(d) for d in drivers if str(d) not in busy)
+            if idle:
+                out[c] = idle
+        return out

@@ -249,6 +249,8 @@ MATRIX: list[Row] = [
     Row("GET", "/v1/drivers/me/earnings", MEMBERS),
     Row("GET", "/v1/drivers/me/statement", MEMBERS),
     Row("GET", "/v1/drivers/me/dispatch-log", MEMBERS),
+    # Members only; the other driver never sent a position: nothing to advise from.
+    Row("GET", "/v1/drivers/me/demand-map", MEMBERS | {"other_driver": 409}),
     Row(
         "POST",
         "/v1/operator/service-areas",

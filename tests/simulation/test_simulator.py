@@ -6,12 +6,10 @@ Pure and fast: demand files are written to ``tmp_path``; no service is needed.""
 from __future__ import annotations
 
 import gzip
-import itertools
 import json
 import math
 import subprocess
 import sys
-from collections import defaultdict
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -30,7 +28,7 @@ from geo.point import LatLng
 from simulation import defaults, demand, kpis, simulator
 from simulation.demand import RideRequest
 from simulation.simulator import SimConfig, simulate
-from tests.fixtures.demand import write_csv
+from tests.fixtures.demand import check_conservation, random_demand_csv, write_csv
 
 ROOT = Path(__file__).resolve().parents[2]
 MIDTOWN = LatLng(40.7549, -73.9840)
@@ -39,6 +37,7 @@ BRONX = LatLng(40.8600, -73.8900)
 NYC_BOUNDS = (40.633, 40.862, -74.178, -73.777)  # the README's 99% box
 KPI_KEYS = {
     "requests",
+    "eta_error",
     "matched",
     "expired",
     "still_open",
@@ -60,20 +59,6 @@ def moved(p: LatLng, *, east_m: float = 0.0, north_m: float = 0.0) -> LatLng:
     return LatLng(lat, p.lng + east_m / per_deg_lng)
 
 
-def random_demand_csv(path: Path, *, n: int, minutes: int, seed: int) -> Path:
-    """``n`` pickups over ``minutes`` minutes from 17:00, spread over Manhattan below
-    Central Park, with no drop-offs (the simulator draws them)."""
-    rng = np.random.default_rng(seed)
-    minute = np.sort(rng.integers(0, minutes, size=n))
-    lat = rng.uniform(40.70, 40.78, size=n)
-    lng = rng.uniform(-74.01, -73.95, size=n)
-    rows: list[tuple[str, LatLng, LatLng | None]] = [
-        (f"2014-04-30 {17 + m // 60:02d}:{m % 60:02d}:00", LatLng(la, lo), None)
-        for m, la, lo in zip(minute.tolist(), lat.tolist(), lng.tolist(), strict=True)
-    ]
-    return write_csv(path, rows)
-
-
 def replay(csv_path: Path, drivers: int, config: SimConfig) -> kpis.SimResult:
     """The file replayed as ``coopride simulate`` does, with ``config``'s seed."""
     rows = demand.read_demand(csv_path)
@@ -81,41 +66,6 @@ def replay(csv_path: Path, drivers: int, config: SimConfig) -> kpis.SimResult:
     starts = demand.driver_starts(requests, drivers, seed=config.seed)
     window_s = (rows.end - rows.start).total_seconds()
     return simulate(requests, starts, replace(config, shift_end_s=window_s))
-
-
-def check_conservation(result: kpis.SimResult, config: SimConfig) -> None:
-    k = result.kpis
-    assert k.matched + k.expired + k.still_open == k.requests == len(result.trips)
-    # Every offer is answered: none goes to a request that expires before the driver's
-    # answer (the planner skips those), so none is withdrawn.
-    assert k.offers == k.matched + k.declined
-    by_driver: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    for t in result.trips:
-        if t.status == "matched":
-            assert t.driver_id is not None and t.accepted_s is not None
-            assert t.pickup_s is not None and t.dropoff_s is not None
-            assert t.requested_s <= t.accepted_s <= t.pickup_s <= t.dropoff_s
-            assert t.pickup_eta_s is not None and t.pickup_eta_s <= config.max_pickup_eta_s
-            assert t.distance_m is not None and t.duration_s is not None
-            fare = price(config.fare, distance_m=t.distance_m, duration_s=t.duration_s)
-            assert t.driver_earnings_cents == fare.driver_earnings_cents
-            by_driver[t.driver_id].append((t.accepted_s, t.dropoff_s))
-        elif t.status == "expired":
-            assert t.expired_s is not None
-            waited = t.expired_s - t.requested_s
-            assert config.request_timeout_s < waited <= config.request_timeout_s + config.batch_s
-    # A driver never serves two trips at once.
-    for intervals in by_driver.values():
-        intervals.sort()
-        for (_, end), (start, _) in itertools.pairwise(intervals):
-            assert start >= end
-    # Earnings: what drivers were paid is what the matched trips earned.
-    matched_earnings = sum(t.driver_earnings_cents for t in result.trips if t.status == "matched")
-    assert sum(d.earnings_cents for d in result.drivers) == matched_earnings
-    assert k.driver_earnings_total_cents == matched_earnings
-    assert sum(d.trips for d in result.drivers) == k.matched
-    assert 0.0 <= k.driver_utilisation <= 1.0
-    assert 0.0 <= k.earnings_gini < 1.0
 
 
 def test_the_unmatched_penalty_is_the_dispatchers() -> None:
@@ -403,6 +353,17 @@ def test_gini() -> None:
     assert kpis.gini([0, 0, 0]) == 0.0
     assert kpis.gini([0, 0, 0, 10]) == pytest.approx(0.75)
     assert kpis.gini([1, 2, 3, 4]) == pytest.approx(0.25)
+
+
+def test_eta_error_leaves_out_legs_of_no_seconds() -> None:
+    """A driver already at the pickup drives 0 s on an exact street: no relative error,
+    and no NaN in the KPIs (the CLI's JSON refuses NaN)."""
+    assert kpis.median_ape([0.0, 10.0, 12.0], [0.0, 8.0, 12.0]) == pytest.approx(0.125)
+    assert kpis.median_ape([0.0], [0.0]) is None
+    assert kpis.median_ape([], []) is None
+    on_the_spot = RideRequest("trp_0", 0.5, MIDTOWN, moved(MIDTOWN, north_m=1_000))
+    result = simulate([on_the_spot], [MIDTOWN], SimConfig())
+    assert result.trips[0].pickup_street_s == 0 and result.kpis.eta_error is None
 
 
 def test_cli_prints_one_json_object(tmp_path: Path) -> None:
