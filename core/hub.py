@@ -25,6 +25,7 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from core.keys import Keys
+from core.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +80,7 @@ class Hub:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
         if self._pubsub is not None:
             await _close_quietly(self._pubsub)
         await self._redis.aclose()

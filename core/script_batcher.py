@@ -40,6 +40,8 @@ class ScriptBatcher:
         self.sha = hashlib.sha1(script.encode()).hexdigest()
         self._pending: list[tuple[bytes, asyncio.Future[Any]]] = []
         self._running = False
+        # The loop keeps only a weak reference to a task: this one keeps the drain alive.
+        self._drainer: asyncio.Task[None] | None = None
         self._heads: dict[tuple[int, int], bytes] = {}
 
     async def submit(
@@ -66,7 +68,7 @@ class ScriptBatcher:
         self._pending.append((command, future))
         if not self._running:
             self._running = True
-            asyncio.get_running_loop().create_task(self._drain())
+            self._drainer = asyncio.get_running_loop().create_task(self._drain())
         return await future
 
     def head(self, key_count: int, arg_count: int) -> bytes:

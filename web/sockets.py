@@ -49,6 +49,7 @@ from core.errors import (
     UnknownFrameType,
 )
 from core.events import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED
+from core.tasks import cancel_and_wait
 from web.event_stream import EventStream
 from web.runtime import ApiRuntime
 
@@ -147,10 +148,7 @@ async def first_to_end(*jobs: Callable[[], Coroutine[Any, Any, None]]) -> None:
         for t in tasks:
             t.cancel()
         for t in tasks:
-            with contextlib.suppress(
-                asyncio.CancelledError, WebSocketDisconnect, RuntimeError, OSError
-            ):
-                await t
+            await cancel_and_wait(t, suppress=(WebSocketDisconnect, RuntimeError, OSError))
 
 
 async def close_quietly(ws: WebSocket) -> None:

@@ -42,6 +42,7 @@ from redis.exceptions import RedisError
 from core.bulk_redis import BulkScriptRunner
 from core.keys import Keys
 from core.script_batcher import ScriptBatcher
+from core.tasks import cancel_and_wait
 from dispatch.presence import scripts
 from dispatch.presence.hints import Hint, Hints, Reply
 
@@ -205,9 +206,7 @@ class Sockets:
         """Stop renewing and let the lease run out now: the dispatcher clears whatever
         this process's sockets left (normally nothing: each one closing counted off)."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
         if self._taken:
             with contextlib.suppress(RedisError, OSError):

@@ -8,13 +8,13 @@ time would (``tests/faults/test_api_crash.py`` does it with real processes)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
 from core.bulk_redis import BulkScriptRunner
 from core.clock import now_ms
+from core.tasks import cancel_and_wait
 from dispatch import offers
 from dispatch.presence import Gone, Presence
 from dispatch.presence.sockets import FORGET_AFTER_MS
@@ -63,9 +63,7 @@ async def stall(p: Presence) -> None:
     runs until its end; the test renews by hand from here (``p.sockets.renew()``)."""
     task = p.sockets._task
     if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
         p.sockets._task = None
 
 
