@@ -72,17 +72,21 @@ FEATURES = (
     "hour_of_day",
     "day_of_week",
 )
-# The fitted regressor's settings (chosen on months 1-4 only; see docs/eta.md). 300
-# trees of up to 63 leaves predict 16,000 legs in about a tenth of a second.
+# The fitted regressor's settings, chosen by fitting on January-March and scoring April
+# (never the held-out May-June; benchmarks/select_eta.py). 120 trees of up to 63 leaves,
+# a fixed count: within a tenth of a point of the 196 trees that early stopping kept of
+# 300 at rate 0.1 (April's median 17.7% alone either way), and a batch's prediction
+# costs in proportion to the trees (16,000 legs: 72 ms against 138).
 REGRESSOR_PARAMS: dict[str, Any] = {
     "loss": "squared_error",
-    "max_iter": 300,
-    "learning_rate": 0.1,
+    "max_iter": 120,
+    "learning_rate": 0.15,
+    "early_stopping": False,
     "max_leaf_nodes": 63,
     "min_samples_leaf": 100,
     "l2_regularization": 1.0,
     # Never faster for a longer trip, other things equal: +1 on the four distances. It
-    # costs nothing on held-out trips (18.1% either way).
+    # cost nothing on held-out trips when tried (18.1% with and without, 300 trees).
     "monotonic_cst": [1, 1, 1, 1] + [0] * 11,
 }
 # A real trip shorter than this is a meter started and stopped, not a drive.
@@ -332,10 +336,15 @@ def baseline_speed_mps(trips: ObservedTrips) -> float:
 
 # -- live correction -------------------------------------------------------------------
 
-# The last half hour of finished trips says how today differs from the fit; a few
-# pseudo-trips of no correction keep a quiet half hour (or one odd trip) from moving it.
+# The last half hour of finished trips says how today differs from the fit; pseudo-trips
+# of no correction keep a quiet half hour (or one odd trip) from moving it. 20, chosen
+# on April with a model fitted on January-March (benchmarks/select_eta.py): the eight or
+# so trips a half hour of the sampled file holds are mostly noise, and the correction
+# made April's median error worse than none, 18.2% at 10 and 18.0% at 20 against 17.7%
+# (held out, May-June, it helps: 18.05% against 18.2%). A co-op's own fleet finishes
+# hundreds of trips in a half hour, where 20 hardly weighs against a real drift.
 LIVE_WINDOW_S = 30 * 60
-LIVE_PRIOR_TRIPS = 10.0
+LIVE_PRIOR_TRIPS = 20.0
 # A correction is a ratio; beyond these the evidence is a fault, not traffic.
 LIVE_MIN_FACTOR, LIVE_MAX_FACTOR = 0.5, 2.0
 
@@ -384,13 +393,20 @@ def _ape_summary(predicted: Floats, actual: Floats) -> dict[str, float]:
     }
 
 
-def replay(model: LearnedEta, trips: ObservedTrips, *, live: bool = True) -> Floats:
+def replay(
+    model: LearnedEta,
+    trips: ObservedTrips,
+    *,
+    live: bool = True,
+    correction: LiveCorrection | None = None,
+) -> Floats:
     """The ETA a rider would have been quoted for each trip, in pickup order: the model,
-    times the live correction from trips that had finished by that moment only."""
+    times the live correction (``correction``, empty; the service's by default) from
+    trips that had finished by that moment only."""
     predicted = model.predict_s(trips.features())
     if not live:
         return predicted
-    correction = LiveCorrection()
+    correction = correction or LiveCorrection()
     finish_order = np.argsort(trips.dropoff_s, kind="stable")
     j = 0
     quoted = np.empty_like(predicted)
