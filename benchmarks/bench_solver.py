@@ -58,7 +58,7 @@ from dispatch.batch import planner, solver  # noqa: E402
 from dispatch.batch.matching import nearest_first, optimal  # noqa: E402
 from dispatch.batch.planner import CANDIDATES_PER_REQUEST, SECOND_PASS_CANDIDATES  # noqa: E402
 from dispatch.batch.types import Assignment, DriverStats, Policy, Request  # noqa: E402
-from geo.eta import DEFAULT_MODEL  # noqa: E402
+from geo.eta import DEFAULT_MODEL, EtaModel  # noqa: E402
 
 SCENARIOS = [(2_000, 4_000), (2_000, 2_000)]
 RUNS = 7
@@ -195,7 +195,11 @@ class TwoPasses:
 
 
 def two_passes(
-    city: citygen.City, policy: Policy, second_candidates: int | None = SECOND_PASS_CANDIDATES
+    city: citygen.City,
+    policy: Policy,
+    second_candidates: int | None = SECOND_PASS_CANDIDATES,
+    *,
+    eta: EtaModel = DEFAULT_MODEL,
 ) -> TwoPasses:
     """The batch as the dispatcher plans it: the graph of 8 nearest (ETAs included),
     ``planner.plan``, a second search for ``Plan.retry`` among the drivers the first pass
@@ -203,7 +207,7 @@ def two_passes(
     gc.collect()
     cpu0, t0 = time.process_time(), time.perf_counter()
     requests = citygen.exact_candidate_graph(
-        city, eta=DEFAULT_MODEL, want=CANDIDATES_PER_REQUEST, max_pickup_eta_s=MAX_PICKUP_ETA_S
+        city, eta=eta, want=CANDIDATES_PER_REQUEST, max_pickup_eta_s=MAX_PICKUP_ETA_S
     )
     t1 = time.perf_counter()
     first = planner.plan(
@@ -225,7 +229,7 @@ def two_passes(
     )
     wider = citygen.exact_candidate_graph(
         again,
-        eta=DEFAULT_MODEL,
+        eta=eta,
         want=second_candidates or len(free),
         max_pickup_eta_s=MAX_PICKUP_ETA_S,
     )

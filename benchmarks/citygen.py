@@ -112,7 +112,13 @@ def haversine_m(lat1: Floats, lng1: Floats, lat2: Floats, lng2: Floats) -> Float
 
 
 def eta_s(eta: EtaModel, lat1: Floats, lng1: Floats, lat2: Floats, lng2: Floats) -> Ints:
-    """``EtaModel.seconds`` from (lat1, lng1) to (lat2, lng2), vectorised."""
+    """``EtaModel.seconds`` from (lat1, lng1) to (lat2, lng2): vectorised here for the
+    straight-line model; any other model is asked as the dispatcher asks it, every leg
+    in one ``seconds_many`` call (``dispatch.candidates.rank``)."""
+    if type(eta) is not EtaModel:
+        origins = [LatLng(float(a), float(b)) for a, b in zip(lat1, lng1, strict=True)]
+        destinations = [LatLng(float(a), float(b)) for a, b in zip(lat2, lng2, strict=True)]
+        return np.asarray(eta.seconds_many(origins, destinations), dtype=np.int64)
     road_m = haversine_m(lat1, lng1, lat2, lng2) * eta.detour_factor
     out: Ints = np.ceil(road_m / eta.speed_mps).astype(np.int64)
     return out
@@ -171,19 +177,22 @@ def exact_candidate_graph(
     )
     ids = city.driver_ids
     n = len(ids)
+    # Every leg of the batch in one ETA call, as the dispatcher ranks them.
+    found_of = [row[row < n] for row in idx]
+    riders_of = np.repeat(np.arange(len(found_of)), [len(f) for f in found_of])
+    drivers_of = np.concatenate(found_of).astype(np.int64) if found_of else np.array([], int)
+    seconds_all = eta_s(
+        eta,
+        city.driver_lat[drivers_of],
+        city.driver_lng[drivers_of],
+        city.request_lat[riders_of],
+        city.request_lng[riders_of],
+    )
     out = []
-    for i, row in enumerate(idx):
-        found = row[row < n]
-        if len(found) == 0:
-            out.append(Request(city.request_ids[i], ()))
-            continue
-        seconds = eta_s(
-            eta,
-            city.driver_lat[found],
-            city.driver_lng[found],
-            np.full(len(found), city.request_lat[i]),
-            np.full(len(found), city.request_lng[i]),
-        )
+    start = 0
+    for i, found in enumerate(found_of):
+        seconds = seconds_all[start : start + len(found)]
+        start += len(found)
         edges = sorted(
             (int(s_), ids[int(d)])
             for s_, d in zip(seconds, found, strict=True)

@@ -40,6 +40,9 @@ class DataFile(StrEnum):
     ETA_CALIBRATION = "eta_calibration.json"
     # The learned ETA model (`coopride eta fit` on the 2016 trips' months 1-4).
     ETA_MODEL = "eta_model.pkl"
+    # The same model's trees as plain arrays (geo/eta/trees.py), written beside it by
+    # `coopride eta fit`: what api processes quote with, without scikit-learn.
+    ETA_TREES = "eta_model.npz"
 
 
 class MissingDataError(FileNotFoundError):

@@ -102,6 +102,11 @@ class Settings(BaseSettings):
     # (detour and pace fitted per cell and hour), "road" (routes on the Midtown OSM
     # graph where it covers both ends), or "straight" (one detour factor and speed).
     eta_model: Literal["learned", "calibrated", "road", "straight"] = "calibrated"
+    # How a quote estimates the rider's trip (its duration prices the fare's time part):
+    # the same choices; "learned" by default, the model fitted to real trips (a median
+    # error of 18% on held-out trips against 30% for "calibrated", docs/eta.md), read
+    # from its trees as plain arrays, so api processes do not load scikit-learn.
+    trip_eta_model: Literal["learned", "calibrated", "road", "straight"] = "learned"
     # The folder of real data files (demand, road network, observed trips, the fitted ETA
     # model; core/data.py, data/README.md). Unset: the data the project ships.
     data_dir: Path | None = None

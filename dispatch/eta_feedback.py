@@ -6,6 +6,9 @@ sees the same trips. Each process rebuilds its model's :class:`~geo.eta.learned.
 LiveCorrection` from that list every ``REFRESH_S``: a quote and a dispatch in different
 processes correct by the same evidence, and a restarted process has it at once.
 Models without a live correction (``calibrated``, ``road``, ``straight``) ignore all of it.
+Both of a runtime's models are corrected when learned: the trip model (quotes, by
+default) and the pickup model (``COOP_ETA_MODEL=learned``); both are the same trees, so
+one prediction serves as the evidence for both.
 """
 
 from __future__ import annotations
@@ -30,9 +33,19 @@ REFRESH_S = 15.0
 MIN_ACTUAL_S, MAX_ACTUAL_S = 30, 3 * 3600
 
 
+def _learned(rt: Runtime) -> list[LearnedEtaModel]:
+    """The runtime's learned models (each object once)."""
+    models: list[LearnedEtaModel] = []
+    for model in (rt.trip_eta, rt.eta):
+        if isinstance(model, LearnedEtaModel) and all(model is not m for m in models):
+            models.append(model)
+    return models
+
+
 async def record(rt: Runtime, trip: Trip) -> None:
     """After a trip's completion committed: its evidence for the live correction."""
-    if not isinstance(rt.eta, LearnedEtaModel):
+    learned = _learned(rt)
+    if not learned:
         return
     if trip.started_at is None or trip.completed_at is None:
         return
@@ -41,7 +54,7 @@ async def record(rt: Runtime, trip: Trip) -> None:
         return
     # Against the model's own prediction, not the corrected one the rider was quoted:
     # the correction must measure the model, or it would chase its own tail.
-    predicted_s = rt.eta.raw_seconds_at(
+    predicted_s = learned[0].raw_seconds_at(
         latlng_of(trip.pickup), latlng_of(trip.dropoff), trip.requested_at.timestamp()
     )
     entry = f"{trip.completed_at.timestamp():.0f},{predicted_s:.0f},{actual_s:.0f}"
@@ -52,9 +65,9 @@ async def record(rt: Runtime, trip: Trip) -> None:
 
 
 async def refresh(rt: Runtime) -> int:
-    """Rebuild the model's correction from the shared list; the trips it holds."""
-    model = rt.eta
-    if not isinstance(model, LearnedEtaModel):
+    """Rebuild the learned models' correction from the shared list; the trips it holds."""
+    learned = _learned(rt)
+    if not learned:
         return 0
     raw = await rt.redis.lrange(rt.keys.eta_finished(), 0, KEEP - 1)
     cutoff_s = now_ms() / 1000 - LIVE_WINDOW_S
@@ -66,7 +79,8 @@ async def refresh(rt: Runtime) -> int:
     fresh = LiveCorrection()
     for completed_s, predicted_s, actual_s in sorted(entries):
         fresh.observe(completed_s, predicted_s, actual_s)
-    model.correction.replace_with(fresh)
+    for model in learned:
+        model.correction.replace_with(fresh)
     return len(entries)
 
 

@@ -59,7 +59,8 @@ class Runtime:
     bus: EventBus
     presence: Presence
     areas: ServiceAreas
-    eta: EtaModel
+    eta: EtaModel  # pickup legs: ranking drivers, the pickup ETA (COOP_ETA_MODEL)
+    trip_eta: EtaModel  # a rider's trip: quotes and their fares (COOP_TRIP_ETA_MODEL)
 
     @classmethod
     def create(cls, settings: Settings) -> Self:
@@ -91,6 +92,7 @@ class Runtime:
             ),
             "areas": ServiceAreas(redis, keys, sessions),
             "eta": load_eta_model(settings.eta_model),
+            "trip_eta": load_eta_model(settings.trip_eta_model, leg_at_a_time=True),
         }
 
     async def start(self) -> None:

@@ -96,7 +96,7 @@ async def quote(
     else:
         rule = await rules.by_version(db, version=pinned.fare_rule_version)
         fee = pinned.cost_recovery_fee_cents
-    leg = rt.eta.leg(pickup, dropoff)
+    leg = rt.trip_eta.leg(pickup, dropoff)
     fare = price(
         rule, distance_m=leg.distance_m, duration_s=leg.duration_s, cost_recovery_fee_cents=fee
     )

@@ -133,6 +133,8 @@ def check_data(settings: Settings) -> None:
 
     for file in data_needed(settings.eta_model):
         data_path(file)
+    for file in data_needed(settings.trip_eta_model, leg_at_a_time=True):
+        data_path(file)
 
 
 def _worker_logs() -> None:

@@ -41,14 +41,15 @@ EtaMode = Literal["learned", "calibrated", "road", "straight"]
 ETA_MODES: tuple[EtaMode, ...] = ("learned", "calibrated", "road", "straight")
 
 
-def data_needed(mode: EtaMode) -> tuple[DataFile, ...]:
+def data_needed(mode: EtaMode, *, leg_at_a_time: bool = False) -> tuple[DataFile, ...]:
     """The data files :func:`load_eta_model` reads for ``mode`` (checked before start-up)."""
     if mode == "straight":
         return ()
     if mode == "road":
         return (DataFile.ETA_CALIBRATION, DataFile.ROADS)
     if mode == "learned":
-        return (DataFile.ETA_CALIBRATION, DataFile.ETA_MODEL)
+        trees = DataFile.ETA_TREES if leg_at_a_time else DataFile.ETA_MODEL
+        return (DataFile.ETA_CALIBRATION, trees)
     return (DataFile.ETA_CALIBRATION,)
 
 
@@ -58,18 +59,23 @@ def load_eta_model(
     calibration_path: Path | None = None,
     osm_path: Path | None = None,
     cache_dir: Path | None = None,
+    leg_at_a_time: bool = False,
 ) -> EtaModel:
-    """The model ``COOP_ETA_MODEL`` names. ``calibrated`` reads one small JSON file;
-    ``road`` also loads the road graph (cached after the first build: see geo/roads/)
-    and needs ``osmium`` and ``scipy``."""
+    """The model ``COOP_ETA_MODEL`` (or ``COOP_TRIP_ETA_MODEL``) names. ``calibrated``
+    reads one small JSON file; ``road`` also loads the road graph (cached after the first
+    build: see geo/roads/) and needs ``osmium`` and ``scipy``. ``learned`` loads
+    scikit-learn and its regressor, fast on a batch; with ``leg_at_a_time`` (an api
+    process's quotes) the same trees as plain arrays instead (``geo.eta.trees``)."""
     if mode == "straight":
         return DEFAULT_MODEL
     calibrated = CalibratedEtaModel.create(EtaCalibration.load(calibration_path))
     if mode == "calibrated":
         return calibrated
     if mode == "learned":
-        from geo.eta.learned import load_learned_model
+        from geo.eta.learned import load_learned_model, load_quote_model
 
+        if leg_at_a_time:
+            return load_quote_model(calibrated)
         return load_learned_model(calibrated)
     if mode == "road":
         from geo.roads import RoadRouter

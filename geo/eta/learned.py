@@ -40,6 +40,7 @@ import numpy.typing as npt
 from core.data import DataFile, MissingDataError, data_path
 from geo.eta.base import EtaModel, Leg
 from geo.eta.calibrated import CalibratedEtaModel
+from geo.eta.trees import MIN_SECONDS, TreeTables
 from geo.point import EARTH_RADIUS_M, LatLng
 
 Floats = npt.NDArray[np.float64]
@@ -89,8 +90,6 @@ REGRESSOR_PARAMS: dict[str, Any] = {
     # cost nothing on held-out trips when tried (18.1% with and without, 300 trees).
     "monotonic_cst": [1, 1, 1, 1] + [0] * 11,
 }
-# A real trip shorter than this is a meter started and stopped, not a drive.
-MIN_SECONDS = 30
 
 
 # -- observed trips ------------------------------------------------------------------
@@ -269,10 +268,13 @@ class LearnedEta:
         return np.maximum(np.exp(self.regressor.predict(x)), MIN_SECONDS)  # type: ignore[no-any-return]
 
     def save(self, path: Path) -> None:
+        """Write the model to ``path`` and its trees as plain arrays beside it (the same
+        name with ``.npz``: ``geo.eta.trees``, what api processes quote with)."""
         payload = {"format": MODEL_FORMAT, "regressor": self.regressor, "meta": self.meta}
         tmp = path.with_suffix(path.suffix + ".tmp")
         tmp.write_bytes(pickle.dumps(payload, protocol=5))
         tmp.replace(path)
+        TreeTables.from_regressor(self.regressor, self.meta).save(path.with_suffix(".npz"))
 
     @classmethod
     def load(cls, path: Path | None = None) -> LearnedEta:
@@ -459,7 +461,7 @@ class LearnedEtaModel(EtaModel):
     """Durations from :class:`LearnedEta` (times the live correction); road distance and
     the candidate search's reach from the calibrated model it wraps."""
 
-    learned: LearnedEta
+    learned: LearnedEta | TreeTables
     fallback: CalibratedEtaModel
     clock: Any = field(default_factory=LocalClock)
     correction: LiveCorrection = field(default_factory=LiveCorrection)
@@ -526,3 +528,11 @@ def load_learned_model(fallback: CalibratedEtaModel, path: Path | None = None) -
     learned = LearnedEta.load(path)  # loads scikit-learn and its OpenMP runtime first
     threadpool_limits(limits=1, user_api="openmp")
     return LearnedEtaModel(learned=learned, fallback=fallback)
+
+
+def load_quote_model(fallback: CalibratedEtaModel, path: Path | None = None) -> LearnedEtaModel:
+    """The same model for processes that estimate a leg at a time (an api process's
+    quotes): its trees from ``data/eta_model.npz`` (``geo.eta.trees``), without importing
+    scikit-learn, which takes seconds and a hundred megabytes per process."""
+    tables = TreeTables.load(path or data_path(DataFile.ETA_TREES))
+    return LearnedEtaModel(learned=tables, fallback=fallback)

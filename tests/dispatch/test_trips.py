@@ -69,6 +69,10 @@ async def test_a_quote_prices_with_the_current_rule_and_the_nearest_driver(world
     assert (await world.rt.presence.state(near)).status == "available"
     assert q.pickup_eta_s == world.rt.eta.seconds(east(300), east(0))
     assert q.quote_id is not None and q.fare == nobody.fare
+    # The trip is estimated by the trip model (learned from real trips by default).
+    trip_leg = world.rt.trip_eta.leg(east(0), east(3000))
+    assert (q.distance_m, q.duration_s) == (trip_leg.distance_m, trip_leg.duration_s)
+    assert trip_leg != world.rt.eta.leg(east(0), east(3000))
 
 
 async def test_a_request_is_stored_queued_and_idempotent(world: World) -> None:
