@@ -25,8 +25,12 @@ from core.fare_terms import (
     wire_view,
 )
 
-Lat = Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False, strict=False)]
-Lng = Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False, strict=False)]
+# Strict: a coordinate is a JSON number. Lax mode would take `true` as 1.0 and "10.5"
+# as 10.5, so a buggy app would be quoted and sent to a place nobody asked for; the
+# driver socket refuses both too (``LatLng.checked``). Strict floats still take
+# integers (40 is 40.0).
+Lat = Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False, strict=True)]
+Lng = Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False, strict=True)]
 
 
 class Point(BaseModel):

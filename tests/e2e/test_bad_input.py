@@ -58,6 +58,38 @@ async def test_invalid_coordinates_are_422(
     assert mine["items"] == []  # nothing was half-created
 
 
+@pytest.mark.parametrize(
+    "point",
+    [
+        {"lat": True, "lng": -73.98},
+        {"lat": 40.75, "lng": False},
+        {"lat": "10.5", "lng": -73.98},
+        {"lat": 40.75, "lng": "-73.98"},
+    ],
+)
+async def test_booleans_and_strings_are_not_coordinates(
+    http: httpx.AsyncClient, point: dict[str, object]
+) -> None:
+    """JSON `true` is not latitude 1.0 and "10.5" is not a number: refused as the driver
+    socket refuses them, in the pickup and in the drop-off, and no trip is made."""
+    _, auth = await new_rider(http)
+    for body in ({"pickup": point, "dropoff": CHELSEA}, {"pickup": MIDTOWN, "dropoff": point}):
+        for path in ("/v1/quotes", "/v1/trips"):
+            r = await http.post(path, json=body, headers=auth)
+            assert r.status_code == 422, r.text
+            assert problem_of(r)["type"] == "invalid-coordinates"
+    mine = (await http.get("/v1/riders/me/trips", headers=auth)).json()
+    assert mine["items"] == []
+
+
+async def test_integer_coordinates_are_numbers(http: httpx.AsyncClient) -> None:
+    _, auth = await new_rider(http)
+    whole = {"pickup": {"lat": 40, "lng": -74}, "dropoff": CHELSEA}
+    r = await http.post("/v1/quotes", json=whole, headers=auth)
+    assert r.status_code == 200, r.text
+    assert r.json()["fare"]["total_cents"] > 0
+
+
 async def test_nan_and_malformed_json_are_422(http: httpx.AsyncClient) -> None:
     _, auth = await new_rider(http)
     headers = {**auth, "content-type": "application/json"}
