@@ -8,12 +8,13 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from core.clock import utcnow
 from fares import audit, ledger
 from fares.accounts import Period
 from web.deps import CurrentOperator, CurrentPrincipal, Session
+from web.schemas import RequestIn
 
 router = APIRouter(tags=["coop"])
 
@@ -58,14 +59,12 @@ async def audit_log(
 # -- accounts ------------------------------------------------------------------------------
 
 
-class BudgetLineIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class BudgetLineIn(RequestIn):
     label: str = Field(min_length=1, max_length=200)
     amount_cents: int = Field(ge=0, le=10**12)
 
 
-class BudgetIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class BudgetIn(RequestIn):
     lines: list[BudgetLineIn] = Field(max_length=200)
     expected_trips: int = Field(ge=1, le=10**9)
 

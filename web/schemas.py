@@ -33,8 +33,17 @@ Lat = Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False, strict=True)]
 Lng = Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False, strict=True)]
 
 
-class Point(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class RequestIn(BaseModel):
+    """The base of every request body: unknown fields are ignored, so an app one version
+    ahead (sending a field this server does not know yet) is still served; a known field
+    of the wrong type, or a missing one, is still refused (docs/design/api.md,
+    "Conventions"). The one exception is ``FareRuleFieldsIn``: members vote on the rule as
+    written, so a term the server cannot keep is refused rather than dropped."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class Point(RequestIn):
     lat: Lat
     lng: Lng
 

@@ -90,6 +90,36 @@ async def test_integer_coordinates_are_numbers(http: httpx.AsyncClient) -> None:
     assert r.json()["fare"]["total_cents"] > 0
 
 
+async def test_unknown_fields_are_ignored(http: httpx.AsyncClient) -> None:
+    """An app one version ahead sends fields this server does not know, at the top and
+    inside a point: it is served. A known field of the wrong type is still refused."""
+    _, auth = await new_rider(http)
+    newer = {
+        "pickup": {**MIDTOWN, "accuracy_m": 12, "label": "Times Sq"},
+        "dropoff": CHELSEA,
+        "seats_wanted": 2,
+    }
+    quoted = await http.post("/v1/quotes", json=newer, headers=auth)
+    assert quoted.status_code == 200, quoted.text
+    made = await http.post("/v1/trips", json=newer, headers=auth)
+    assert made.status_code == 201, made.text
+    trip = made.json()
+    try:
+        assert trip["pickup"] == MIDTOWN  # the unknown fields were not kept either
+        assert "seats_wanted" not in trip
+        wrong = {**newer, "quote_id": 42}
+        r = await http.post("/v1/trips", json=wrong, headers=auth)
+        assert r.status_code == 422
+        assert problem_of(r)["type"] == "invalid-input"
+        r = await http.post("/v1/quotes", json={"pickup": MIDTOWN, "extra": 1}, headers=auth)
+        assert r.status_code == 422  # dropoff missing
+        assert problem_of(r)["type"] == "invalid-input"
+        mine = (await http.get("/v1/riders/me/trips", headers=auth)).json()["items"]
+        assert [t["id"] for t in mine] == [trip["id"]]
+    finally:
+        await http.post(f"/v1/trips/{trip['id']}/cancel", headers=auth)
+
+
 async def test_nan_and_malformed_json_are_422(http: httpx.AsyncClient) -> None:
     _, auth = await new_rider(http)
     headers = {**auth, "content-type": "application/json"}
