@@ -6,10 +6,11 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 
+import asyncpg
 import httpx
 import pytest
 
-from server.harness import Server
+from server.harness import Server, libpq_url
 from tests.fixtures.phones import (
     CHELSEA,
     MIDTOWN,
@@ -376,3 +377,59 @@ async def test_outside_service_area(http: httpx.AsyncClient, server: Server) -> 
     assert r.status_code == 422 and problem_of(r)["type"] == "outside-service-area"
     q = await http.post("/v1/quotes", json=TRIP, headers=auth)
     assert q.status_code == 200
+
+
+async def _age_trip(server: Server, trip_id: str, *, hours: float) -> None:
+    """Move a trip's request (the time its Idempotency-Key was made) back in time."""
+    conn = await asyncpg.connect(libpq_url(server.settings.database_url))
+    try:
+        done = await conn.execute(
+            "UPDATE trips SET requested_at = requested_at - make_interval(secs => $2) "
+            "WHERE id = $1",
+            trip_id,
+            hours * 3600,
+        )
+        assert done == "UPDATE 1"
+    finally:
+        await conn.close()
+
+
+async def test_idempotency_keys_live_a_day(http: httpx.AsyncClient, server: Server) -> None:
+    """Within 24 h a key names its trip (another body with it is refused); older, the key
+    is a new request, not a months-old finished trip returned as if just made."""
+    _, auth = await new_rider(http)
+    headers = {**auth, "Idempotency-Key": "morning-commute"}
+    first = await http.post("/v1/trips", json=TRIP, headers=headers)
+    assert first.status_code == 201, first.text
+    old_id = first.json()["id"]
+    again = await http.post("/v1/trips", json=TRIP, headers=headers)
+    assert again.status_code == 201 and again.json()["id"] == old_id
+    other = {"pickup": MIDTOWN, "dropoff": NEAR_MIDTOWN}
+    reused = await http.post("/v1/trips", json=other, headers=headers)
+    assert reused.status_code == 422
+    assert problem_of(reused)["type"] == "idempotency-key-reused"
+    cancelled = await http.post(f"/v1/trips/{old_id}/cancel", headers=auth)
+    assert cancelled.status_code == 200, cancelled.text
+
+    # 23 h on, the key still names the (now cancelled) trip.
+    await _age_trip(server, old_id, hours=23)
+    replay = await http.post("/v1/trips", json=TRIP, headers=headers)
+    assert replay.status_code == 201
+    assert replay.json()["id"] == old_id and replay.json()["status"] == "cancelled"
+    assert replay.headers.get("Idempotent-Replayed") == "true"
+
+    # Past 24 h it is a new request: a new trip, even with another body.
+    await _age_trip(server, old_id, hours=2)
+    fresh = await http.post("/v1/trips", json=other, headers=headers)
+    assert fresh.status_code == 201, fresh.text
+    new_trip = fresh.json()
+    try:
+        assert new_trip["id"] != old_id and new_trip["status"] == "requested"
+        assert "Idempotent-Replayed" not in fresh.headers
+        # ... and the key now names the new trip.
+        replayed = await http.post("/v1/trips", json=other, headers=headers)
+        assert replayed.json()["id"] == new_trip["id"]
+        mine = (await http.get("/v1/riders/me/trips", headers=auth)).json()["items"]
+        assert sorted(t["id"] for t in mine) == sorted([old_id, new_trip["id"]])
+    finally:
+        await http.post(f"/v1/trips/{new_trip['id']}/cancel", headers=auth)
