@@ -49,25 +49,35 @@ class Point(RequestIn):
 
 
 class FareBreakdown(BaseModel):
-    base_cents: int
+    """The parts of a fare, and only those: they add up to ``total_cents`` exactly, so a
+    client may sum every key. (``minimum_topup_cents`` is not a part; it lives beside
+    ``breakdown``.)"""
+
+    base_cents: int = Field(description="The rule's base, with any minimum-fare top-up.")
     distance_cents: int
     time_cents: int
     cost_recovery_cents: int
     platform_commission_cents: int = Field(description="Always 0: the co-op takes no cut.")
-    minimum_topup_cents: int = Field(
-        0, description="How much of base_cents tops the fare up to the rule's minimum."
-    )
 
 
 class ReceiptBreakdown(FareBreakdown):
+    """A receipt's parts; they add up to the receipt's ``total_cents``."""
+
     cancellation_fee_cents: int = Field(
         0, description="On a cancellation's receipt: the fee, all of it the driver's."
     )
 
 
+MINIMUM_TOPUP = (
+    "How much of breakdown.base_cents tops the ride up to the rule's minimum fare: "
+    "already inside base_cents, not a part to add."
+)
+
+
 class FareOut(BaseModel):
     total_cents: int
     currency: str
+    minimum_topup_cents: int = Field(0, description=MINIMUM_TOPUP)
     breakdown: FareBreakdown
 
 
@@ -111,6 +121,7 @@ class ReceiptOut(BaseModel):
     distance_m: int
     duration_s: int
     fare_rule_version: int
+    minimum_topup_cents: int = Field(0, description=MINIMUM_TOPUP)
     breakdown: ReceiptBreakdown
     driver_id: str | None
     completed_at: datetime | None
