@@ -5,15 +5,28 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from hypothesis import given
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from core.fare_terms import FareRuleTerms
 from core.models import Trip
 from dispatch.views import fare_view, receipt_view
 from fares.pricing import Fare, price
-from tests.fares.test_pricing import DISTANCES_M, DURATIONS_S, FEES, PROPERTY_SETTINGS, rules
 
 AT = datetime(2026, 11, 22, 1, 24, tzinfo=UTC)
+CENTS = st.integers(min_value=0, max_value=50_000)
+RATES = st.integers(min_value=0, max_value=5_000)
+rules = st.builds(
+    FareRuleTerms,
+    version=st.just(1),
+    base_cents=CENTS,
+    per_km_cents=RATES,
+    per_minute_cents=RATES,
+    minimum_cents=CENTS,
+    cancellation_fee_cents=CENTS,
+    currency=st.sampled_from(["USD", "EUR"]),
+    cost_recovery_mode=st.sampled_from(["per_trip", "dues"]),
+)
 
 
 def _trip(fare: Fare, *, status: str, cancellation_fee_cents: int = 0) -> Trip:
@@ -39,8 +52,13 @@ def _trip(fare: Fare, *, status: str, cancellation_fee_cents: int = 0) -> Trip:
     )
 
 
-@PROPERTY_SETTINGS
-@given(terms=rules, distance_m=DISTANCES_M, duration_s=DURATIONS_S, fee=FEES)
+@settings(max_examples=150, deadline=None)
+@given(
+    terms=rules,
+    distance_m=st.integers(min_value=0, max_value=500_000),
+    duration_s=st.integers(min_value=0, max_value=6 * 3600),
+    fee=st.integers(min_value=0, max_value=10_000),
+)
 def test_every_breakdown_key_sums_to_the_total(
     terms: FareRuleTerms, distance_m: int, duration_s: int, fee: int
 ) -> None:
