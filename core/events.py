@@ -53,7 +53,9 @@ class Event:
 
 
 def encode(frame: dict[str, Any]) -> str:
-    return orjson.dumps(frame).decode()
+    """A frame as JSON text; a datetime in it is written in UTC with ``Z``, as HTTP
+    writes it (``core.clock.iso``)."""
+    return orjson.dumps(frame, option=orjson.OPT_UTC_Z).decode()
 
 
 class EventBus:

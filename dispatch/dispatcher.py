@@ -27,7 +27,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from core import metrics
-from core.clock import now_ms, utcnow
+from core.clock import iso, now_ms, utcnow
 from core.errors import CoopError
 from core.models import Trip
 from dispatch import candidates, offers, trips
@@ -296,7 +296,7 @@ class Dispatcher:
         """Tell every candidate driver what the batch decided about each trip it could
         have had, and why (``GET /v1/drivers/me/dispatch-log``)."""
         context = {
-            "at": utcnow().isoformat(),
+            "at": iso(utcnow()),
             "batch": batch_id,
             "policy": batch.policy,
             "fairness_weight": batch.fairness_weight,

@@ -24,12 +24,12 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Integer, Numeric, cast, extract, func, select
 
-from core.clock import now_ms, utcnow
+from core.clock import iso, now_ms, utcnow
 from core.events import Event
 from core.models import Trip
 from core.models.spatial import lat_lng_columns
@@ -62,7 +62,7 @@ class DemandMap:
     def body(self) -> dict[str, Any]:
         """The route's answer; the frame is the same with ``"type": "demand.map"``."""
         return {
-            "at": self.at.isoformat(),
+            "at": iso(self.at),
             "hour_of_week": self.hour_of_week,
             "origin": {
                 "cell": self.origin_cell,
@@ -71,9 +71,7 @@ class DemandMap:
             },
             "forecast_built_at": None
             if self.forecast_built_ms is None
-            else datetime.fromtimestamp(
-                self.forecast_built_ms / 1000, tz=self.at.tzinfo
-            ).isoformat(),
+            else iso(datetime.fromtimestamp(self.forecast_built_ms / 1000, tz=UTC)),
             "cells": [c.wire() for c in self.cells],
         }
 

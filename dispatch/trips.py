@@ -119,6 +119,20 @@ def _fingerprint(pickup: LatLng, dropoff: LatLng) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+# How long an Idempotency-Key names the trip it made, counted from the trip's
+# ``requested_at`` (the key's time: the key is stored on the trip it made). A phone
+# retries within seconds or minutes (a lost answer, a reconnect); a day also covers an
+# app woken from the background the next morning, and is how long the rate limiter
+# remembers a charged key (``docs/live-index.md``). Older, the key is a new request: an
+# app that reuses keys (a counter, a date) must not get a months-old finished trip back.
+IDEMPOTENCY_KEY_TTL = timedelta(hours=24)
+
+
+def key_expired(trip: Trip, *, now: datetime) -> bool:
+    """Whether the Idempotency-Key stored on ``trip`` no longer names it."""
+    return trip.requested_at <= now - IDEMPOTENCY_KEY_TTL
+
+
 async def _by_idempotency_key(db: AsyncSession, *, rider_id: str, key: str) -> Trip | None:
     trip: Trip | None = await db.scalar(
         select(Trip).where(Trip.rider_id == rider_id, Trip.idempotency_key == key)
@@ -143,13 +157,22 @@ async def request(
     quote_id: str | None = None,
 ) -> tuple[Trip, bool]:
     """A new trip in ``requested``, queued for dispatch; or, for a repeated
-    Idempotency-Key, the trip that key already made (``created`` is False). With a
-    ``quote_id`` from this rider's quote for these points, priced as that quote was."""
+    Idempotency-Key younger than ``IDEMPOTENCY_KEY_TTL``, the trip that key already made
+    (``created`` is False); the same key with other points is ``IdempotencyKeyReused``.
+    With a ``quote_id`` from this rider's quote for these points, priced as that quote
+    was."""
     fingerprint = _fingerprint(pickup, dropoff)
     if idempotency_key is not None:
         existing = await _by_idempotency_key(db, rider_id=rider_id, key=idempotency_key)
         if existing is not None:
-            return _replay(existing, fingerprint), False
+            if not key_expired(existing, now=utcnow()):
+                return _replay(existing, fingerprint), False
+            # Expired: the old trip lets go of the key (in this transaction, so a failed
+            # request keeps it), and the unique index then lets the new trip take it. Two
+            # requests racing here both clear it; the index picks one new trip, and the
+            # other replays it below.
+            existing.idempotency_key = None
+            await db.flush()
     pinned = None
     if quote_id is not None:
         pinned = quotes.read_quote(

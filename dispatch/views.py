@@ -21,16 +21,19 @@ def point_of(geography: Any) -> dict[str, float]:
 
 
 def fare_view(fare: Fare) -> dict[str, Any]:
+    """The contract's ``Fare``. ``breakdown`` holds the parts and nothing else, so a UI
+    that sums it gets ``total_cents``; the minimum-fare top-up, already inside
+    ``base_cents``, is said beside it, where nobody adds it twice."""
     return {
         "total_cents": fare.total_cents,
         "currency": fare.currency,
+        "minimum_topup_cents": fare.minimum_topup_cents,
         "breakdown": {
             "base_cents": fare.base_cents,
             "distance_cents": fare.distance_cents,
             "time_cents": fare.time_cents,
             "cost_recovery_cents": fare.cost_recovery_cents,
             "platform_commission_cents": fare.platform_commission_cents,
-            "minimum_topup_cents": fare.minimum_topup_cents,
         },
     }
 
@@ -90,6 +93,7 @@ def receipt_view(trip: Trip) -> dict[str, Any]:
         "distance_m": trip.distance_m,
         "duration_s": trip.duration_s,
         "fare_rule_version": trip.fare_rule_version,
+        "minimum_topup_cents": fare.minimum_topup_cents,
         "breakdown": fare_view(fare)["breakdown"],
         "driver_id": trip.driver_id,
         "completed_at": iso(trip.completed_at),
@@ -110,13 +114,13 @@ def _cancellation_receipt(trip: Trip) -> dict[str, Any]:
         "distance_m": 0,
         "duration_s": 0,
         "fare_rule_version": trip.fare_rule_version,
+        "minimum_topup_cents": 0,
         "breakdown": {
             "base_cents": 0,
             "distance_cents": 0,
             "time_cents": 0,
             "cost_recovery_cents": 0,
             "platform_commission_cents": 0,
-            "minimum_topup_cents": 0,
             "cancellation_fee_cents": fee,
         },
         "driver_id": trip.driver_id,

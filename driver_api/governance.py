@@ -7,17 +7,16 @@ from datetime import datetime
 from typing import Literal
 
 from fastapi import APIRouter, Query
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, Field, field_validator
 
 from fares import governance
 from web.deps import CurrentDriver, CurrentPrincipal, RuntimeDep, Session
-from web.schemas import FareRuleFieldsIn, FareRuleFieldsOut
+from web.schemas import FareRuleFieldsIn, FareRuleFieldsOut, RequestIn
 
 router = APIRouter(tags=["governance"])
 
 
-class ProposalIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ProposalIn(RequestIn):
     rule: FareRuleFieldsIn
     rationale: str = Field(min_length=1, max_length=4000)
     closes_at: AwareDatetime = Field(
@@ -65,8 +64,7 @@ class ProposalPage(BaseModel):
     next_cursor: str | None
 
 
-class BallotIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class BallotIn(RequestIn):
     choice: Literal["yes", "no", "abstain"]
 
 

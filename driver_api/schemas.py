@@ -2,19 +2,17 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from web.schemas import TripOut
+from web.schemas import RequestIn, TripOut
 
 
-class VehicleIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class VehicleIn(RequestIn):
     plate: str = Field(min_length=1, max_length=20)
     seats: int = Field(ge=1, le=16)
 
 
-class MemberAdmission(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class MemberAdmission(RequestIn):
     name: str = Field(min_length=1, max_length=200)
     phone: str = Field(min_length=3, max_length=32, pattern=r"^\+?[0-9 ()\-]{3,32}$")
     vehicle: VehicleIn

@@ -2,13 +2,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from web.schemas import Point
+from web.schemas import Point, RequestIn
 
 
-class RiderSignUp(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class RiderSignUp(RequestIn):
     name: str = Field(min_length=1, max_length=200)
     phone: str = Field(min_length=3, max_length=32, pattern=r"^\+?[0-9 ()\-]{3,32}$")
 
@@ -24,8 +23,7 @@ class RiderOut(BaseModel):
     phone: str
 
 
-class TripRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class TripRequest(RequestIn):
     pickup: Point
     dropoff: Point
 

@@ -8,12 +8,13 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from core.clock import utcnow
 from fares import audit, ledger
 from fares.accounts import Period
 from web.deps import CurrentOperator, CurrentPrincipal, Session
+from web.schemas import RequestIn
 
 router = APIRouter(tags=["coop"])
 
@@ -32,8 +33,12 @@ class AuditEntryOut(BaseModel):
 
 class AuditPage(BaseModel):
     items: list[AuditEntryOut]
+    next_cursor: str | None = Field(
+        description="Pass as ?cursor= for the next page; null when this page is the end "
+        "(as on GET /v1/riders/me/trips)."
+    )
     next_after: int | None = Field(
-        description="Pass as ?after= for the next page; null when this page is the end."
+        description="The same, as the seq to pass as ?after=; null when this page is the end."
     )
 
 
@@ -42,30 +47,42 @@ async def audit_log(
     who: CurrentPrincipal,
     db: Session,
     after: int = Query(0, ge=0, description="Entries with seq greater than this."),
-    limit: int = Query(500, ge=1, le=1000),
+    cursor: str | None = Query(
+        None,
+        pattern=r"^[0-9]{1,18}$",
+        description="A page's next_cursor: the page after it (takes the place of after).",
+    ),
+    limit: int = Query(500, ge=1, le=1000, description="Entries per page (default 500)."),
 ) -> AuditPage:
-    entries = await audit.entries_after(db, after=after, limit=limit)
+    start = int(cursor) if cursor is not None else after
+    # One more than asked: whether it comes says if there is a next page, so the last page
+    # says so (null) even when the log ends exactly at a page's end.
+    entries = await audit.entries_after(db, after=start, limit=limit + 1)
+    more = len(entries) > limit
+    entries = entries[:limit]
     items = [
         AuditEntryOut(
             seq=e.seq, at=e.at, kind=e.kind, payload=e.payload, prev_hash=e.prev_hash, hash=e.hash
         )
         for e in entries
     ]
-    next_after = entries[-1].seq if len(entries) == limit else None
-    return AuditPage(items=items, next_after=next_after)
+    next_after = entries[-1].seq if more else None
+    return AuditPage(
+        items=items,
+        next_cursor=None if next_after is None else str(next_after),
+        next_after=next_after,
+    )
 
 
 # -- accounts ------------------------------------------------------------------------------
 
 
-class BudgetLineIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class BudgetLineIn(RequestIn):
     label: str = Field(min_length=1, max_length=200)
     amount_cents: int = Field(ge=0, le=10**12)
 
 
-class BudgetIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class BudgetIn(RequestIn):
     lines: list[BudgetLineIn] = Field(max_length=200)
     expected_trips: int = Field(ge=1, le=10**9)
 

@@ -27,7 +27,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import metrics
-from core.clock import now_ms, utcnow
+from core.clock import iso, now_ms, utcnow
 from core.fare_terms import wire_view
 from core.models import Member, Trip
 from core.models.spatial import lat_lng_columns
@@ -252,14 +252,14 @@ async def _stats(db: AsyncSession, rt: Runtime) -> dict[str, Any]:
         "fare_rule": {
             "version": rule.version,
             **wire_view(rule),
-            "adopted_at": None if rule.adopted_at is None else rule.adopted_at.isoformat(),
+            "adopted_at": iso(rule.adopted_at),
         },
         "open_proposals": open_count,
         "proposals": [
             {
                 "id": p.id,
                 "rationale": p.rationale,
-                "closes_at": p.closes_at.isoformat(),
+                "closes_at": iso(p.closes_at),
                 "eligible_voters": p.eligible_voters,
                 "quorum_ballots": p.quorum_ballots,
                 "tally": p.tally.payload(),
@@ -353,7 +353,7 @@ class Dashboard:
         supply = supply_cells(drivers, requests, self.resolution)
         available = sum(1 for d in drivers if d.status == "available")
         return {
-            "generated_at": now.isoformat(),
+            "generated_at": iso(now),
             "resolution": self.resolution,
             "kpis": {
                 "online_drivers": len(drivers),

@@ -5,18 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Query, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from dispatch.runtime import after_commit
 from geo import areas
 from server import dashboard
 from web.deps import CurrentOperator, RuntimeDep, Session
+from web.schemas import RequestIn
 
 router = APIRouter(tags=["operators"])
 
 
-class ServiceAreaIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ServiceAreaIn(RequestIn):
     name: str = Field(min_length=1, max_length=200)
     polygon: dict[str, Any] = Field(description="GeoJSON Polygon, [lng, lat] positions")
 

@@ -7,11 +7,12 @@ from datetime import datetime
 from typing import Literal
 
 from fastapi import APIRouter, Response, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from core import identity
 from dispatch import members
 from web.deps import CurrentOperator, CurrentPrincipal, Session
+from web.schemas import RequestIn
 
 router = APIRouter(tags=["security"])
 
@@ -26,8 +27,7 @@ async def revoke_token(who: CurrentPrincipal, db: Session) -> Response:
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-class StandingIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class StandingIn(RequestIn):
     status: Literal["active", "suspended", "removed"]
     reason: str = Field(min_length=1, max_length=1000)
 

@@ -169,4 +169,4 @@ class EventStream:
         return last
 
     async def _send_json(self, frame: dict[str, Any]) -> None:
-        await self.ws.send_text(orjson.dumps(frame).decode())
+        await self.ws.send_text(orjson.dumps(frame, option=orjson.OPT_UTC_Z).decode())

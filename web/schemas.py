@@ -25,36 +25,59 @@ from core.fare_terms import (
     wire_view,
 )
 
-Lat = Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False, strict=False)]
-Lng = Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False, strict=False)]
+# Strict: a coordinate is a JSON number. Lax mode would take `true` as 1.0 and "10.5"
+# as 10.5, so a buggy app would be quoted and sent to a place nobody asked for; the
+# driver socket refuses both too (``LatLng.checked``). Strict floats still take
+# integers (40 is 40.0).
+Lat = Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False, strict=True)]
+Lng = Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False, strict=True)]
 
 
-class Point(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class RequestIn(BaseModel):
+    """The base of every request body: unknown fields are ignored, so an app one version
+    ahead (sending a field this server does not know yet) is still served; a known field
+    of the wrong type, or a missing one, is still refused (docs/design/api.md,
+    "Conventions"). The one exception is ``FareRuleFieldsIn``: members vote on the rule as
+    written, so a term the server cannot keep is refused rather than dropped."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class Point(RequestIn):
     lat: Lat
     lng: Lng
 
 
 class FareBreakdown(BaseModel):
-    base_cents: int
+    """The parts of a fare, and only those: they add up to ``total_cents`` exactly, so a
+    client may sum every key. (``minimum_topup_cents`` is not a part; it lives beside
+    ``breakdown``.)"""
+
+    base_cents: int = Field(description="The rule's base, with any minimum-fare top-up.")
     distance_cents: int
     time_cents: int
     cost_recovery_cents: int
     platform_commission_cents: int = Field(description="Always 0: the co-op takes no cut.")
-    minimum_topup_cents: int = Field(
-        0, description="How much of base_cents tops the fare up to the rule's minimum."
-    )
 
 
 class ReceiptBreakdown(FareBreakdown):
+    """A receipt's parts; they add up to the receipt's ``total_cents``."""
+
     cancellation_fee_cents: int = Field(
         0, description="On a cancellation's receipt: the fee, all of it the driver's."
     )
 
 
+MINIMUM_TOPUP = (
+    "How much of breakdown.base_cents tops the ride up to the rule's minimum fare: "
+    "already inside base_cents, not a part to add."
+)
+
+
 class FareOut(BaseModel):
     total_cents: int
     currency: str
+    minimum_topup_cents: int = Field(0, description=MINIMUM_TOPUP)
     breakdown: FareBreakdown
 
 
@@ -98,6 +121,7 @@ class ReceiptOut(BaseModel):
     distance_m: int
     duration_s: int
     fare_rule_version: int
+    minimum_topup_cents: int = Field(0, description=MINIMUM_TOPUP)
     breakdown: ReceiptBreakdown
     driver_id: str | None
     completed_at: datetime | None

@@ -89,7 +89,9 @@ def error_frame(exc: CoopError, ref: Any = None) -> dict[str, Any]:
 
 
 async def send(ws: WebSocket, frame: dict[str, Any] | str) -> None:
-    text = frame if isinstance(frame, str) else orjson.dumps(frame).decode()
+    text = (
+        frame if isinstance(frame, str) else orjson.dumps(frame, option=orjson.OPT_UTC_Z).decode()
+    )
     await ws.send_text(text)
 
 

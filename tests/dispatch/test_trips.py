@@ -5,7 +5,7 @@ reconciling the live index."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select, update
@@ -232,3 +232,12 @@ async def test_sync_presence_follows_postgresql(world: World) -> None:
     assert active is not None and active.id == trip.id
     state = await world.rt.presence.state(driver_id)
     assert state.status == "on_trip" and state.trip_id == trip.id
+
+
+def test_an_idempotency_key_lives_24_hours() -> None:
+    now = datetime(2026, 12, 7, 12, tzinfo=UTC)
+    assert timedelta(hours=24) == trips.IDEMPOTENCY_KEY_TTL
+    made = Trip(requested_at=now - timedelta(hours=23, minutes=59))
+    assert not trips.key_expired(made, now=now)
+    assert trips.key_expired(Trip(requested_at=now - timedelta(hours=24)), now=now)
+    assert trips.key_expired(Trip(requested_at=now - timedelta(days=90)), now=now)

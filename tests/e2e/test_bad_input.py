@@ -6,10 +6,11 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 
+import asyncpg
 import httpx
 import pytest
 
-from server.harness import Server
+from server.harness import Server, libpq_url
 from tests.fixtures.phones import (
     CHELSEA,
     MIDTOWN,
@@ -56,6 +57,68 @@ async def test_invalid_coordinates_are_422(
         assert problem_of(r)["type"] == slug
     mine = (await http.get("/v1/riders/me/trips", headers=auth)).json()
     assert mine["items"] == []  # nothing was half-created
+
+
+@pytest.mark.parametrize(
+    "point",
+    [
+        {"lat": True, "lng": -73.98},
+        {"lat": 40.75, "lng": False},
+        {"lat": "10.5", "lng": -73.98},
+        {"lat": 40.75, "lng": "-73.98"},
+    ],
+)
+async def test_booleans_and_strings_are_not_coordinates(
+    http: httpx.AsyncClient, point: dict[str, object]
+) -> None:
+    """JSON `true` is not latitude 1.0 and "10.5" is not a number: refused as the driver
+    socket refuses them, in the pickup and in the drop-off, and no trip is made."""
+    _, auth = await new_rider(http)
+    for body in ({"pickup": point, "dropoff": CHELSEA}, {"pickup": MIDTOWN, "dropoff": point}):
+        for path in ("/v1/quotes", "/v1/trips"):
+            r = await http.post(path, json=body, headers=auth)
+            assert r.status_code == 422, r.text
+            assert problem_of(r)["type"] == "invalid-coordinates"
+    mine = (await http.get("/v1/riders/me/trips", headers=auth)).json()
+    assert mine["items"] == []
+
+
+async def test_integer_coordinates_are_numbers(http: httpx.AsyncClient) -> None:
+    _, auth = await new_rider(http)
+    whole = {"pickup": {"lat": 40, "lng": -74}, "dropoff": CHELSEA}
+    r = await http.post("/v1/quotes", json=whole, headers=auth)
+    assert r.status_code == 200, r.text
+    assert r.json()["fare"]["total_cents"] > 0
+
+
+async def test_unknown_fields_are_ignored(http: httpx.AsyncClient) -> None:
+    """An app one version ahead sends fields this server does not know, at the top and
+    inside a point: it is served. A known field of the wrong type is still refused."""
+    _, auth = await new_rider(http)
+    newer = {
+        "pickup": {**MIDTOWN, "accuracy_m": 12, "label": "Times Sq"},
+        "dropoff": CHELSEA,
+        "seats_wanted": 2,
+    }
+    quoted = await http.post("/v1/quotes", json=newer, headers=auth)
+    assert quoted.status_code == 200, quoted.text
+    made = await http.post("/v1/trips", json=newer, headers=auth)
+    assert made.status_code == 201, made.text
+    trip = made.json()
+    try:
+        assert trip["pickup"] == MIDTOWN  # the unknown fields were not kept either
+        assert "seats_wanted" not in trip
+        wrong = {**newer, "quote_id": 42}
+        r = await http.post("/v1/trips", json=wrong, headers=auth)
+        assert r.status_code == 422
+        assert problem_of(r)["type"] == "invalid-input"
+        r = await http.post("/v1/quotes", json={"pickup": MIDTOWN, "extra": 1}, headers=auth)
+        assert r.status_code == 422  # dropoff missing
+        assert problem_of(r)["type"] == "invalid-input"
+        mine = (await http.get("/v1/riders/me/trips", headers=auth)).json()["items"]
+        assert [t["id"] for t in mine] == [trip["id"]]
+    finally:
+        await http.post(f"/v1/trips/{trip['id']}/cancel", headers=auth)
 
 
 async def test_nan_and_malformed_json_are_422(http: httpx.AsyncClient) -> None:
@@ -314,3 +377,59 @@ async def test_outside_service_area(http: httpx.AsyncClient, server: Server) -> 
     assert r.status_code == 422 and problem_of(r)["type"] == "outside-service-area"
     q = await http.post("/v1/quotes", json=TRIP, headers=auth)
     assert q.status_code == 200
+
+
+async def _age_trip(server: Server, trip_id: str, *, hours: float) -> None:
+    """Move a trip's request (the time its Idempotency-Key was made) back in time."""
+    conn = await asyncpg.connect(libpq_url(server.settings.database_url))
+    try:
+        done = await conn.execute(
+            "UPDATE trips SET requested_at = requested_at - make_interval(secs => $2) "
+            "WHERE id = $1",
+            trip_id,
+            hours * 3600,
+        )
+        assert done == "UPDATE 1"
+    finally:
+        await conn.close()
+
+
+async def test_idempotency_keys_live_a_day(http: httpx.AsyncClient, server: Server) -> None:
+    """Within 24 h a key names its trip (another body with it is refused); older, the key
+    is a new request, not a months-old finished trip returned as if just made."""
+    _, auth = await new_rider(http)
+    headers = {**auth, "Idempotency-Key": "morning-commute"}
+    first = await http.post("/v1/trips", json=TRIP, headers=headers)
+    assert first.status_code == 201, first.text
+    old_id = first.json()["id"]
+    again = await http.post("/v1/trips", json=TRIP, headers=headers)
+    assert again.status_code == 201 and again.json()["id"] == old_id
+    other = {"pickup": MIDTOWN, "dropoff": NEAR_MIDTOWN}
+    reused = await http.post("/v1/trips", json=other, headers=headers)
+    assert reused.status_code == 422
+    assert problem_of(reused)["type"] == "idempotency-key-reused"
+    cancelled = await http.post(f"/v1/trips/{old_id}/cancel", headers=auth)
+    assert cancelled.status_code == 200, cancelled.text
+
+    # 23 h on, the key still names the (now cancelled) trip.
+    await _age_trip(server, old_id, hours=23)
+    replay = await http.post("/v1/trips", json=TRIP, headers=headers)
+    assert replay.status_code == 201
+    assert replay.json()["id"] == old_id and replay.json()["status"] == "cancelled"
+    assert replay.headers.get("Idempotent-Replayed") == "true"
+
+    # Past 24 h it is a new request: a new trip, even with another body.
+    await _age_trip(server, old_id, hours=2)
+    fresh = await http.post("/v1/trips", json=other, headers=headers)
+    assert fresh.status_code == 201, fresh.text
+    new_trip = fresh.json()
+    try:
+        assert new_trip["id"] != old_id and new_trip["status"] == "requested"
+        assert "Idempotent-Replayed" not in fresh.headers
+        # ... and the key now names the new trip.
+        replayed = await http.post("/v1/trips", json=other, headers=headers)
+        assert replayed.json()["id"] == new_trip["id"]
+        mine = (await http.get("/v1/riders/me/trips", headers=auth)).json()["items"]
+        assert sorted(t["id"] for t in mine) == sorted([old_id, new_trip["id"]])
+    finally:
+        await http.post(f"/v1/trips/{new_trip['id']}/cancel", headers=auth)

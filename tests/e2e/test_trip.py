@@ -29,8 +29,13 @@ def assert_fare_adds_up(fare: dict[str, object]) -> None:
         "platform_commission_cents",
     )
     assert sum(b[p] for p in parts) == fare["total_cents"]
+    # The parts are all the breakdown holds: a UI may sum every key of it.
+    assert set(b) == set(parts)
+    assert sum(b.values()) == fare["total_cents"]
     assert b["platform_commission_cents"] == 0
     assert all(isinstance(b[p], int) and b[p] >= 0 for p in parts)
+    topup = fare["minimum_topup_cents"]
+    assert isinstance(topup, int) and 0 <= topup <= b["base_cents"]
 
 
 async def test_a_whole_trip(server: Server) -> None:
@@ -172,6 +177,8 @@ async def test_a_whole_trip(server: Server) -> None:
                 + receipt["platform_commission_cents"]
             ) == receipt["total_cents"]
             assert receipt["fare_rule_version"] == 1
+            assert sum(receipt["breakdown"].values()) == receipt["total_cents"]
+            assert receipt["minimum_topup_cents"] == trip["fare"]["minimum_topup_cents"]
             assert receipt["distance_m"] == trip["distance_m"]
 
             # The driver is free again and the earnings show the trip.
@@ -202,3 +209,24 @@ async def test_a_whole_trip(server: Server) -> None:
             page = (await http.get("/v1/riders/me/trips", headers=rider_auth)).json()
             assert [t["id"] for t in page["items"]] == [trip_id]
             assert page["items"][0]["status"] == "completed"
+
+
+async def test_a_topped_up_fare_sums_to_its_total(server: Server) -> None:
+    """A short ride is topped up to the minimum: the top-up is said beside the breakdown,
+    not inside it, so summing the breakdown gives the fare and not the fare plus top-up."""
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
+        _, auth = await new_rider(http)
+        short = {"pickup": MIDTOWN, "dropoff": NEAR_MIDTOWN}
+        q = await http.post("/v1/quotes", json=short, headers=auth)
+        assert q.status_code == 200, q.text
+        fare = q.json()["fare"]
+        assert fare["minimum_topup_cents"] > 0
+        assert "minimum_topup_cents" not in fare["breakdown"]
+        assert_fare_adds_up(fare)
+        r = await http.post("/v1/trips", json=short, headers=auth)
+        assert r.status_code == 201, r.text
+        trip = r.json()
+        try:
+            assert trip["fare"] == fare
+        finally:
+            await http.post(f"/v1/trips/{trip['id']}/cancel", headers=auth)

@@ -253,6 +253,9 @@ async def test_proposals_and_ballots_that_are_refused(vote_server: Server) -> No
             (member, body(rule={"fairness_weight": 1.5}), 422, "invalid-input"),
             (member, body(rule={"base_cents": -1}), 422, "invalid-input"),
             (member, body(rule={"base_cents": 2.5}), 422, "invalid-input"),
+            # Members vote on the rule as written: a term the server cannot keep is
+            # refused, not dropped (the one exception to "unknown fields are ignored").
+            (member, body(rule={"per_mile_cents": 190}), 422, "invalid-input"),
             (member, body(rationale="nul \u0000 byte"), 422, "invalid-input"),
             (member, body(rationale=""), 422, "invalid-input"),
             (rider, body(), 403, "wrong-role"),
@@ -269,7 +272,8 @@ async def test_proposals_and_ballots_that_are_refused(vote_server: Server) -> No
             "/v1/fares/proposals/prp_nope/ballots", json={"choice": "yes"}, headers=member
         )
         assert r.status_code == 404 and problem_of(r)["type"] == "proposal-not-found"
-        r = await http.post("/v1/fares/proposals", json=body(), headers=member)
+        # Outside the rule, a field from a newer app is ignored.
+        r = await http.post("/v1/fares/proposals", json=body(draft_id="d-7"), headers=member)
         assert r.status_code == 201, r.text
         pid = r.json()["id"]
         r = await http.post(
