@@ -1,0 +1,66 @@
+"""The wire contract as committed files: ``openapi.json`` (HTTP) at the repository root,
+generated from the app itself, so a client generator or a reviewer reads exactly what
+the server serves.
+
+``coopride contract write`` (``make contract``) rewrites the files; a test fails when
+the served document drifts from the committed one. The documents are rendered with
+sorted keys, two-space indents and a trailing newline, so a change to the contract is a
+readable diff in review.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from core.settings import Settings
+
+# What a developer runs to bring the committed files up to date (the drift test says so).
+REGENERATE = "make contract  (or: coopride contract write)"
+
+
+def openapi_document() -> dict[str, Any]:
+    """The document ``GET /openapi.json`` serves, built without starting anything.
+
+    The app is created with default settings, not the environment's: the routes and
+    schemas do not depend on a deployment's settings, and a developer's ``.env`` must
+    not change the committed contract. ``create_app`` touches no service until its
+    lifespan runs, which this never does."""
+    from server.app import create_app
+
+    app = create_app(Settings.model_construct(), run_dispatcher=False)
+    return app.openapi()
+
+
+# File name (at the repository root) → how its document is built.
+DOCUMENTS: dict[str, Callable[[], dict[str, Any]]] = {
+    "openapi.json": openapi_document,
+}
+
+
+def render(document: dict[str, Any]) -> str:
+    """The committed form: stable key order, readable diffs, a trailing newline."""
+    return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def write(directory: Path) -> list[Path]:
+    """Rewrite every contract file in ``directory``; returns the paths written."""
+    written = []
+    for name, build in DOCUMENTS.items():
+        path = directory / name
+        path.write_text(render(build()), encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def stale(directory: Path) -> list[str]:
+    """The contract files in ``directory`` that are missing or differ from what the code
+    generates now (empty when all are current)."""
+    return [
+        name
+        for name, build in DOCUMENTS.items()
+        if not (directory / name).is_file()
+        or (directory / name).read_text(encoding="utf-8") != render(build())
+    ]
