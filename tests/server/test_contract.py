@@ -8,9 +8,11 @@ import re
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
-from server import contract
+from server import cli, contract
+from server.harness import Server
 
 ROOT = Path(__file__).resolve().parents[2]
 # camelCase verb + noun(s): what a generated client names its method.
@@ -58,3 +60,34 @@ def test_contract_operation_ids_are_the_documented_names(openapi: dict[str, Any]
     assert by_route[("GET", "/v1/trips/{trip_id}")] == "getTrip"
     assert by_route[("POST", "/v1/trips/{trip_id}/cancel")] == "cancelTrip"
     assert by_route[("POST", "/v1/fares/proposals/{proposal_id}/ballots")] == "castBallot"
+
+
+@pytest.mark.parametrize("name", sorted(contract.DOCUMENTS))
+def test_committed_contract_file_is_what_the_code_generates(name: str) -> None:
+    committed = (ROOT / name).read_text(encoding="utf-8")
+    generated = contract.render(contract.DOCUMENTS[name]())
+    assert committed == generated, (
+        f"{name} is stale: the code's contract changed. Run `{contract.REGENERATE}` "
+        "and commit the file with the change."
+    )
+
+
+def test_served_openapi_is_the_committed_file(server: Server) -> None:
+    """The real server's ``/openapi.json`` (test settings, not the defaults the file is
+    generated with) is the committed document: settings do not change the contract."""
+    served = httpx.get(f"{server.base_url}/openapi.json", timeout=10)
+    assert served.status_code == 200
+    committed = json.loads((ROOT / "openapi.json").read_text(encoding="utf-8"))
+    assert served.json() == committed, f"openapi.json is stale: run `{contract.REGENERATE}`"
+
+
+def test_contract_command_writes_and_checks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["contract", "check", "--dir", str(tmp_path)]) == 1
+    assert "is stale: run make contract" in capsys.readouterr().out
+    assert cli.main(["contract", "write", "--dir", str(tmp_path)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(contract.DOCUMENTS)
+    assert cli.main(["contract", "check", "--dir", str(tmp_path)]) == 0
+    (tmp_path / "openapi.json").write_text("{}\n", encoding="utf-8")
+    assert cli.main(["contract", "check", "--dir", str(tmp_path)]) == 1
