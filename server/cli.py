@@ -505,9 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"default: {DataFile.ETA_MODEL.value} in the data folder",
     )
     p_evaluate.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    p_contract = command(
-        "contract", "the wire contract as files: openapi.json (docs/design/api.md)"
-    )
+    p_contract = command("contract", "the wire contract as files: openapi.json and asyncapi.json")
     contract_sub = p_contract.add_subparsers(
         dest="contract_command", required=True, title="commands"
     )

@@ -1,6 +1,7 @@
-"""The wire contract as committed files: ``openapi.json`` (HTTP) at the repository root,
-generated from the app itself, so a client generator or a reviewer reads exactly what
-the server serves.
+"""The wire contract as committed files at the repository root: ``openapi.json`` (HTTP),
+generated from the app itself, and ``asyncapi.json`` (the rider and driver sockets),
+generated from the frame models the sockets parse with, so a client generator or a
+reviewer reads exactly what the server does.
 
 ``coopride contract write`` (``make contract``) rewrites the files; a test fails when
 the served document drifts from the committed one. The documents are rendered with
@@ -34,9 +35,17 @@ def openapi_document() -> dict[str, Any]:
     return app.openapi()
 
 
+def asyncapi_document() -> dict[str, Any]:
+    """The sockets' AsyncAPI document, versioned with the HTTP API."""
+    from server.asyncapi import asyncapi_document as build
+
+    return build(version=openapi_document()["info"]["version"])
+
+
 # File name (at the repository root) → how its document is built.
 DOCUMENTS: dict[str, Callable[[], dict[str, Any]]] = {
     "openapi.json": openapi_document,
+    "asyncapi.json": asyncapi_document,
 }
 
 

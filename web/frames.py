@@ -73,7 +73,7 @@ class ClientFrame(BaseModel):
     def refuse(cls, error: ErrorDetails) -> CoopError:
         """The domain error a frame of this type is refused with, for its first bad
         field (``error``, pydantic's)."""
-        return InvalidFrame(f"{_tag(cls)}: {_where(error)}{error['msg']}")
+        return InvalidFrame(f"{frame_type(cls)}: {_where(error)}{error['msg']}")
 
 
 class StatusFrame(ClientFrame):
@@ -221,7 +221,8 @@ DriverClientFrame: TypeAlias = Annotated[
 RiderClientFrame: TypeAlias = AckFrame
 
 
-def _tag(model: type[BaseModel]) -> str:
+def frame_type(model: type[BaseModel]) -> str:
+    """The ``type`` a frame model is for (its ``Literal``)."""
     annotation = model.model_fields["type"].annotation
     (tag,) = get_args(annotation)
     return str(tag)
@@ -231,8 +232,9 @@ def _where(error: ErrorDetails) -> str:
     return f"{'.'.join(str(p) for p in error['loc'])}: " if error["loc"] else ""
 
 
-def members(union: Any) -> tuple[type[ClientFrame], ...]:
-    """The frame models of a union alias (or the one model of a union of one)."""
+def members(union: Any) -> tuple[Any, ...]:
+    """The frame models of a union alias, client or server (or the one model of a
+    union of one)."""
     if isinstance(union, type):
         return (union,)
     (inner, *_) = get_args(union)
@@ -249,7 +251,7 @@ class ClientFrames:
 
     @classmethod
     def of(cls, union: Any, *, refusal: str = "unknown frame type {type!r}") -> ClientFrames:
-        return cls({_tag(m): m for m in members(union)}, refusal)
+        return cls({frame_type(m): m for m in members(union)}, refusal)
 
     def parse(self, frame: Mapping[str, Any], context: Any = None) -> ClientFrame:
         """The frame as its model (its ``type`` already known to be a string), or the
