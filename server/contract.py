@@ -16,6 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
 from core.settings import Settings
 
 # What a developer runs to bring the committed files up to date (the drift test says so).
@@ -47,6 +50,23 @@ DOCUMENTS: dict[str, Callable[[], dict[str, Any]]] = {
     "openapi.json": openapi_document,
     "asyncapi.json": asyncapi_document,
 }
+
+
+router = APIRouter()
+
+
+@router.get("/asyncapi.json", include_in_schema=False)
+async def served_asyncapi(request: Request) -> JSONResponse:
+    """The sockets' contract, served beside ``/openapi.json`` (built once per process):
+    a client can read both from the server it talks to, and the drift test compares
+    the committed file with what a real server serves."""
+    document = getattr(request.app.state, "asyncapi", None)
+    if document is None:
+        from server.asyncapi import asyncapi_document as build
+
+        document = build(version=request.app.openapi()["info"]["version"])
+        request.app.state.asyncapi = document
+    return JSONResponse(document)
 
 
 def render(document: dict[str, Any]) -> str:
