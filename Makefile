@@ -16,7 +16,7 @@ LOADTEST_ARGS ?=
 # make itself only ever exits 0 or 2).
 PYTEST_STATUS_FILE ?=
 
-.PHONY: setup run test test-fast test-lowest lock upgrade lint bench loadtest clean venv-check
+.PHONY: setup run test test-fast test-lowest lock upgrade lint bench loadtest clean venv-check contract
 
 # System packages, PostgreSQL/PostGIS, Redis, role/db, .venv (from uv.lock), migrations.
 setup:
@@ -58,6 +58,12 @@ test-fast: setup
 # Needs only the venv, not the services.
 lint: venv-check
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports && $(BIN)/mypy
+
+# The committed wire contract (openapi.json, asyncapi.json) again from the code, after a
+# route, a schema or a socket frame changed; commit the files with the change. Needs only
+# the venv. `python -m` runs this checkout's code whichever checkout the venv was made in.
+contract: venv-check
+	$(BIN)/python -m server.cli contract write
 
 # Runs every benchmarks/bench_*.py with the venv's python.
 bench: setup

@@ -96,7 +96,7 @@ def _ballot(b: governance.BallotRecord) -> BallotOut:
     )
 
 
-@router.post("/v1/fares/proposals", status_code=201)
+@router.post("/v1/fares/proposals", operation_id="proposeFareRule", status_code=201)
 async def propose(body: ProposalIn, who: CurrentDriver, db: Session, rt: RuntimeDep) -> ProposalOut:
     record = await governance.open_proposal(
         db,
@@ -109,7 +109,7 @@ async def propose(body: ProposalIn, who: CurrentDriver, db: Session, rt: Runtime
     return _out(record)
 
 
-@router.get("/v1/fares/proposals")
+@router.get("/v1/fares/proposals", operation_id="listFareProposals")
 async def list_proposals(
     who: CurrentPrincipal,
     db: Session,
@@ -123,12 +123,14 @@ async def list_proposals(
     return ProposalPage(items=[_out(r) for r in records], next_cursor=next_cursor)
 
 
-@router.get("/v1/fares/proposals/{proposal_id}")
+@router.get("/v1/fares/proposals/{proposal_id}", operation_id="getFareProposal")
 async def get_proposal(proposal_id: str, who: CurrentPrincipal, db: Session) -> ProposalOut:
     return _out(await governance.get_proposal(db, proposal_id=proposal_id))
 
 
-@router.post("/v1/fares/proposals/{proposal_id}/ballots", status_code=201)
+@router.post(
+    "/v1/fares/proposals/{proposal_id}/ballots", operation_id="castBallot", status_code=201
+)
 async def cast_ballot(
     proposal_id: str, body: BallotIn, who: CurrentDriver, db: Session
 ) -> BallotOut:
@@ -138,7 +140,7 @@ async def cast_ballot(
     return _ballot(ballot)
 
 
-@router.get("/v1/fares/proposals/{proposal_id}/ballots")
+@router.get("/v1/fares/proposals/{proposal_id}/ballots", operation_id="listBallots")
 async def list_ballots(proposal_id: str, who: CurrentPrincipal, db: Session) -> BallotList:
     ballots = await governance.list_ballots(db, proposal_id=proposal_id)
     return BallotList(items=[_ballot(b) for b in ballots])

@@ -29,7 +29,7 @@ from web.schemas import TripOut
 router = APIRouter(tags=["drivers"])
 
 
-@router.post("/v1/drivers", status_code=status.HTTP_201_CREATED)
+@router.post("/v1/drivers", operation_id="admitDriver", status_code=status.HTTP_201_CREATED)
 async def admit(
     body: MemberAdmission, who: CurrentOperator, db: Session, rt: RuntimeDep
 ) -> Credentials:
@@ -44,7 +44,7 @@ async def admit(
     return Credentials(id=member.id, token=token)
 
 
-@router.get("/v1/drivers/me")
+@router.get("/v1/drivers/me", operation_id="getDriverProfile")
 async def me(who: CurrentDriver, db: Session, rt: RuntimeDep) -> DriverOut:
     member = await identity.get_member(db, member_id=who.subject_id)
     live = await rt.presence.state(member.id)
@@ -69,17 +69,17 @@ async def _advance(
     return TripOut.model_validate(trip_view(trip))
 
 
-@router.post("/v1/trips/{trip_id}/arrived")
+@router.post("/v1/trips/{trip_id}/arrived", operation_id="markTripArrived")
 async def arrived(trip_id: str, who: CurrentDriver, db: Session, rt: RuntimeDep) -> TripOut:
     return await _advance(trip_id, who, db, rt, "arrived")
 
 
-@router.post("/v1/trips/{trip_id}/start")
+@router.post("/v1/trips/{trip_id}/start", operation_id="startTrip")
 async def start(trip_id: str, who: CurrentDriver, db: Session, rt: RuntimeDep) -> TripOut:
     return await _advance(trip_id, who, db, rt, "in_progress")
 
 
-@router.post("/v1/trips/{trip_id}/complete")
+@router.post("/v1/trips/{trip_id}/complete", operation_id="completeTrip")
 async def complete(trip_id: str, who: CurrentDriver, db: Session, rt: RuntimeDep) -> TripOut:
     done = await _advance(trip_id, who, db, rt, "completed")
     # The driver is idle at the drop-off: where to wait next (best effort, advice only).
@@ -92,7 +92,7 @@ def _period(text: str | None) -> accounts.Period:
     return accounts.Period.parse(text) if text is not None else accounts.Period.of(utcnow())
 
 
-@router.get("/v1/drivers/me/earnings")
+@router.get("/v1/drivers/me/earnings", operation_id="getDriverEarnings")
 async def earnings(
     who: CurrentDriver,
     db: Session,
@@ -114,7 +114,7 @@ async def earnings(
     )
 
 
-@router.get("/v1/drivers/me/statement")
+@router.get("/v1/drivers/me/statement", operation_id="getDriverStatement")
 async def statement(
     who: CurrentDriver,
     db: Session,
@@ -141,7 +141,7 @@ async def statement(
     )
 
 
-@router.get("/v1/drivers/me/dispatch-log")
+@router.get("/v1/drivers/me/dispatch-log", operation_id="getDriverDispatchLog")
 async def dispatch_log(
     who: CurrentDriver,
     rt: RuntimeDep,
@@ -154,7 +154,7 @@ async def dispatch_log(
     return DispatchLog(items=[DispatchDecision.model_validate_json(i) for i in items])
 
 
-@router.get("/v1/drivers/me/demand-map")
+@router.get("/v1/drivers/me/demand-map", operation_id="getDemandMap")
 async def demand_map(
     who: CurrentDriver,
     rt: RuntimeDep,

@@ -10,8 +10,6 @@ script (two round trips at the first frame of a leg this process did not see sta
 from __future__ import annotations
 
 import contextlib
-import math
-from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, WebSocket
@@ -20,9 +18,6 @@ from core import identity, metrics
 from core.clock import now_ms
 from core.errors import (
     CoopError,
-    InaccurateLocation,
-    InvalidFrame,
-    InvalidLocation,
     RateLimited,
     StaleLocation,
 )
@@ -32,40 +27,19 @@ from dispatch.presence import RiderForward, TripLeg
 from dispatch.runtime import Runtime
 from geo import cells
 from geo.point import LatLng
+from web.frames import (
+    AcceptFrame,
+    ClientFrames,
+    DeclineFrame,
+    DriverClientFrame,
+    LocationFrame,
+    LocationLimits,
+    StatusFrame,
+)
 from web.runtime import ApiRuntime
 from web.sockets import Frames, error_frame, open_socket, send, serve_socket
 
 router = APIRouter()
-
-# Epoch numbers below this are seconds, above it milliseconds (1e11 s is the year 5138).
-_MS_THRESHOLD = 1e11
-
-
-def _number(frame: dict[str, Any], name: str) -> float | None:
-    value = frame.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise InvalidLocation(f"{name} must be a finite number")
-    return float(value)
-
-
-def parse_ts_ms(value: Any, *, now: int) -> int:
-    """The fix time as epoch ms: ISO 8601 with an offset, or epoch seconds/milliseconds.
-    A frame without one is stamped with the server's clock."""
-    if value is None:
-        return now
-    if isinstance(value, str):
-        try:
-            moment = datetime.fromisoformat(value)
-        except ValueError as exc:
-            raise InvalidLocation("ts must be ISO 8601 or epoch seconds/ms") from exc
-        if moment.tzinfo is None:
-            raise InvalidLocation("ts needs a UTC offset")
-        return int(moment.timestamp() * 1000)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise InvalidLocation("ts must be ISO 8601 or epoch seconds/ms")
-    return int(value if value >= _MS_THRESHOLD else value * 1000)
 
 
 def _rider_frame(rt: Runtime, trip_id: str, point: LatLng, target: LatLng | None) -> dict[str, Any]:
@@ -79,24 +53,15 @@ def _rider_frame(rt: Runtime, trip_id: str, point: LatLng, target: LatLng | None
 
 
 async def handle_location(
-    rt: Runtime, driver_id: str, frame: dict[str, Any], *, assumed_status: str = "offline"
+    rt: Runtime, driver_id: str, frame: LocationFrame, *, assumed_status: str = "offline"
 ) -> None:
-    point = LatLng.checked(frame.get("lat"), frame.get("lng"))
+    """A ``location`` frame its model has checked (``web.frames.LocationFrame``, with the
+    clock and the limits of ``location_limits``): into the live index, and on to the
+    rider while on a trip."""
+    point = LatLng(frame.lat, frame.lng)
     now = now_ms()
-    ts_ms = parse_ts_ms(frame.get("ts"), now=now)
-    if ts_ms > now + rt.settings.max_clock_skew_s * 1000:
-        raise InvalidLocation("ts is in the future")
-    accuracy = _number(frame, "accuracy_m")
-    if accuracy is not None and (accuracy < 0 or accuracy > rt.settings.max_location_accuracy_m):
-        raise InaccurateLocation(
-            f"accuracy_m must be within 0..{rt.settings.max_location_accuracy_m:g}"
-        )
-    heading = _number(frame, "heading")
-    if heading is not None and not 0 <= heading <= 360:
-        raise InvalidLocation("heading must be within 0..360 degrees")
-    speed = _number(frame, "speed_mps")
-    if speed is not None and not 0 <= speed <= 100:
-        raise InvalidLocation("speed_mps must be within 0..100")
+    ts_ms = now if frame.ts_ms is None else frame.ts_ms
+    accuracy, heading, speed = frame.accuracy_m, frame.heading, frame.speed_mps
 
     def for_rider(leg: TripLeg) -> RiderForward:
         """This position for the rider of ``leg``, with the ETA to its target: the
@@ -137,11 +102,16 @@ async def handle_location(
         # On a trip: positions reach the rider again from the next frame on.
 
 
-def _offer_id(frame: dict[str, Any]) -> str:
-    offer_id = frame.get("offer_id")
-    if not isinstance(offer_id, str) or not offer_id or len(offer_id) > 64:
-        raise InvalidFrame(f"{frame['type']} needs an offer_id")
-    return offer_id
+def location_limits(rt: Runtime) -> LocationLimits:
+    """What a ``location`` frame is checked against now (its validation context)."""
+    return LocationLimits(
+        now_ms=now_ms(),
+        max_clock_skew_s=rt.settings.max_clock_skew_s,
+        max_accuracy_m=rt.settings.max_location_accuracy_m,
+    )
+
+
+DRIVER_FRAMES = ClientFrames.of(DriverClientFrame)
 
 
 class DriverSession:
@@ -158,15 +128,17 @@ class DriverSession:
 
     def frames(self) -> Frames:
         return Frames(
+            DRIVER_FRAMES,
             {
                 "location": self.location,
                 "status": self.status,
                 "accept": self.accept,
                 "decline": self.decline,
-            }
+            },
+            context=lambda: location_limits(self.rt),
         )
 
-    async def location(self, frame: dict[str, Any]) -> None:
+    async def location(self, frame: LocationFrame) -> None:
         await handle_location(self.rt, self.driver_id, frame, assumed_status=self.wanted_status)
         if self.advice_due:
             self.advice_due = False
@@ -181,11 +153,9 @@ class DriverSession:
         await guidance.push_to(self.rt, self.driver_id, LatLng(live.lat, live.lng))
         return True
 
-    async def status(self, frame: dict[str, Any]) -> None:
+    async def status(self, frame: StatusFrame) -> None:
         rt, driver_id = self.rt, self.driver_id
-        wanted = frame.get("status")
-        if wanted not in ("online", "offline"):
-            raise InvalidFrame("status must be 'online' or 'offline'")
+        wanted = frame.status
         self.wanted_status = "available" if wanted == "online" else "offline"
         await rt.presence.set_status(driver_id, self.wanted_status, now_ms=now_ms())
         if wanted == "online":
@@ -201,14 +171,14 @@ class DriverSession:
                 except CoopError:
                     pass  # the offer ended meanwhile; nothing to give back
 
-    async def accept(self, frame: dict[str, Any]) -> None:
+    async def accept(self, frame: AcceptFrame) -> None:
         async with self.rt.unit_of_work() as db:
-            await offers.accept(db, self.rt, offer_id=_offer_id(frame), driver_id=self.driver_id)
+            await offers.accept(db, self.rt, offer_id=frame.offer_id, driver_id=self.driver_id)
         metrics.OFFERS.labels("accepted").inc()
 
-    async def decline(self, frame: dict[str, Any]) -> None:
+    async def decline(self, frame: DeclineFrame) -> None:
         async with self.rt.unit_of_work() as db:
-            await offers.decline(db, self.rt, offer_id=_offer_id(frame), driver_id=self.driver_id)
+            await offers.decline(db, self.rt, offer_id=frame.offer_id, driver_id=self.driver_id)
         metrics.OFFERS.labels("declined").inc()
 
 

@@ -43,6 +43,7 @@ def client_address(request: Request) -> str:
 
 @router.post(
     "/v1/riders",
+    operation_id="signUpRider",
     status_code=status.HTTP_201_CREATED,
     responses={429: {"description": "too many sign-ups from this address"}},
 )
@@ -56,13 +57,15 @@ async def sign_up(body: RiderSignUp, db: Session, rt: RuntimeDep, request: Reque
     return Credentials(id=rider.id, token=token)
 
 
-@router.get("/v1/riders/me")
+@router.get("/v1/riders/me", operation_id="getRiderProfile")
 async def me(who: CurrentRider, db: Session) -> RiderOut:
     rider = await identity.get_rider(db, rider_id=who.subject_id)
     return RiderOut(id=rider.id, name=rider.name, phone=rider.phone)
 
 
-@router.post("/v1/quotes", responses={429: {"description": "too many quotes"}})
+@router.post(
+    "/v1/quotes", operation_id="createQuote", responses={429: {"description": "too many quotes"}}
+)
 async def quote(body: TripRequest, who: CurrentRider, db: Session, rt: RuntimeDep) -> QuoteOut:
     await rt.limits.hit(Limit.per_minute("quotes", rt.settings.quote_rate_per_min), who.subject_id)
     pickup, dropoff = _points(body)
@@ -82,6 +85,7 @@ async def quote(body: TripRequest, who: CurrentRider, db: Session, rt: RuntimeDe
 
 @router.post(
     "/v1/trips",
+    operation_id="requestTrip",
     status_code=status.HTTP_201_CREATED,
     responses={429: {"description": "too many trip requests"}},
 )
@@ -114,26 +118,26 @@ async def request_trip(
     return TripOut.model_validate(trip_view(trip))
 
 
-@router.get("/v1/trips/{trip_id}")
+@router.get("/v1/trips/{trip_id}", operation_id="getTrip")
 async def get_trip(trip_id: str, who: CurrentPrincipal, db: Session) -> TripOut:
     trip = await trips.get(db, trip_id=trip_id, who=who)
     return TripOut.model_validate(trip_view(trip))
 
 
-@router.post("/v1/trips/{trip_id}/cancel")
+@router.post("/v1/trips/{trip_id}/cancel", operation_id="cancelTrip")
 async def cancel_trip(trip_id: str, who: CurrentPrincipal, db: Session, rt: RuntimeDep) -> TripOut:
     who.require("rider", "driver")
     trip = await trips.cancel(db, rt, trip_id=trip_id, who=who)
     return TripOut.model_validate(trip_view(trip))
 
 
-@router.get("/v1/trips/{trip_id}/receipt")
+@router.get("/v1/trips/{trip_id}/receipt", operation_id="getTripReceipt")
 async def receipt(trip_id: str, who: CurrentPrincipal, db: Session) -> ReceiptOut:
     trip = await trips.receipt_trip(db, trip_id=trip_id, who=who)
     return ReceiptOut.model_validate(receipt_view(trip))
 
 
-@router.get("/v1/riders/me/trips")
+@router.get("/v1/riders/me/trips", operation_id="listRiderTrips")
 async def my_trips(
     who: CurrentRider,
     db: Session,
@@ -148,7 +152,7 @@ async def my_trips(
     )
 
 
-@router.get("/v1/trips/{trip_id}/trace")
+@router.get("/v1/trips/{trip_id}/trace", operation_id="getTripTrace")
 async def trip_trace(trip_id: str, who: CurrentPrincipal, db: Session) -> TripTrace:
     """Where the car went: positions sampled during the trip (about one per 10 s) and
     where it stood on arrival, start and completion. Recorded when the trip ends."""

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from fastapi import APIRouter, WebSocket
 
+from web.frames import ClientFrames, RiderClientFrame
 from web.sockets import Frames, open_socket, serve_socket
 
 router = APIRouter()
 
 # Riders only listen: every frame but ``ack`` (the socket loop's own) is refused.
-RIDER_FRAMES = Frames({}, refusal="riders send only 'ack' frames, not {type!r}")
+RIDER_FRAMES = Frames(
+    ClientFrames.of(RiderClientFrame, refusal="riders send only 'ack' frames, not {type!r}"), {}
+)
 
 
 @router.websocket("/v1/riders/ws")

@@ -133,6 +133,22 @@ build_dashboard() {
     touch "$out/.built-$sum"
 }
 
+# npm ci for the AsyncAPI parser that tests/server/test_asyncapi.py validates
+# asyncapi.json with (tools/asyncapi), skipped while its package-lock.json is unchanged
+# since the last successful install (stamp file node_modules/.installed-<sha256>).
+install_contract_tools() {
+    local dir=$ROOT/tools/asyncapi sum
+    [[ -f $dir/package-lock.json ]] || die "tools/asyncapi/package-lock.json not found"
+    sum=$(cd "$dir" && sha256sum package.json package-lock.json | sha256sum | cut -d' ' -f1)
+    if [[ -f $dir/node_modules/.installed-$sum ]]; then
+        log "AsyncAPI parser already installed (tools/asyncapi unchanged)"
+        return 0
+    fi
+    log "npm ci (tools/asyncapi)"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error) || die "npm ci failed in tools/asyncapi"
+    touch "$dir/node_modules/.installed-$sum"
+}
+
 run_migrations() {
     if [[ -x $ROOT/.venv/bin/coopride ]]; then
         log "coopride migrate"
@@ -165,5 +181,6 @@ sync_venv
 ensure_frontend_packages
 ensure_proxy_packages
 build_dashboard
+install_contract_tools
 run_migrations
 log "done"

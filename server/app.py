@@ -21,7 +21,17 @@ from driver_api import routes as driver_routes
 from driver_api import socket as driver_socket
 from rider_api import routes as rider_routes
 from rider_api import socket as rider_socket
-from server import coop, fares_routes, health, logs, operator, ops, problems, security_routes
+from server import (
+    contract,
+    coop,
+    fares_routes,
+    health,
+    logs,
+    operator,
+    ops,
+    problems,
+    security_routes,
+)
 from server.limits import BodySizeLimit
 from web.runtime import ApiRuntime
 
@@ -111,6 +121,7 @@ def create_app(settings: Settings | None = None, *, run_dispatcher: bool = True)
         governance_routes,
         coop,
         security_routes,
+        contract,
     ):
         app.include_router(module.router)
     app.include_router(rider_socket.router)

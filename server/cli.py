@@ -254,6 +254,20 @@ class _Version(argparse.Action):
         parser.exit()
 
 
+def contract_command(action: str, directory: Path) -> int:
+    """``coopride contract write|check``: no database or Redis needed (server/contract.py)."""
+    from server import contract
+
+    if action == "write":
+        for path in contract.write(directory):
+            print(f"[contract] wrote {path}", flush=True)
+        return 0
+    stale = contract.stale(directory)
+    for name in stale:
+        print(f"[contract] {directory / name} is stale: run {contract.REGENERATE}", flush=True)
+    return 1 if stale else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``coopride`` command's parser (``loadtest``'s options are the load test's own:
     ``python -m loadtests --help``)."""
@@ -493,6 +507,24 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"default: {DataFile.ETA_MODEL.value} in the data folder",
     )
     p_evaluate.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p_contract = command("contract", "the wire contract as files: openapi.json and asyncapi.json")
+    contract_sub = p_contract.add_subparsers(
+        dest="contract_command", required=True, title="commands"
+    )
+    for name, about in (
+        ("write", "regenerate the contract files from the code"),
+        ("check", "exit 1 if a contract file differs from what the code generates"),
+    ):
+        p_contract_cmd = contract_sub.add_parser(
+            name, help=about, description=about, formatter_class=HelpFormatter
+        )
+        p_contract_cmd.add_argument(
+            "--dir",
+            metavar="DIR",
+            type=Path,
+            default=Path("."),
+            help="where the files live: the repository root",
+        )
     # Listed for `coopride --help`; its options are the load test's own (see main's start).
     sub.add_parser(
         "loadtest",
@@ -538,6 +570,8 @@ def _run(args: argparse.Namespace) -> int:
         run_dispatcher(args.log_level)
     elif args.command == "audit" and args.audit_command == "verify":
         return audit_verify()
+    elif args.command == "contract":
+        return contract_command(args.contract_command, args.dir)
     elif args.command == "eta":
         from geo.eta import commands
 

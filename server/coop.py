@@ -42,7 +42,7 @@ class AuditPage(BaseModel):
     )
 
 
-@router.get("/v1/coop/audit")
+@router.get("/v1/coop/audit", operation_id="listAuditEntries")
 async def audit_log(
     who: CurrentPrincipal,
     db: Session,
@@ -186,7 +186,7 @@ class PeriodOut(BaseModel):
         )
 
 
-@router.put("/v1/coop/budgets/{period}")
+@router.put("/v1/coop/budgets/{period}", operation_id="publishBudget")
 async def publish_budget(
     period: str, body: BudgetIn, who: CurrentOperator, db: Session
 ) -> BudgetOut:
@@ -199,17 +199,17 @@ async def publish_budget(
     return BudgetOut.of(view)
 
 
-@router.get("/v1/coop/budgets/{period}")
+@router.get("/v1/coop/budgets/{period}", operation_id="getBudget")
 async def get_budget(period: str, who: CurrentPrincipal, db: Session) -> BudgetOut:
     return BudgetOut.of(await ledger.budget(db, period=Period.parse(period)))
 
 
-@router.post("/v1/coop/periods/{period}/close")
+@router.post("/v1/coop/periods/{period}/close", operation_id="closePeriod")
 async def close_period(period: str, who: CurrentOperator, db: Session) -> PeriodOut:
     report = await ledger.close_period(db, period=Period.parse(period), now=utcnow())
     return PeriodOut.of(report)
 
 
-@router.get("/v1/coop/periods/{period}")
+@router.get("/v1/coop/periods/{period}", operation_id="getPeriod")
 async def get_period(period: str, who: CurrentPrincipal, db: Session) -> PeriodOut:
     return PeriodOut.of(await ledger.period_report(db, period=Period.parse(period)))

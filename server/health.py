@@ -18,12 +18,16 @@ router = APIRouter(tags=["health"])
 READY_TIMEOUT_S = 2.0
 
 
-@router.get("/healthz")
+@router.get("/healthz", operation_id="checkLiveness")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "a backing service is down"}})
+@router.get(
+    "/readyz",
+    operation_id="checkReadiness",
+    responses={503: {"description": "a backing service is down"}},
+)
 async def readyz(rt: RuntimeDep) -> JSONResponse:
     async def database() -> bool:
         async with rt.engine.connect() as conn:
@@ -47,6 +51,6 @@ async def readyz(rt: RuntimeDep) -> JSONResponse:
     )
 
 
-@router.get("/metrics", response_class=Response)
+@router.get("/metrics", operation_id="getMetrics", response_class=Response)
 async def metrics() -> Response:
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

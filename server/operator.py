@@ -38,7 +38,11 @@ class Supply(BaseModel):
     cells: list[SupplyCell]
 
 
-@router.post("/v1/operator/service-areas", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/v1/operator/service-areas",
+    operation_id="createServiceArea",
+    status_code=status.HTTP_201_CREATED,
+)
 async def create_service_area(
     body: ServiceAreaIn, who: CurrentOperator, db: Session, rt: RuntimeDep
 ) -> ServiceAreaOut:
@@ -50,7 +54,7 @@ async def create_service_area(
     )
 
 
-@router.get("/v1/operator/service-areas")
+@router.get("/v1/operator/service-areas", operation_id="listServiceAreas")
 async def list_service_areas(who: CurrentOperator, db: Session) -> list[ServiceAreaOut]:
     return [
         ServiceAreaOut(id=a.id, name=a.name, polygon=a.as_geojson())
@@ -58,7 +62,7 @@ async def list_service_areas(who: CurrentOperator, db: Session) -> list[ServiceA
     ]
 
 
-@router.get("/v1/operator/supply")
+@router.get("/v1/operator/supply", operation_id="getSupply")
 async def supply(
     who: CurrentOperator,
     db: Session,

@@ -90,6 +90,7 @@ def _headers(settings: Settings) -> dict[str, str]:
 
 @router.get(
     "/ops",
+    operation_id="getOpsDashboardPage",
     response_class=HTMLResponse,
     responses={503: {"description": "the front end has not been built (make setup)"}},
 )
@@ -122,7 +123,7 @@ async def ops_asset(name: str) -> Response:
     return FileResponse(path, headers={"Cache-Control": "public, max-age=31536000, immutable"})
 
 
-@router.get("/v1/operator/dashboard")
+@router.get("/v1/operator/dashboard", operation_id="getDashboardSnapshot")
 async def dashboard_snapshot(
     who: CurrentOperator, rt: RuntimeDep, request: Request
 ) -> dict[str, Any]:

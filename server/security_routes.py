@@ -17,7 +17,9 @@ from web.schemas import RequestIn
 router = APIRouter(tags=["security"])
 
 
-@router.post("/v1/tokens/revoke", status_code=status.HTTP_204_NO_CONTENT)
+@router.post(
+    "/v1/tokens/revoke", operation_id="revokeToken", status_code=status.HTTP_204_NO_CONTENT
+)
 async def revoke_token(who: CurrentPrincipal, db: Session) -> Response:
     """Revoke the bearer token of this request (by its ``jti``): every later request with
     it is 401 ``token-revoked`` and every socket opened with it closes (4401). A rider or
@@ -39,7 +41,7 @@ class StandingOut(BaseModel):
     removed_at: datetime | None
 
 
-@router.put("/v1/operator/members/{member_id}/standing")
+@router.put("/v1/operator/members/{member_id}/standing", operation_id="setMemberStanding")
 async def set_standing(
     member_id: str, body: StandingIn, who: CurrentOperator, db: Session
 ) -> StandingOut:

@@ -22,9 +22,9 @@ from redis.exceptions import RedisError
 from starlette.websockets import WebSocket
 
 from core import metrics
-from core.errors import InvalidFrame
 from core.events import REVOKED_PREFIX
 from core.hub import RECONNECTED, Subscription
+from web.frames import AckFrame
 from web.runtime import ApiRuntime
 
 log = logging.getLogger(__name__)
@@ -131,13 +131,11 @@ class EventStream:
             await self.ws.send_text(frame)
             self._sent.inc()
 
-    async def ack(self, frame: dict[str, Any]) -> None:
-        """An ``ack`` frame: remember the highest event id the phone has, for resume."""
-        event_id = frame.get("event_id")
-        if isinstance(event_id, bool) or not isinstance(event_id, int) or event_id < 0:
-            raise InvalidFrame("ack needs a non-negative integer event_id")
+    async def ack(self, frame: AckFrame) -> None:
+        """An ``ack`` frame (its ``event_id`` checked by the model): remember the highest
+        event id the phone has, for resume."""
         key = ack_key(self.rt, self.audience, self.ident)
-        await self.rt.redis.eval(_ACK, 1, key, event_id, ACK_TTL_S)
+        await self.rt.redis.eval(_ACK, 1, key, frame.event_id, ACK_TTL_S)
 
     async def _catch_up(self) -> None:
         """The hub's connection to Redis was replaced, and events published meanwhile

@@ -6,8 +6,10 @@ one Redis subscription, ``core.hub``, through ``web.event_stream``) to the phone
 watchers close the socket when the phone falls too far behind or its token expires.
 When any of them ends, the others are cancelled.
 
-Frame routing: a socket says which frame types it takes (``Frames``); ``ack`` is the
-loop's own; any other type gets an ``unknown-frame-type`` error. A handler returns the
+Frame routing: a socket says which frames it takes (``Frames``: their models, from
+``web.frames``, and a handler per type); ``ack`` is the loop's own; any other type gets an
+``unknown-frame-type`` error, and a frame its model refuses the error the model names. A
+handler gets the parsed model and returns the
 reply frame (or None for a plain ``ok`` when the frame carried an ``id``); a domain
 error becomes an ``error`` frame, and the socket stays open for the next frame.
 
@@ -46,11 +48,11 @@ from core.errors import (
     RateLimited,
     TokenExpired,
     Unavailable,
-    UnknownFrameType,
 )
 from core.events import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED
 from core.tasks import cancel_and_wait
 from web.event_stream import EventStream
+from web.frames import ClientFrame, ClientFrames, ErrorFrame
 from web.runtime import ApiRuntime
 
 log = logging.getLogger(__name__)
@@ -61,31 +63,27 @@ MAX_FRAME_BYTES = 16 * 1024
 CLOSE_TRY_AGAIN = 1013
 CLOSE_TOO_BIG = 1009
 
-Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any] | None]]
+Handler = Callable[[Any], Awaitable[dict[str, Any] | None]]
 
 
 @dataclass(frozen=True)
 class Frames:
-    """What a socket takes from the phone: frame type → handler. ``refusal`` is the
-    detail of the error for any other type (``{type}`` is filled in)."""
+    """What a socket takes from the phone: its client frames (``web.frames``: the model
+    of each type, and the refusal of any other) and a handler per type but ``ack``.
+    ``context`` gives the validation context of each frame (the clock and settings a
+    ``location`` is checked against), or None."""
 
+    client: ClientFrames
     handlers: Mapping[str, Handler]
-    refusal: str = "unknown frame type {type!r}"
+    context: Callable[[], Any] | None = None
 
-    def route(self, frame: dict[str, Any]) -> Handler:
-        handler = self.handlers.get(frame["type"])
-        if handler is None:
-            raise UnknownFrameType(self.refusal.format(type=frame["type"]))
-        return handler
+    def parse(self, frame: dict[str, Any]) -> ClientFrame:
+        return self.client.parse(frame, None if self.context is None else self.context())
 
 
 def error_frame(exc: CoopError, ref: Any = None) -> dict[str, Any]:
-    frame: dict[str, Any] = {"type": "error", "code": exc.slug, "detail": exc.detail}
-    if isinstance(exc, RateLimited):
-        frame["retry_after_s"] = exc.retry_after_s
-    if ref is not None:
-        frame["ref"] = ref
-    return frame
+    retry_after_s = exc.retry_after_s if isinstance(exc, RateLimited) else None
+    return ErrorFrame(code=exc.slug, detail=exc.detail, ref=ref, retry_after_s=retry_after_s).wire()
 
 
 async def send(ws: WebSocket, frame: dict[str, Any] | str) -> None:
@@ -227,8 +225,9 @@ async def read_frames(ws: WebSocket, *, audience: str, frames: Frames, ack: Hand
             ref = frame.get("id")
             counter, timer = _frame_metrics(audience, frame["type"])
             counter.inc()
-            handler = ack if frame["type"] == "ack" else frames.route(frame)
-            reply = await handler(frame)
+            parsed = frames.parse(frame)
+            handler = ack if frame["type"] == "ack" else frames.handlers[frame["type"]]
+            reply = await handler(parsed)
             timer.observe(time.perf_counter() - started)
         except CoopError as exc:
             metrics.SOCKET_ERRORS.labels(audience, exc.slug).inc()

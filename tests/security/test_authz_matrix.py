@@ -191,6 +191,7 @@ ADMISSION = {"name": "New", "phone": "+1 555 0199", "vehicle": {"plate": "N1", "
 # the budget is published before it is read and the period closed).
 MATRIX: list[Row] = [
     Row("GET", "/openapi.json", PUBLIC),
+    Row("GET", "/asyncapi.json", PUBLIC),
     Row("GET", "/docs", PUBLIC),
     Row("GET", "/docs/oauth2-redirect", PUBLIC),
     Row("GET", "/redoc", PUBLIC),
