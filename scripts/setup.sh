@@ -149,6 +149,22 @@ install_contract_tools() {
     touch "$dir/node_modules/.installed-$sum"
 }
 
+# npm ci for the TypeScript SDK (clients/typescript), which tests/server/test_typescript_sdk.py
+# checks and builds, skipped while its package-lock.json is unchanged since the last
+# successful install (stamp file node_modules/.installed-<sha256>).
+install_typescript_sdk() {
+    local dir=$ROOT/clients/typescript sum
+    [[ -f $dir/package-lock.json ]] || die "clients/typescript/package-lock.json not found"
+    sum=$(cd "$dir" && sha256sum package.json package-lock.json | sha256sum | cut -d' ' -f1)
+    if [[ -f $dir/node_modules/.installed-$sum ]]; then
+        log "TypeScript SDK dependencies already installed (clients/typescript unchanged)"
+        return 0
+    fi
+    log "npm ci (clients/typescript)"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error) || die "npm ci failed in clients/typescript"
+    touch "$dir/node_modules/.installed-$sum"
+}
+
 run_migrations() {
     if [[ -x $ROOT/.venv/bin/coopride ]]; then
         log "coopride migrate"
@@ -182,5 +198,6 @@ ensure_frontend_packages
 ensure_proxy_packages
 build_dashboard
 install_contract_tools
+install_typescript_sdk
 run_migrations
 log "done"
