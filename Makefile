@@ -60,10 +60,13 @@ lint: venv-check
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports && $(BIN)/mypy
 
 # The committed wire contract (openapi.json, asyncapi.json) again from the code, after a
-# route, a schema or a socket frame changed; commit the files with the change. Needs only
-# the venv. `python -m` runs this checkout's code whichever checkout the venv was made in.
+# route, a schema or a socket frame changed; commit the files with the change. Needs the
+# venv, and for the TypeScript SDK's generated files (clients/typescript/src/generated)
+# its node_modules (`make setup`). `python -m` runs this checkout's code whichever
+# checkout the venv was made in.
 contract: venv-check
 	$(BIN)/python -m server.cli contract write
+	cd clients/typescript && npm run --silent generate
 
 # Runs every benchmarks/bench_*.py with the venv's python.
 bench: setup
