@@ -133,35 +133,21 @@ build_dashboard() {
     touch "$out/.built-$sum"
 }
 
-# npm ci for the AsyncAPI parser that tests/server/test_asyncapi.py validates
-# asyncapi.json with (tools/asyncapi), skipped while its package-lock.json is unchanged
-# since the last successful install (stamp file node_modules/.installed-<sha256>).
-install_contract_tools() {
-    local dir=$ROOT/tools/asyncapi sum
-    [[ -f $dir/package-lock.json ]] || die "tools/asyncapi/package-lock.json not found"
-    sum=$(cd "$dir" && sha256sum package.json package-lock.json | sha256sum | cut -d' ' -f1)
-    if [[ -f $dir/node_modules/.installed-$sum ]]; then
-        log "AsyncAPI parser already installed (tools/asyncapi unchanged)"
-        return 0
-    fi
-    log "npm ci (tools/asyncapi)"
-    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error) || die "npm ci failed in tools/asyncapi"
-    touch "$dir/node_modules/.installed-$sum"
-}
-
-# npm ci for the TypeScript SDK (clients/typescript), which tests/server/test_typescript_sdk.py
-# checks and builds, skipped while its package-lock.json is unchanged since the last
+# npm ci in a package folder whose dependencies the test suite uses: tools/asyncapi (the
+# AsyncAPI parser tests/server/test_asyncapi.py validates asyncapi.json with) and
+# clients/typescript (the SDK tests/server/test_typescript_sdk.py checks and builds).
+# Skipped while package.json and package-lock.json are unchanged since the last
 # successful install (stamp file node_modules/.installed-<sha256>).
-install_typescript_sdk() {
-    local dir=$ROOT/clients/typescript sum
-    [[ -f $dir/package-lock.json ]] || die "clients/typescript/package-lock.json not found"
+npm_ci_once() {
+    local rel=$1 what=$2 dir=$ROOT/$1 sum
+    [[ -f $dir/package-lock.json ]] || die "$rel/package-lock.json not found"
     sum=$(cd "$dir" && sha256sum package.json package-lock.json | sha256sum | cut -d' ' -f1)
     if [[ -f $dir/node_modules/.installed-$sum ]]; then
-        log "TypeScript SDK dependencies already installed (clients/typescript unchanged)"
+        log "$what already installed ($rel unchanged)"
         return 0
     fi
-    log "npm ci (clients/typescript)"
-    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error) || die "npm ci failed in clients/typescript"
+    log "npm ci ($rel)"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error) || die "npm ci failed in $rel"
     touch "$dir/node_modules/.installed-$sum"
 }
 
@@ -197,7 +183,7 @@ sync_venv
 ensure_frontend_packages
 ensure_proxy_packages
 build_dashboard
-install_contract_tools
-install_typescript_sdk
+npm_ci_once tools/asyncapi "AsyncAPI parser"
+npm_ci_once clients/typescript "TypeScript SDK dependencies"
 run_migrations
 log "done"
